@@ -1,0 +1,1 @@
+//! Shared shapes for the criterion benchmarks (see benches/ops.rs).

@@ -1,0 +1,246 @@
+//! Causal self-attention with GQA, document masking and an optional sliding window.
+//! q is [B, T, H, D]; k and v are [B, T, Hkv, D] with H a multiple of Hkv (query head h reads
+//! kv head h / (H/Hkv)); out is [B, T, H, D]. Query i sees key j when
+//!   j <= i,  doc[i] == doc[j] (when document ids [B, T] are given: packed sequences),
+//!   i - j < window (when a window is given: Mistral's sliding window, the token itself included).
+//! Scores are scaled by 1/sqrt(D). Every query sees at least itself, so no row is empty.
+//! Forward per query row: an exact softmax over the visible keys, saving logsumexp L [B, T, H].
+//! Backward recomputes P = exp(s - L) (flash-attention style, nothing T x T is kept):
+//!   Di = dO_i . O_i,  dS_ij = P_ij (dO_i . v_j - Di)
+//!   dq_i = scale sum_j dS_ij k_j,  dk_j = scale sum_{h in group, i} dS_ij q_i,  dv_j = sum P_ij dO_i
+//! Each output row is computed by one task in a fixed order: deterministic at any thread count.
+
+use crate::dtype::Float;
+use crate::error::{Error, Result};
+use crate::ops::check_float;
+use crate::par;
+use crate::storage::CpuStorage;
+use crate::tape::{record, InputGrads, Op};
+use crate::{DType, Shape, Tensor};
+
+/// Which keys a query may see, beyond causality.
+#[derive(Clone, Debug, Default)]
+pub struct AttentionMask {
+    /// Per-token document ids [B, T] (i32/u32): tokens only see their own document.
+    pub doc_ids: Option<Tensor>,
+    /// Sliding window: query i sees keys j with i - j < window.
+    pub window: Option<usize>,
+}
+
+/// Sizes and visibility rule of one attention call.
+#[derive(Clone)]
+pub struct AttnGeom {
+    pub b: usize,
+    pub t: usize,
+    pub h: usize,
+    pub hkv: usize,
+    pub d: usize,
+    pub doc: Option<Vec<usize>>,
+    pub window: Option<usize>,
+}
+
+impl AttnGeom {
+    /// Query i of batch b may see key j.
+    #[inline]
+    pub fn visible(&self, b: usize, i: usize, j: usize) -> bool {
+        j <= i
+            && self.window.is_none_or(|w| i - j < w)
+            && self.doc.as_ref().is_none_or(|d| d[b * self.t + i] == d[b * self.t + j])
+    }
+    /// First key any query i could see (window start).
+    #[inline]
+    fn first_key(&self, i: usize) -> usize {
+        self.window.map_or(0, |w| (i + 1).saturating_sub(w))
+    }
+    fn q_row(&self, b: usize, i: usize, h: usize) -> usize {
+        ((b * self.t + i) * self.h + h) * self.d
+    }
+    fn kv_row(&self, b: usize, j: usize, g: usize) -> usize {
+        ((b * self.t + j) * self.hkv + g) * self.d
+    }
+}
+
+pub(crate) struct Saved {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Vec<f64>,
+    geom: AttnGeom,
+}
+
+fn dot<F: Float>(a: &[F], b: &[F]) -> F {
+    let mut s = F::zero();
+    for (&x, &y) in a.iter().zip(b) {
+        s += x * y;
+    }
+    s
+}
+
+/// Forward: (out [B, T, H, D], lse [B, T, H]).
+pub fn attention_fwd<F: Float>(q: &[F], k: &[F], v: &[F], g: &AttnGeom) -> (Vec<F>, Vec<F>) {
+    let (d, group) = (g.d, g.h / g.hkv);
+    let scale = F::one() / F::c(d as f64).sqrt();
+    let mut out = vec![F::zero(); q.len()];
+    let mut lse = vec![F::zero(); g.b * g.t * g.h];
+    par::for_each_row(&mut lse, 1, |r, l| {
+        let (b, i, h) = (r / (g.t * g.h), (r / g.h) % g.t, r % g.h);
+        let qi = &q[g.q_row(b, i, h)..][..d];
+        let kvh = h / group;
+        let keys: Vec<usize> = (g.first_key(i)..=i).filter(|&j| g.visible(b, i, j)).collect();
+        let s: Vec<F> = keys.iter().map(|&j| dot(qi, &k[g.kv_row(b, j, kvh)..][..d]) * scale).collect();
+        let m = s.iter().copied().fold(F::neg_infinity(), F::max);
+        let sum: F = s.iter().map(|&x| (x - m).exp()).sum();
+        l[0] = m + sum.ln();
+    });
+    par::for_each_row(&mut out, d, |r, o| {
+        let (b, i, h) = (r / (g.t * g.h), (r / g.h) % g.t, r % g.h);
+        let qi = &q[g.q_row(b, i, h)..][..d];
+        let kvh = h / group;
+        for j in (g.first_key(i)..=i).filter(|&j| g.visible(b, i, j)) {
+            let p = (dot(qi, &k[g.kv_row(b, j, kvh)..][..d]) * scale - lse[r]).exp();
+            for (o, &x) in o.iter_mut().zip(&v[g.kv_row(b, j, kvh)..][..d]) {
+                *o += p * x;
+            }
+        }
+    });
+    (out, lse)
+}
+
+/// Backward: (dq, dk, dv) from the inputs, out, lse and dout.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd<F: Float>(
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    out: &[F],
+    lse: &[F],
+    dout: &[F],
+    g: &AttnGeom,
+) -> (Vec<F>, Vec<F>, Vec<F>) {
+    let (d, group) = (g.d, g.h / g.hkv);
+    let scale = F::one() / F::c(d as f64).sqrt();
+    // Di per query row.
+    let mut di = vec![F::zero(); lse.len()];
+    par::for_each_row(&mut di, 1, |r, x| x[0] = dot(&dout[r * d..][..d], &out[r * d..][..d]));
+    // P_ij and dS_ij for query row r (b, i, h) and key j.
+    let p_ds = |r: usize, b: usize, i: usize, h: usize, j: usize| {
+        let (qi, kvh) = (&q[g.q_row(b, i, h)..][..d], h / group);
+        let p = (dot(qi, &k[g.kv_row(b, j, kvh)..][..d]) * scale - lse[r]).exp();
+        let dp = dot(&dout[r * d..][..d], &v[g.kv_row(b, j, kvh)..][..d]);
+        (p, p * (dp - di[r]))
+    };
+    let mut dq = vec![F::zero(); q.len()];
+    par::for_each_row(&mut dq, d, |r, o| {
+        let (b, i, h) = (r / (g.t * g.h), (r / g.h) % g.t, r % g.h);
+        for j in (g.first_key(i)..=i).filter(|&j| g.visible(b, i, j)) {
+            let (_, ds) = p_ds(r, b, i, h, j);
+            for (o, &x) in o.iter_mut().zip(&k[g.kv_row(b, j, h / group)..][..d]) {
+                *o += ds * scale * x;
+            }
+        }
+    });
+    // dk and dv rows: each key row j of kv head kvh sums over its query heads and queries i >= j.
+    let mut dkv = vec![F::zero(); 2 * k.len()];
+    par::for_each_row(&mut dkv, 2 * d, |r, o| {
+        let (b, j, kvh) = (r / (g.t * g.hkv), (r / g.hkv) % g.t, r % g.hkv);
+        let (dk, dv) = o.split_at_mut(d);
+        let last = g.window.map_or(g.t, |w| (j + w).min(g.t));
+        for h in kvh * group..(kvh + 1) * group {
+            for i in (j..last).filter(|&i| g.visible(b, i, j)) {
+                let rq = (b * g.t + i) * g.h + h;
+                let (p, ds) = p_ds(rq, b, i, h, j);
+                for e in 0..d {
+                    dk[e] += ds * scale * q[rq * d + e];
+                    dv[e] += p * dout[rq * d + e];
+                }
+            }
+        }
+    });
+    let (mut dk, mut dv) = (Vec::with_capacity(k.len()), Vec::with_capacity(k.len()));
+    for row in dkv.chunks(2 * d) {
+        dk.extend_from_slice(&row[..d]);
+        dv.extend_from_slice(&row[d..]);
+    }
+    (dq, dk, dv)
+}
+
+fn geometry(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask) -> Result<AttnGeom> {
+    let op = "attention";
+    if q.rank() != 4 || k.rank() != 4 {
+        return Err(Error::mismatch(op, q.shape(), k.shape(), "q must be [B, T, H, D] and k, v [B, T, Hkv, D]"));
+    }
+    let (qd, kd) = (q.dims(), k.dims());
+    if k.shape() != v.shape() {
+        return Err(Error::mismatch(op, k.shape(), v.shape(), "k and v must have the same shape"));
+    }
+    if qd[0] != kd[0] || qd[1] != kd[1] || qd[3] != kd[3] {
+        return Err(Error::mismatch(op, q.shape(), k.shape(), "B, T and D of q and k must agree"));
+    }
+    if kd[2] == 0 || qd[2] % kd[2] != 0 {
+        return Err(Error::mismatch(op, q.shape(), k.shape(), "query heads must be a multiple of kv heads"));
+    }
+    if q.dtype() != k.dtype() || k.dtype() != v.dtype() {
+        return Err(Error::DTypeMismatch { op, lhs: q.dtype(), rhs: k.dtype() });
+    }
+    let doc = match &mask.doc_ids {
+        None => None,
+        Some(ids) => {
+            if ids.elem_count() != qd[0] * qd[1] {
+                return Err(Error::mismatch(op, q.shape(), ids.shape(), "document ids must be [B, T]"));
+            }
+            Some(crate::ops::embedding::ids_as_indices(op, ids, usize::MAX)?)
+        }
+    };
+    if mask.window == Some(0) {
+        return Err(Error::invalid(op, "a sliding window must be at least 1"));
+    }
+    Ok(AttnGeom { b: qd[0], t: qd[1], h: qd[2], hkv: kd[2], d: qd[3], doc, window: mask.window })
+}
+
+fn forward<F: Float>(q: &Tensor, k: &Tensor, v: &Tensor, g: &AttnGeom) -> Result<(CpuStorage, Vec<f64>)> {
+    let op = "attention";
+    let (out, lse) = attention_fwd(q.data::<F>(op)?, k.data::<F>(op)?, v.data::<F>(op)?, g);
+    Ok((F::into_storage(out), lse.iter().map(|x| x.as_f64()).collect()))
+}
+
+/// Causal attention; see the file header for shapes and the mask.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
+    check_float("attention", q)?;
+    let geom = geometry(q, k, v, mask)?;
+    let (out, lse) = match q.dtype() {
+        DType::F32 => forward::<f32>(q, k, v, &geom)?,
+        _ => forward::<f64>(q, k, v, &geom)?,
+    };
+    record("attention", &[q, k, v], out, q.shape().clone(), |y| {
+        Op::Attention(Saved { q: q.detach(), k: k.detach(), v: v.detach(), out: y.clone(), lse, geom })
+    })
+}
+
+fn grad<F: Float>(s: &Saved, g: &Tensor) -> Result<[CpuStorage; 3]> {
+    let op = "attention backward";
+    let lse: Vec<F> = s.lse.iter().map(|&x| F::c(x)).collect();
+    let (dq, dk, dv) = attention_bwd(
+        s.q.data::<F>(op)?,
+        s.k.data::<F>(op)?,
+        s.v.data::<F>(op)?,
+        s.out.data::<F>(op)?,
+        &lse,
+        g.data::<F>(op)?,
+        &s.geom,
+    );
+    Ok([F::into_storage(dq), F::into_storage(dk), F::into_storage(dv)])
+}
+
+pub(crate) fn backward(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<InputGrads> {
+    let [dq, dk, dv] = match g.dtype() {
+        DType::F32 => grad::<f32>(s, g)?,
+        _ => grad::<f64>(s, g)?,
+    };
+    let shape = |t: &Tensor| -> Shape { t.shape().clone() };
+    Ok(vec![
+        needs[0].then(|| Tensor::from_cpu(dq, shape(&s.q))),
+        needs[1].then(|| Tensor::from_cpu(dk, shape(&s.k))),
+        needs[2].then(|| Tensor::from_cpu(dv, shape(&s.v))),
+    ])
+}

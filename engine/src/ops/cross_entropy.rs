@@ -1,0 +1,137 @@
+//! Fused cross-entropy over the vocabulary with ignore index -100.
+//! logits [.., V] (rows N = B*T), targets [..] (i32; -100 = not counted). Returns the summed
+//! loss over counted rows and their count, so the trainer can weight micro-batches by tokens:
+//!   loss_r = logsumexp(x_r) - x_r[t_r]
+//! Nothing V-wide is kept: the forward saves one logsumexp per row, and the backward writes
+//!   dx_r = g * (exp(x_r - lse_r) - onehot(t_r))   (zero for ignored rows)
+//! row by row straight into the logits' gradient. The loss sum adds per-row terms in row order.
+
+use crate::dtype::Float;
+use crate::error::{Error, Result};
+use crate::ops::check_float;
+use crate::ops::softmax::row_lse;
+use crate::par;
+use crate::storage::CpuStorage;
+use crate::tape::{record, InputGrads, Op};
+use crate::{DType, Shape, Tensor};
+
+/// Targets with this value are not counted (HF and PyTorch's convention).
+pub const IGNORE_INDEX: i64 = -100;
+
+pub(crate) struct Saved {
+    logits: Tensor,
+    targets: Vec<Option<usize>>,
+    lse: Vec<f64>,
+}
+
+/// The summed loss (a scalar on the tape) and how many rows it counts.
+pub struct CrossEntropy {
+    pub loss_sum: Tensor,
+    pub count: usize,
+}
+
+/// Targets as `Some(class)` or `None` for ignored rows; anything else out of range is an error.
+pub(crate) fn targets_with_ignore(op: &'static str, t: &Tensor, v: usize) -> Result<Vec<Option<usize>>> {
+    let raw: Vec<i64> = match t.dtype() {
+        DType::I32 => t.data::<i32>(op)?.iter().map(|&x| x as i64).collect(),
+        DType::U32 => t.data::<u32>(op)?.iter().map(|&x| x as i64).collect(),
+        got => return Err(Error::DType { op, got, expected: "i32 or u32 targets" }),
+    };
+    raw.iter()
+        .enumerate()
+        .map(|(position, &x)| match x {
+            IGNORE_INDEX => Ok(None),
+            x if x >= 0 && (x as usize) < v => Ok(Some(x as usize)),
+            index => Err(Error::IndexOutOfRange { op, index, bound: v, position }),
+        })
+        .collect()
+}
+
+/// logsumexp of every row of counted targets (ignored rows get 0 and are never read).
+pub(crate) fn rows_lse<F: Float>(xs: &[F], v: usize, targets: &[Option<usize>]) -> Vec<F> {
+    let mut lse = vec![F::zero(); targets.len()];
+    par::for_each_row(&mut lse, 1, |r, l| {
+        if targets[r].is_some() {
+            l[0] = row_lse(&xs[r * v..(r + 1) * v]);
+        }
+    });
+    lse
+}
+
+/// scale(r) * (softmax(x_r) - onehot(t_r)) for every row; zero rows where the target is ignored.
+pub(crate) fn softmax_minus_onehot<F: Float>(
+    xs: &[F],
+    v: usize,
+    targets: &[Option<usize>],
+    lse: &[F],
+    scale: impl Fn(usize) -> F + Sync + Send,
+) -> Vec<F> {
+    let mut dx = vec![F::zero(); xs.len()];
+    par::for_each_row(&mut dx, v, |r, out| {
+        let Some(t) = targets[r] else { return };
+        let s = scale(r);
+        for (o, &x) in out.iter_mut().zip(&xs[r * v..(r + 1) * v]) {
+            *o = s * (x - lse[r]).exp();
+        }
+        out[t] -= s;
+    });
+    dx
+}
+
+pub(crate) fn check_logits(op: &'static str, logits: &Tensor, targets: &Tensor) -> Result<usize> {
+    check_float(op, logits)?;
+    if logits.rank() == 0 || targets.elem_count() != logits.shape().rows() {
+        return Err(Error::mismatch(op, logits.shape(), targets.shape(), "one target per row of logits [.., V] is needed"));
+    }
+    Ok(logits.shape().last())
+}
+
+fn forward<F: Float>(logits: &Tensor, targets: &[Option<usize>], v: usize) -> Result<(CpuStorage, Vec<f64>)> {
+    let xs = logits.data::<F>("cross_entropy")?;
+    let lse = rows_lse(xs, v, targets);
+    let mut sum = F::zero();
+    for (r, t) in targets.iter().enumerate() {
+        if let Some(t) = *t {
+            sum += lse[r] - xs[r * v + t];
+        }
+    }
+    Ok((F::into_storage(vec![sum]), lse.iter().map(|x| x.as_f64()).collect()))
+}
+
+/// Summed cross-entropy of `logits` [.., V] against `targets` [..] (-100 ignored).
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<CrossEntropy> {
+    let op = "cross_entropy";
+    let v = check_logits(op, logits, targets)?;
+    let t = targets_with_ignore(op, targets, v)?;
+    let count = t.iter().filter(|x| x.is_some()).count();
+    let (out, lse) = match logits.dtype() {
+        DType::F32 => forward::<f32>(logits, &t, v)?,
+        _ => forward::<f64>(logits, &t, v)?,
+    };
+    let loss_sum = record(op, &[logits, targets], out, Shape::new(&[]), |_| {
+        Op::CrossEntropy(Saved { logits: logits.detach(), targets: t.clone(), lse })
+    })?;
+    Ok(CrossEntropy { loss_sum, count })
+}
+
+/// Mean cross-entropy over counted rows (0 when none is counted).
+pub fn cross_entropy_mean(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let ce = cross_entropy(logits, targets)?;
+    crate::ops::scale(&ce.loss_sum, 1.0 / ce.count.max(1) as f64)
+}
+
+fn grad<F: Float>(s: &Saved, g: &Tensor) -> Result<CpuStorage> {
+    let op = "cross_entropy backward";
+    let xs = s.logits.data::<F>(op)?;
+    let gs = F::c(g.to_scalar()?);
+    let lse: Vec<F> = s.lse.iter().map(|&x| F::c(x)).collect();
+    Ok(F::into_storage(softmax_minus_onehot(xs, s.logits.shape().last(), &s.targets, &lse, |_| gs)))
+}
+
+pub(crate) fn backward(s: &Saved, g: &Tensor) -> Result<InputGrads> {
+    let out = match g.dtype() {
+        DType::F32 => grad::<f32>(s, g)?,
+        _ => grad::<f64>(s, g)?,
+    };
+    Ok(vec![Some(Tensor::from_cpu(out, s.logits.shape().clone())), None])
+}

@@ -1,0 +1,100 @@
+//! Embedding: out[n, :] = table[ids[n], :]. ids are i32 or u32 of any shape (B, T), the table
+//! is [V, C], the output [.., C].
+//! Backward scatter-adds into [V, C] deterministically: positions are bucketed by token id
+//! (in position order), then each vocab row sums its bucket in that order, rows in parallel.
+
+use crate::dtype::{Element, Float};
+use crate::error::{Error, Result};
+use crate::ops::check_float;
+use crate::par;
+use crate::storage::CpuStorage;
+use crate::tape::{record, InputGrads, Op};
+use crate::{DType, Shape, Tensor};
+
+pub(crate) struct Saved {
+    ids: Vec<usize>,
+    vocab: usize,
+}
+
+/// Token ids as indices, each checked against `bound`.
+pub(crate) fn ids_as_indices(op: &'static str, ids: &Tensor, bound: usize) -> Result<Vec<usize>> {
+    let raw: Vec<i64> = match ids.dtype() {
+        DType::I32 => ids.data::<i32>(op)?.iter().map(|&i| i as i64).collect(),
+        DType::U32 => ids.data::<u32>(op)?.iter().map(|&i| i as i64).collect(),
+        got => return Err(Error::DType { op, got, expected: "i32 or u32 token ids" }),
+    };
+    raw.iter()
+        .enumerate()
+        .map(|(position, &i)| {
+            if i < 0 || i as usize >= bound {
+                Err(Error::IndexOutOfRange { op, index: i, bound, position })
+            } else {
+                Ok(i as usize)
+            }
+        })
+        .collect()
+}
+
+fn forward<F: Float>(ids: &[usize], table: &Tensor, c: usize) -> Result<CpuStorage> {
+    let t = table.data::<F>("embedding")?;
+    let mut out = vec![F::zero(); ids.len() * c];
+    par::for_each_row(&mut out, c, |n, row| row.copy_from_slice(&t[ids[n] * c..(ids[n] + 1) * c]));
+    Ok(F::into_storage(out))
+}
+
+/// Rows of `table` [V, C] picked by `ids` [..]: [.., C].
+pub fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
+    let op = "embedding";
+    check_float(op, table)?;
+    if table.rank() != 2 {
+        return Err(Error::bad_shape(op, table.shape(), "the table must be [V, C]"));
+    }
+    let (v, c) = (table.dims()[0], table.dims()[1]);
+    let idx = ids_as_indices(op, ids, v)?;
+    let out = match table.dtype() {
+        DType::F32 => forward::<f32>(&idx, table, c)?,
+        _ => forward::<f64>(&idx, table, c)?,
+    };
+    let mut dims = ids.dims().to_vec();
+    dims.push(c);
+    record(op, &[ids, table], out, Shape::from(dims), |_| Op::Embedding(Saved { ids: idx.clone(), vocab: v }))
+}
+
+/// Scatter-add of `g` rows [N, C] into a [V, C] gradient, deterministic at any thread count.
+pub fn embedding_grad<F: Float>(ids: &[usize], g: &[F], vocab: usize, c: usize) -> Vec<F> {
+    // Bucket positions by token id with a counting sort, keeping position order in a bucket.
+    let mut start = vec![0usize; vocab + 1];
+    for &i in ids {
+        start[i + 1] += 1;
+    }
+    for v in 0..vocab {
+        start[v + 1] += start[v];
+    }
+    let mut fill = start.clone();
+    let mut order = vec![0usize; ids.len()];
+    for (n, &i) in ids.iter().enumerate() {
+        order[fill[i]] = n;
+        fill[i] += 1;
+    }
+    let mut out = vec![F::zero(); vocab * c];
+    par::for_each_row(&mut out, c, |v, row| {
+        for &n in &order[start[v]..start[v + 1]] {
+            for (o, &x) in row.iter_mut().zip(&g[n * c..(n + 1) * c]) {
+                *o += x;
+            }
+        }
+    });
+    out
+}
+
+pub(crate) fn backward(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<InputGrads> {
+    if !needs[1] {
+        return Ok(vec![None, None]);
+    }
+    let c = g.shape().last();
+    let out = match g.dtype() {
+        DType::F32 => f32::into_storage(embedding_grad(&s.ids, g.data::<f32>("embedding backward")?, s.vocab, c)),
+        _ => f64::into_storage(embedding_grad(&s.ids, g.data::<f64>("embedding backward")?, s.vocab, c)),
+    };
+    Ok(vec![None, Some(Tensor::from_cpu(out, Shape::new(&[s.vocab, c])))])
+}

@@ -1,0 +1,106 @@
+//! RMSNorm (Llama): y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps), per row of C.
+//! x is [.., C] (rows N = B*T), w is [C]; the forward saves rstd [N] for the backward:
+//!   xhat = x * rstd,  dx = rstd * (dy*w - xhat * mean(dy*w*xhat)),  dw = sum over rows of dy*xhat
+//! dw is summed in fixed row blocks whose partials are added in block order (deterministic).
+
+use crate::dtype::Float;
+use crate::error::{Error, Result};
+use crate::ops::check_float;
+use crate::par;
+use crate::storage::CpuStorage;
+use crate::tape::{record, InputGrads, Op};
+use crate::{DType, Tensor};
+
+pub(crate) struct Saved {
+    x: Tensor,
+    w: Tensor,
+    rstd: Vec<f64>,
+}
+
+fn forward<F: Float>(x: &Tensor, w: &Tensor, eps: f64) -> Result<(CpuStorage, Vec<f64>)> {
+    let op = "rmsnorm";
+    let (xs, ws) = (x.data::<F>(op)?, w.data::<F>(op)?);
+    let c = ws.len();
+    let rows = xs.len() / c.max(1);
+    let mut rstd = vec![F::zero(); rows];
+    par::for_each_row(&mut rstd, 1, |r, out| {
+        let row = &xs[r * c..(r + 1) * c];
+        let ms = row.iter().map(|&v| v * v).sum::<F>() / F::c(c as f64);
+        out[0] = F::one() / (ms + F::c(eps)).sqrt();
+    });
+    let mut y = vec![F::zero(); xs.len()];
+    par::for_each_row(&mut y, c, |r, out| {
+        for ((o, &v), &wv) in out.iter_mut().zip(&xs[r * c..(r + 1) * c]).zip(ws) {
+            *o = v * rstd[r] * wv;
+        }
+    });
+    Ok((F::into_storage(y), rstd.iter().map(|v| v.as_f64()).collect()))
+}
+
+/// RMSNorm of the rows of `x` [.., C] with weight `w` [C].
+pub fn rmsnorm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let op = "rmsnorm";
+    check_float(op, x)?;
+    if w.rank() != 1 || w.dims()[0] != x.shape().last() || x.rank() == 0 {
+        return Err(Error::mismatch(op, x.shape(), w.shape(), "the weight must be [C] for x [.., C]"));
+    }
+    if x.dtype() != w.dtype() {
+        return Err(Error::DTypeMismatch { op, lhs: x.dtype(), rhs: w.dtype() });
+    }
+    let (out, rstd) = match x.dtype() {
+        DType::F32 => forward::<f32>(x, w, eps)?,
+        _ => forward::<f64>(x, w, eps)?,
+    };
+    record(op, &[x, w], out, x.shape().clone(), |_| Op::RmsNorm(Saved { x: x.detach(), w: w.detach(), rstd }))
+}
+
+/// (dx, dw) for RMSNorm, from x [N, C], w [C], rstd [N] and dy [N, C].
+pub fn rmsnorm_grad<F: Float>(xs: &[F], ws: &[F], rstd: &[F], dy: &[F]) -> (Vec<F>, Vec<F>) {
+    let c = ws.len();
+    let mut dx = vec![F::zero(); xs.len()];
+    par::for_each_row(&mut dx, c, |r, out| {
+        let (x, g) = (&xs[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
+        let mut dot = F::zero();
+        for i in 0..c {
+            dot += g[i] * ws[i] * x[i] * rstd[r];
+        }
+        let mean = dot / F::c(c as f64);
+        for i in 0..c {
+            out[i] = rstd[r] * (g[i] * ws[i] - x[i] * rstd[r] * mean);
+        }
+    });
+    let partials = par::map_row_blocks(rstd.len(), |rows| {
+        let mut p = vec![F::zero(); c];
+        for r in rows {
+            for i in 0..c {
+                p[i] += dy[r * c + i] * xs[r * c + i] * rstd[r];
+            }
+        }
+        p
+    });
+    let mut dw = vec![F::zero(); c];
+    for p in partials {
+        for (d, v) in dw.iter_mut().zip(p) {
+            *d += v;
+        }
+    }
+    (dx, dw)
+}
+
+fn grad<F: Float>(s: &Saved, g: &Tensor) -> Result<(CpuStorage, CpuStorage)> {
+    let op = "rmsnorm backward";
+    let rstd: Vec<F> = s.rstd.iter().map(|&v| F::c(v)).collect();
+    let (dx, dw) = rmsnorm_grad(s.x.data::<F>(op)?, s.w.data::<F>(op)?, &rstd, g.data::<F>(op)?);
+    Ok((F::into_storage(dx), F::into_storage(dw)))
+}
+
+pub(crate) fn backward(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<InputGrads> {
+    let (dx, dw) = match g.dtype() {
+        DType::F32 => grad::<f32>(s, g)?,
+        _ => grad::<f64>(s, g)?,
+    };
+    Ok(vec![
+        needs[0].then(|| Tensor::from_cpu(dx, s.x.shape().clone())),
+        needs[1].then(|| Tensor::from_cpu(dw, s.w.shape().clone())),
+    ])
+}

@@ -1,0 +1,141 @@
+//! AdamW (Loshchilov & Hutter; PyTorch's formulation), per parameter tensor:
+//!   p <- p - lr * wd * p                       (decoupled decay, only where `decay` is on)
+//!   m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2
+//!   p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+//! Moments live in the parameter's dtype (f32 on the CPU), keyed by tensor id. The update is
+//! element-wise in fixed chunks, so it is deterministic at any thread count.
+
+use crate::dtype::Float;
+use crate::error::{Error, Result};
+use crate::tape::Grads;
+use crate::tensor::TensorId;
+use crate::{DType, Tensor};
+use rayon::prelude::*;
+use std::collections::HashMap;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    /// PyTorch's defaults but for weight decay 0.1, the usual LLM choice.
+    fn default() -> Self {
+        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 }
+    }
+}
+
+/// First and second moments of one parameter.
+#[derive(Clone)]
+pub struct Moments {
+    pub m: Tensor,
+    pub v: Tensor,
+}
+
+pub struct AdamW {
+    pub config: AdamWConfig,
+    step: u64,
+    state: HashMap<TensorId, Moments>,
+}
+
+/// One AdamW update of `p` with gradient `g`; see the file header. `t` is the 1-based step.
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_update<F: Float>(p: &mut [F], g: &[F], m: &mut [F], v: &mut [F], c: &AdamWConfig, lr: f64, t: u64, decay: bool) {
+    let bc1 = 1.0 - c.beta1.powi(t as i32);
+    let bc2 = 1.0 - c.beta2.powi(t as i32);
+    let (b1, b2, eps) = (F::c(c.beta1), F::c(c.beta2), F::c(c.eps));
+    let step_size = F::c(lr / bc1);
+    let bc2_sqrt = F::c(bc2.sqrt());
+    let keep = F::c(if decay { 1.0 - lr * c.weight_decay } else { 1.0 });
+    const CHUNK: usize = 4096;
+    p.par_chunks_mut(CHUNK)
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .for_each(|(((p, m), v), g)| {
+            for i in 0..p.len() {
+                p[i] *= keep;
+                m[i] = b1 * m[i] + (F::one() - b1) * g[i];
+                v[i] = b2 * v[i] + (F::one() - b2) * g[i] * g[i];
+                p[i] -= step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
+            }
+        });
+}
+
+impl AdamW {
+    pub fn new(config: AdamWConfig) -> AdamW {
+        AdamW { config, step: 0, state: HashMap::new() }
+    }
+
+    /// Steps taken so far.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+    pub fn set_step_count(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    /// Moments of a parameter, if it has been updated (checkpoints save these).
+    pub fn moments(&self, id: TensorId) -> Option<&Moments> {
+        self.state.get(&id)
+    }
+    /// Restores a parameter's moments (resuming from a checkpoint).
+    pub fn set_moments(&mut self, id: TensorId, moments: Moments) {
+        self.state.insert(id, moments);
+    }
+
+    /// Starts a new step (bias corrections use the new count).
+    pub fn begin_step(&mut self) {
+        self.step += 1;
+    }
+
+    /// Updates one parameter in place with its gradient, at learning rate `lr`.
+    pub fn update(&mut self, p: &mut Tensor, g: &Tensor, decay: bool, lr: f64) -> Result<()> {
+        let op = "adamw";
+        if p.shape() != g.shape() {
+            return Err(Error::mismatch(op, p.shape(), g.shape(), "parameter and gradient shapes differ"));
+        }
+        if p.dtype() != g.dtype() {
+            return Err(Error::DTypeMismatch { op, lhs: p.dtype(), rhs: g.dtype() });
+        }
+        if self.step == 0 {
+            return Err(Error::invalid(op, "begin_step must be called before update"));
+        }
+        let st = self.state.entry(p.id()).or_insert_with(|| Moments {
+            m: Tensor::zeros(p.shape().clone(), p.dtype()),
+            v: Tensor::zeros(p.shape().clone(), p.dtype()),
+        });
+        let (c, t) = (self.config, self.step);
+        match p.dtype() {
+            DType::F32 => run::<f32>(p, g, st, &c, lr, t, decay),
+            DType::F64 => run::<f64>(p, g, st, &c, lr, t, decay),
+            got => Err(Error::DType { op, got, expected: "f32 or f64 parameters" }),
+        }
+    }
+
+    /// One step over `params` (tensor, decay on/off) with their gradients; a parameter without
+    /// a gradient is left alone.
+    pub fn step<'a>(&mut self, params: impl IntoIterator<Item = (&'a mut Tensor, bool)>, grads: &Grads, lr: f64) -> Result<()> {
+        self.begin_step();
+        for (p, decay) in params {
+            if let Some(g) = grads.get_id(p.id()) {
+                let g = g.clone();
+                self.update(p, &g, decay, lr)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run<F: Float>(p: &mut Tensor, g: &Tensor, st: &mut Moments, c: &AdamWConfig, lr: f64, t: u64, decay: bool) -> Result<()> {
+    let g = g.data::<F>("adamw")?;
+    let mut m = st.m.data::<F>("adamw")?.to_vec();
+    let mut v = st.v.data::<F>("adamw")?.to_vec();
+    p.update_in_place::<F>(|p| adamw_update(p, g, &mut m, &mut v, c, lr, t, decay))?;
+    st.m.update_in_place::<F>(|d| d.copy_from_slice(&m))?;
+    st.v.update_in_place::<F>(|d| d.copy_from_slice(&v))?;
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! Global gradient norm and clipping (PyTorch's clip_grad_norm_): the L2 norm over all
+//! gradients together; when it exceeds `max_norm`, every gradient is scaled by
+//! max_norm / (norm + 1e-6). Squares are summed in f64, per tensor in fixed chunks and over
+//! tensors in the order given, so the norm is bitwise reproducible.
+
+use crate::error::Result;
+use crate::ops::reduce::deterministic_sum;
+use crate::tape::Grads;
+use crate::tensor::TensorId;
+use crate::Tensor;
+
+fn sum_squares(g: &Tensor) -> Result<f64> {
+    let v = g.to_vec_f64()?;
+    let sq: Vec<f64> = v.iter().map(|x| x * x).collect();
+    Ok(deterministic_sum(&sq))
+}
+
+/// L2 norm over the gradients of `ids`, in that order (missing gradients count as zero).
+pub fn global_grad_norm(grads: &Grads, ids: &[TensorId]) -> Result<f64> {
+    let mut total = 0.0;
+    for &id in ids {
+        if let Some(g) = grads.get_id(id) {
+            total += sum_squares(g)?;
+        }
+    }
+    Ok(total.sqrt())
+}
+
+/// Clips the gradients of `ids` to a global norm of at most `max_norm`; returns the norm
+/// before clipping (what training logs show).
+pub fn clip_grad_norm(grads: &mut Grads, ids: &[TensorId], max_norm: f64) -> Result<f64> {
+    let norm = global_grad_norm(grads, ids)?;
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        for &id in ids {
+            if let Some(g) = grads.remove(id) {
+                grads.insert(id, crate::ops::scale(&g, coef)?);
+            }
+        }
+    }
+    Ok(norm)
+}

@@ -1,0 +1,107 @@
+//! Tensor storage. One enum per device; an op matches on it to pick its backend. The CUDA
+//! variant arrives with the CUDA backend.
+
+use crate::dtype::{DType, Element};
+use crate::Device;
+use half::bf16;
+
+#[derive(Clone, Debug)]
+pub enum Storage {
+    Cpu(CpuStorage),
+}
+
+#[derive(Clone, Debug)]
+pub enum CpuStorage {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    BF16(Vec<bf16>),
+    I32(Vec<i32>),
+    U32(Vec<u32>),
+}
+
+impl Storage {
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+        }
+    }
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(c) => c.dtype(),
+        }
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(c) => c.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl CpuStorage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+            CpuStorage::BF16(_) => DType::BF16,
+            CpuStorage::I32(_) => DType::I32,
+            CpuStorage::U32(_) => DType::U32,
+        }
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::F64(v) => v.len(),
+            CpuStorage::BF16(v) => v.len(),
+            CpuStorage::I32(v) => v.len(),
+            CpuStorage::U32(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every element as f64 (casts and tests).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        fn conv<T: Element>(v: &[T]) -> Vec<f64> {
+            v.iter().map(|x| x.as_f64()).collect()
+        }
+        match self {
+            CpuStorage::F32(v) => conv(v),
+            CpuStorage::F64(v) => v.clone(),
+            CpuStorage::BF16(v) => conv(v),
+            CpuStorage::I32(v) => conv(v),
+            CpuStorage::U32(v) => conv(v),
+        }
+    }
+
+    /// Converts to another dtype. f32 -> bf16 rounds to nearest even, as the hardware does.
+    pub fn cast(&self, to: DType) -> CpuStorage {
+        if self.dtype() == to {
+            return self.clone();
+        }
+        match (self, to) {
+            (CpuStorage::F32(v), DType::BF16) => {
+                CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect())
+            }
+            (CpuStorage::BF16(v), DType::F32) => {
+                CpuStorage::F32(v.iter().map(|x| x.to_f32()).collect())
+            }
+            (CpuStorage::F64(v), DType::F32) => {
+                CpuStorage::F32(v.iter().map(|&x| x as f32).collect())
+            }
+            _ => {
+                let v = self.to_f64_vec();
+                match to {
+                    DType::F32 => CpuStorage::F32(v.iter().map(|&x| x as f32).collect()),
+                    DType::F64 => CpuStorage::F64(v),
+                    DType::BF16 => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f64(x)).collect()),
+                    DType::I32 => CpuStorage::I32(v.iter().map(|&x| x as i32).collect()),
+                    DType::U32 => CpuStorage::U32(v.iter().map(|&x| x as u32).collect()),
+                }
+            }
+        }
+    }
+}
