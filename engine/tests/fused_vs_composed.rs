@@ -1,0 +1,180 @@
+//! Layer 2: each fused op equals the same math built from simpler ops (matmul, softmax,
+//! permute, index_select, broadcast add/mul, reductions), forward and gradients, in f64.
+
+mod common;
+use common::{assert_tensor_close, ids_i32, randn};
+use solar_engine::ops::{self, AttentionMask};
+use solar_engine::{Result, Tape, Tensor};
+
+/// Runs `f` on watched copies of `inputs` and returns (output, gradients of sum(out * r)).
+fn value_and_grads(inputs: &[Tensor], f: &dyn Fn(&[Tensor]) -> Result<Tensor>) -> (Tensor, Vec<Tensor>) {
+    let tape = Tape::new();
+    let w: Vec<Tensor> = inputs.iter().map(|t| tape.watch(t)).collect();
+    let out = f(&w).unwrap();
+    let r = randn(out.dims(), 99);
+    let loss = ops::sum(&ops::mul(&out, &r).unwrap()).unwrap();
+    let grads = tape.backward(&loss).unwrap();
+    let gs = inputs.iter().map(|t| grads.get(t).unwrap().clone()).collect();
+    (out.detach(), gs)
+}
+
+fn assert_same(name: &str, inputs: &[Tensor], fused: &dyn Fn(&[Tensor]) -> Result<Tensor>, composed: &dyn Fn(&[Tensor]) -> Result<Tensor>) {
+    let (yf, gf) = value_and_grads(inputs, fused);
+    let (yc, gc) = value_and_grads(inputs, composed);
+    assert_tensor_close(&format!("{name} forward"), &yf, &yc, 1e-12, 1e-10);
+    for (i, (a, b)) in gf.iter().zip(&gc).enumerate() {
+        assert_tensor_close(&format!("{name} grad {i}"), a, b, 1e-12, 1e-10);
+    }
+}
+
+/// softmax(Q K^T / sqrt(D) + mask) V with GQA by index_select on the kv heads.
+fn composed_attention(x: &[Tensor], mask_add: &Tensor, h: usize, hkv: usize) -> Result<Tensor> {
+    let d = x[0].dims()[3];
+    let kv_of_head: Vec<usize> = (0..h).map(|i| i / (h / hkv)).collect();
+    let q = ops::permute(&x[0], &[0, 2, 1, 3])?; // [B, H, T, D]
+    let k = ops::index_select(&ops::permute(&x[1], &[0, 2, 1, 3])?, 1, &kv_of_head)?;
+    let v = ops::index_select(&ops::permute(&x[2], &[0, 2, 1, 3])?, 1, &kv_of_head)?;
+    let s = ops::scale(&ops::matmul_t(&q, &k, false, true)?, 1.0 / (d as f64).sqrt())?; // [B, H, T, T]
+    let p = ops::softmax(&ops::add(&s, mask_add)?)?;
+    ops::permute(&ops::matmul(&p, &v)?, &[0, 2, 1, 3])
+}
+
+/// Additive mask [B, 1, T, T]: 0 where visible, -1e30 elsewhere.
+fn mask_tensor(b: usize, t: usize, doc: Option<&[i32]>, window: Option<usize>) -> Tensor {
+    let mut m = vec![0.0; b * t * t];
+    for bi in 0..b {
+        for i in 0..t {
+            for j in 0..t {
+                let same_doc = doc.is_none_or(|d| d[bi * t + i] == d[bi * t + j]);
+                let in_window = window.is_none_or(|w| i < j + w);
+                if !(j <= i && same_doc && in_window) {
+                    m[(bi * t + i) * t + j] = -1e30;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(m, &[b, 1, t, t]).unwrap()
+}
+
+#[test]
+fn attention_equals_softmax_qk_v_causal_gqa() {
+    let (b, t, h, hkv, d) = (2, 7, 6, 2, 4);
+    let ins = [randn(&[b, t, h, d], 1), randn(&[b, t, hkv, d], 2), randn(&[b, t, hkv, d], 3)];
+    let mask = mask_tensor(b, t, None, None);
+    assert_same(
+        "attention causal",
+        &ins,
+        &|x| ops::attention(&x[0], &x[1], &x[2], &AttentionMask::default()),
+        &|x| composed_attention(x, &mask, h, hkv),
+    );
+}
+
+#[test]
+fn attention_equals_composed_with_documents_and_window() {
+    let (b, t, h, hkv, d) = (2, 9, 3, 1, 4);
+    let ins = [randn(&[b, t, h, d], 4), randn(&[b, t, hkv, d], 5), randn(&[b, t, hkv, d], 6)];
+    let doc: Vec<i32> = vec![0, 0, 0, 0, 1, 1, 1, 1, 1, 3, 3, 4, 4, 4, 4, 4, 4, 9];
+    let m = AttentionMask { doc_ids: Some(ids_i32(&doc, &[b, t])), window: Some(3) };
+    let mask = mask_tensor(b, t, Some(&doc), Some(3));
+    assert_same(
+        "attention documents+window",
+        &ins,
+        &|x| ops::attention(&x[0], &x[1], &x[2], &m),
+        &|x| composed_attention(x, &mask, h, hkv),
+    );
+}
+
+#[test]
+fn cross_entropy_equals_log_softmax_and_gather() {
+    let logits = randn(&[6, 9], 7);
+    let t: Vec<i32> = vec![1, -100, 8, 0, 4, -100];
+    let targets = ids_i32(&t, &[6]);
+    // Ignored rows gather class 0 and are multiplied by 0.
+    let safe = ids_i32(&t.iter().map(|&x| x.max(0)).collect::<Vec<_>>(), &[6]);
+    let keep = Tensor::from_vec(t.iter().map(|&x| if x < 0 { 0.0 } else { 1.0 }).collect::<Vec<f64>>(), &[6]).unwrap();
+    assert_same(
+        "cross_entropy",
+        &[logits],
+        &|x| Ok(ops::cross_entropy(&x[0], &targets)?.loss_sum),
+        &|x| ops::scale(&ops::sum(&ops::mul(&ops::gather_last(&ops::log_softmax(&x[0])?, &safe)?, &keep)?)?, -1.0),
+    );
+    assert_eq!(ops::cross_entropy(&randn(&[6, 9], 8), &targets).unwrap().count, 4);
+}
+
+#[test]
+fn sequence_logprobs_equal_log_softmax_gather_and_row_sums() {
+    let (b, t, v) = (2, 4, 5);
+    let l: Vec<i32> = vec![-100, 2, 4, 1, -100, -100, 0, 3];
+    let labels = ids_i32(&l, &[b, t]);
+    let safe = ids_i32(&l.iter().map(|&x| x.max(0)).collect::<Vec<_>>(), &[b, t]);
+    let keep = Tensor::from_vec(l.iter().map(|&x| if x < 0 { 0.0 } else { 1.0 }).collect::<Vec<f64>>(), &[b, t]).unwrap();
+    assert_same(
+        "sequence_logprobs",
+        &[randn(&[b, t, v], 9)],
+        &|x| Ok(ops::sequence_logprobs(&x[0], &labels)?.logps),
+        &|x| ops::sum_last(&ops::mul(&ops::gather_last(&ops::log_softmax(&x[0])?, &safe)?, &keep)?)?.reshape(&[b]),
+    );
+}
+
+#[test]
+fn rmsnorm_equals_composed() {
+    let eps = 1e-5;
+    assert_same(
+        "rmsnorm",
+        &[randn(&[3, 5, 8], 10), randn(&[8], 11)],
+        &|x| ops::rmsnorm(&x[0], &x[1], eps),
+        &|x| {
+            let ms = ops::mean_last(&ops::mul(&x[0], &x[0])?)?;
+            let rstd = ops::powf(&ops::add_scalar(&ms, eps)?, -0.5)?;
+            ops::mul(&ops::mul(&x[0], &rstd)?, &x[1])
+        },
+    );
+}
+
+#[test]
+fn swiglu_equals_composed() {
+    assert_same(
+        "swiglu",
+        &[randn(&[4, 6], 12), randn(&[4, 6], 13)],
+        &|x| ops::swiglu(&x[0], &x[1]),
+        &|x| ops::mul(&ops::mul(&x[0], &ops::sigmoid(&x[0])?)?, &x[1]),
+    );
+}
+
+#[test]
+fn rope_equals_rotation_built_from_halves() {
+    // rotate_half(x) = [-x2, x1]: y = x * cos + rotate_half(x) * sin, with cos/sin tables built
+    // here independently.
+    let (t, h, d, theta) = (5, 2, 6, 500.0);
+    let pos: Vec<i32> = vec![0, 1, 2, 0, 1];
+    let (mut cos, mut sin) = (vec![0.0; t * d], vec![0.0; t * d]);
+    for (n, &p) in pos.iter().enumerate() {
+        for i in 0..d {
+            let f = (i % (d / 2)) as f64;
+            let a = p as f64 / f64::powf(theta, 2.0 * f / d as f64);
+            cos[n * d + i] = a.cos();
+            sin[n * d + i] = a.sin();
+        }
+    }
+    let cos = Tensor::from_vec(cos, &[t, 1, d]).unwrap();
+    let sin = Tensor::from_vec(sin, &[t, 1, d]).unwrap();
+    let positions = ids_i32(&pos, &[t]);
+    let first: Vec<usize> = (0..d / 2).collect();
+    let second: Vec<usize> = (d / 2..d).collect();
+    let tile: Vec<usize> = (0..d).map(|i| i % (d / 2)).collect();
+    let lo: Vec<f64> = (0..d).map(|i| if i < d / 2 { 1.0 } else { 0.0 }).collect();
+    let lo_mask = Tensor::from_vec(lo.clone(), &[d]).unwrap();
+    let hi_mask = Tensor::from_vec(lo.iter().map(|x| 1.0 - x).collect::<Vec<f64>>(), &[d]).unwrap();
+    assert_same(
+        "rope",
+        &[randn(&[t, h, d], 14)],
+        &|x| ops::rope(&x[0], &positions, theta),
+        &|x| {
+            // rotate_half(x) = [-x2, x1]: both halves tiled to width D, then masked.
+            let x1 = ops::index_select(&ops::index_select(&x[0], 2, &first)?, 2, &tile)?;
+            let neg_x2 = ops::index_select(&ops::scale(&ops::index_select(&x[0], 2, &second)?, -1.0)?, 2, &tile)?;
+            let rotated = ops::add(&ops::mul(&neg_x2, &lo_mask)?, &ops::mul(&x1, &hi_mask)?)?;
+            ops::add(&ops::mul(&x[0], &cos)?, &ops::mul(&rotated, &sin)?)
+        },
+    );
+}
