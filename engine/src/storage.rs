@@ -86,12 +86,8 @@ impl CpuStorage {
             (CpuStorage::F32(v), DType::BF16) => {
                 CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect())
             }
-            (CpuStorage::BF16(v), DType::F32) => {
-                CpuStorage::F32(v.iter().map(|x| x.to_f32()).collect())
-            }
-            (CpuStorage::F64(v), DType::F32) => {
-                CpuStorage::F32(v.iter().map(|&x| x as f32).collect())
-            }
+            (CpuStorage::BF16(v), DType::F32) => CpuStorage::F32(v.iter().map(|x| x.to_f32()).collect()),
+            (CpuStorage::F64(v), DType::F32) => CpuStorage::F32(v.iter().map(|&x| x as f32).collect()),
             _ => {
                 let v = self.to_f64_vec();
                 match to {

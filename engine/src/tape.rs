@@ -8,8 +8,8 @@
 
 use crate::error::{Error, Result};
 use crate::ops::{
-    attention, binary, cross_entropy, embedding, layout, logprob, matmul, reduce, rmsnorm, rope,
-    softmax, swiglu, unary,
+    attention, binary, cross_entropy, embedding, layout, logprob, matmul, reduce, rmsnorm, rope, softmax,
+    swiglu, unary,
 };
 use crate::storage::{CpuStorage, Storage};
 use crate::tensor::{Tensor, TensorId};
@@ -151,7 +151,7 @@ fn accumulate(map: &mut HashMap<TensorId, Tensor>, id: TensorId, g: Tensor) -> R
 }
 
 /// Gradients keyed by tensor id. Adding into an existing entry sums (`+=`).
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Grads(HashMap<TensorId, Tensor>);
 
 impl Grads {

@@ -42,12 +42,7 @@ impl Tensor {
 
     pub(crate) fn from_parts(storage: Storage, shape: Shape, tape: Option<Tape>) -> Tensor {
         debug_assert_eq!(storage.len(), shape.elem_count());
-        Tensor(Arc::new(Inner {
-            id: TensorId::fresh(),
-            shape,
-            storage: Arc::new(storage),
-            tape,
-        }))
+        Tensor(Arc::new(Inner { id: TensorId::fresh(), shape, storage: Arc::new(storage), tape }))
     }
 
     pub(crate) fn from_cpu(storage: CpuStorage, shape: Shape) -> Tensor {
@@ -181,12 +176,7 @@ impl Tensor {
 
     /// The same data viewed with another shape and a fresh id (used by `reshape`).
     pub(crate) fn view_as(&self, shape: Shape, tape: Option<Tape>) -> Tensor {
-        Tensor(Arc::new(Inner {
-            id: TensorId::fresh(),
-            shape,
-            storage: self.0.storage.clone(),
-            tape,
-        }))
+        Tensor(Arc::new(Inner { id: TensorId::fresh(), shape, storage: self.0.storage.clone(), tape }))
     }
 
     /// Mutates the float data in place, keeping the id: the optimizer's parameter update.

@@ -31,7 +31,12 @@ fn v(t: &Tensor) -> Vec<f64> {
 #[test]
 fn matmul_fast_path_matches_loop_oracle() {
     // (batch dims, m, n, k, ta, tb, shared rhs)
-    let cases = [(vec![], 257, 129, 300, false, false, false), (vec![], 200, 96, 150, true, true, false), (vec![3], 70, 90, 130, false, true, true), (vec![2, 2], 33, 17, 65, true, false, false)];
+    let cases = [
+        (vec![], 257, 129, 300, false, false, false),
+        (vec![], 200, 96, 150, true, true, false),
+        (vec![3], 70, 90, 130, false, true, true),
+        (vec![2, 2], 33, 17, 65, true, false, false),
+    ];
     for (batch, m, n, k, ta, tb, shared) in cases {
         let bs: usize = batch.iter().product();
         let mut ad = batch.clone();
@@ -105,10 +110,21 @@ fn attention_fast_path_matches_loop_oracle() {
     let (b, t, h, hkv, d) = (2, 37, 6, 2, 16);
     let doc: Vec<u32> = (0..(b * t) as u32).map(|i| if i % t as u32 > 20 { 1 } else { 0 }).collect();
     for (doc_ids, window) in [(None, None), (Some(doc.clone()), None), (Some(doc), Some(9))] {
-        let (q, k, vv) = (randn_f32(&[b, t, h, d], 9), randn_f32(&[b, t, hkv, d], 10), randn_f32(&[b, t, hkv, d], 11));
-        let mask = AttentionMask { doc_ids: doc_ids.clone().map(|d| Tensor::from_vec(d, &[b, t]).unwrap()), window };
-        let (out, g, r) = run(&[q.clone(), k.clone(), vv.clone()], |x| ops::attention(&x[0], &x[1], &x[2], &mask));
-        let geom = AttnGeom { b, t, h, hkv, d, doc: doc_ids.map(|d| d.iter().map(|&x| x as usize).collect()), window };
+        let (q, k, vv) =
+            (randn_f32(&[b, t, h, d], 9), randn_f32(&[b, t, hkv, d], 10), randn_f32(&[b, t, hkv, d], 11));
+        let mask =
+            AttentionMask { doc_ids: doc_ids.clone().map(|d| Tensor::from_vec(d, &[b, t]).unwrap()), window };
+        let (out, g, r) =
+            run(&[q.clone(), k.clone(), vv.clone()], |x| ops::attention(&x[0], &x[1], &x[2], &mask));
+        let geom = AttnGeom {
+            b,
+            t,
+            h,
+            hkv,
+            d,
+            doc: doc_ids.map(|d| d.iter().map(|&x| x as usize).collect()),
+            window,
+        };
         let name = format!("attention window={window:?}");
         assert_close(&name, &out, &oracle::attention_fwd(&v(&q), &v(&k), &v(&vv), &geom), ATOL, RTOL);
         let (dq, dk, dv) = oracle::attention_bwd(&v(&q), &v(&k), &v(&vv), &r, &geom);
@@ -121,7 +137,8 @@ fn attention_fast_path_matches_loop_oracle() {
 #[test]
 fn losses_fast_path_match_loop_oracle() {
     let (n, vocab) = (130, 1000);
-    let t: Vec<i32> = (0..n as i32).map(|i| if i % 7 == 3 { -100 } else { (i * 37) % vocab as i32 }).collect();
+    let t: Vec<i32> =
+        (0..n as i32).map(|i| if i % 7 == 3 { -100 } else { (i * 37) % vocab as i32 }).collect();
     let targets = Tensor::from_vec(t.clone(), &[n]).unwrap();
     let opt: Vec<Option<usize>> = t.iter().map(|&x| (x >= 0).then_some(x as usize)).collect();
     let logits = Tensor::randn(&[n, vocab], 3.0, solar_engine::DType::F32, &mut solar_engine::Rng::new(12));
@@ -130,14 +147,32 @@ fn losses_fast_path_match_loop_oracle() {
     assert_eq!(ce.count, count);
     assert_close("cross_entropy", &[ce.loss_sum.to_scalar().unwrap()], &[want], 1e-3, 1e-5);
     let (_, g, r) = run(&[logits.clone()], |x| Ok(ops::cross_entropy(&x[0], &targets)?.loss_sum));
-    assert_close("cross_entropy grad", &g[0], &oracle::cross_entropy_grad(&v(&logits), &opt, vocab, r[0]), 1e-6, 1e-4);
+    assert_close(
+        "cross_entropy grad",
+        &g[0],
+        &oracle::cross_entropy_grad(&v(&logits), &opt, vocab, r[0]),
+        1e-6,
+        1e-4,
+    );
 
     let (b, tt) = (2, n / 2);
     let lp_logits = logits.reshape(&[b, tt, vocab]).unwrap();
     let labels = targets.reshape(&[b, tt]).unwrap();
     let (out, g, r) = run(&[lp_logits.clone()], |x| Ok(ops::sequence_logprobs(&x[0], &labels)?.logps));
-    assert_close("logprobs", &out, &oracle::sequence_logprobs(&v(&lp_logits), &opt, b, tt, vocab), 1e-3, 1e-5);
-    assert_close("logprobs grad", &g[0], &oracle::sequence_logprobs_grad(&v(&lp_logits), &opt, tt, vocab, &r), 1e-6, 1e-4);
+    assert_close(
+        "logprobs",
+        &out,
+        &oracle::sequence_logprobs(&v(&lp_logits), &opt, b, tt, vocab),
+        1e-3,
+        1e-5,
+    );
+    assert_close(
+        "logprobs grad",
+        &g[0],
+        &oracle::sequence_logprobs_grad(&v(&lp_logits), &opt, tt, vocab, &r),
+        1e-6,
+        1e-4,
+    );
 }
 
 #[test]
@@ -172,7 +207,11 @@ fn all_ops_outputs() -> Vec<Tensor> {
     let table = w(randn_f32(&[64, 128], 27));
     let head = w(randn_f32(&[384, 128], 28));
     let ids = Tensor::from_vec((0..300u32).map(|i| (i * 13) % 64).collect::<Vec<_>>(), &[300]).unwrap();
-    let targets = Tensor::from_vec((0..300i32).map(|i| if i % 5 == 0 { -100 } else { i % 384 }).collect::<Vec<_>>(), &[300]).unwrap();
+    let targets = Tensor::from_vec(
+        (0..300i32).map(|i| if i % 5 == 0 { -100 } else { i % 384 }).collect::<Vec<_>>(),
+        &[300],
+    )
+    .unwrap();
     let pos = Tensor::from_vec((0..80u32).map(|i| i % 33).collect::<Vec<_>>(), &[2, 40]).unwrap();
     let doc = Tensor::from_vec((0..80u32).map(|i| i / 17).collect::<Vec<_>>(), &[2, 40]).unwrap();
     let mask = AttentionMask { doc_ids: Some(doc), window: Some(25) };
@@ -183,8 +222,14 @@ fn all_ops_outputs() -> Vec<Tensor> {
     let sw = ops::swiglu(&h, &x).unwrap();
     let logits = ops::matmul_t(&sw, &head, false, true).unwrap(); // [300, 384]
     let ce = ops::cross_entropy(&logits, &targets).unwrap();
-    let att = ops::attention(&ops::rope(&q, &pos, 1e4).unwrap(), &ops::rope(&k, &pos, 1e4).unwrap(), &vv, &mask).unwrap();
-    let lp = ops::sequence_logprobs(&logits.reshape(&[2, 150, 384]).unwrap(), &targets.reshape(&[2, 150]).unwrap()).unwrap();
+    let att =
+        ops::attention(&ops::rope(&q, &pos, 1e4).unwrap(), &ops::rope(&k, &pos, 1e4).unwrap(), &vv, &mask)
+            .unwrap();
+    let lp = ops::sequence_logprobs(
+        &logits.reshape(&[2, 150, 384]).unwrap(),
+        &targets.reshape(&[2, 150]).unwrap(),
+    )
+    .unwrap();
     let loss = ops::add(
         &ops::add(&ce.loss_sum, &ops::mean(&ops::mul(&att, &att).unwrap()).unwrap()).unwrap(),
         &ops::add(&ops::sum(&lp.logps).unwrap(), &ops::mean(&mm).unwrap()).unwrap(),

@@ -18,7 +18,12 @@ fn value_and_grads(inputs: &[Tensor], f: &dyn Fn(&[Tensor]) -> Result<Tensor>) -
     (out.detach(), gs)
 }
 
-fn assert_same(name: &str, inputs: &[Tensor], fused: &dyn Fn(&[Tensor]) -> Result<Tensor>, composed: &dyn Fn(&[Tensor]) -> Result<Tensor>) {
+fn assert_same(
+    name: &str,
+    inputs: &[Tensor],
+    fused: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    composed: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+) {
     let (yf, gf) = value_and_grads(inputs, fused);
     let (yc, gc) = value_and_grads(inputs, composed);
     assert_tensor_close(&format!("{name} forward"), &yf, &yc, 1e-12, 1e-10);
@@ -76,12 +81,9 @@ fn attention_equals_composed_with_documents_and_window() {
     let doc: Vec<i32> = vec![0, 0, 0, 0, 1, 1, 1, 1, 1, 3, 3, 4, 4, 4, 4, 4, 4, 9];
     let m = AttentionMask { doc_ids: Some(ids_i32(&doc, &[b, t])), window: Some(3) };
     let mask = mask_tensor(b, t, Some(&doc), Some(3));
-    assert_same(
-        "attention documents+window",
-        &ins,
-        &|x| ops::attention(&x[0], &x[1], &x[2], &m),
-        &|x| composed_attention(x, &mask, h, hkv),
-    );
+    assert_same("attention documents+window", &ins, &|x| ops::attention(&x[0], &x[1], &x[2], &m), &|x| {
+        composed_attention(x, &mask, h, hkv)
+    });
 }
 
 #[test]
@@ -91,13 +93,11 @@ fn cross_entropy_equals_log_softmax_and_gather() {
     let targets = ids_i32(&t, &[6]);
     // Ignored rows gather class 0 and are multiplied by 0.
     let safe = ids_i32(&t.iter().map(|&x| x.max(0)).collect::<Vec<_>>(), &[6]);
-    let keep = Tensor::from_vec(t.iter().map(|&x| if x < 0 { 0.0 } else { 1.0 }).collect::<Vec<f64>>(), &[6]).unwrap();
-    assert_same(
-        "cross_entropy",
-        &[logits],
-        &|x| Ok(ops::cross_entropy(&x[0], &targets)?.loss_sum),
-        &|x| ops::scale(&ops::sum(&ops::mul(&ops::gather_last(&ops::log_softmax(&x[0])?, &safe)?, &keep)?)?, -1.0),
-    );
+    let keep = Tensor::from_vec(t.iter().map(|&x| if x < 0 { 0.0 } else { 1.0 }).collect::<Vec<f64>>(), &[6])
+        .unwrap();
+    assert_same("cross_entropy", &[logits], &|x| Ok(ops::cross_entropy(&x[0], &targets)?.loss_sum), &|x| {
+        ops::scale(&ops::sum(&ops::mul(&ops::gather_last(&ops::log_softmax(&x[0])?, &safe)?, &keep)?)?, -1.0)
+    });
     assert_eq!(ops::cross_entropy(&randn(&[6, 9], 8), &targets).unwrap().count, 4);
 }
 
@@ -107,12 +107,17 @@ fn sequence_logprobs_equal_log_softmax_gather_and_row_sums() {
     let l: Vec<i32> = vec![-100, 2, 4, 1, -100, -100, 0, 3];
     let labels = ids_i32(&l, &[b, t]);
     let safe = ids_i32(&l.iter().map(|&x| x.max(0)).collect::<Vec<_>>(), &[b, t]);
-    let keep = Tensor::from_vec(l.iter().map(|&x| if x < 0 { 0.0 } else { 1.0 }).collect::<Vec<f64>>(), &[b, t]).unwrap();
+    let keep =
+        Tensor::from_vec(l.iter().map(|&x| if x < 0 { 0.0 } else { 1.0 }).collect::<Vec<f64>>(), &[b, t])
+            .unwrap();
     assert_same(
         "sequence_logprobs",
         &[randn(&[b, t, v], 9)],
         &|x| Ok(ops::sequence_logprobs(&x[0], &labels)?.logps),
-        &|x| ops::sum_last(&ops::mul(&ops::gather_last(&ops::log_softmax(&x[0])?, &safe)?, &keep)?)?.reshape(&[b]),
+        &|x| {
+            ops::sum_last(&ops::mul(&ops::gather_last(&ops::log_softmax(&x[0])?, &safe)?, &keep)?)?
+                .reshape(&[b])
+        },
     );
 }
 
@@ -133,12 +138,9 @@ fn rmsnorm_equals_composed() {
 
 #[test]
 fn swiglu_equals_composed() {
-    assert_same(
-        "swiglu",
-        &[randn(&[4, 6], 12), randn(&[4, 6], 13)],
-        &|x| ops::swiglu(&x[0], &x[1]),
-        &|x| ops::mul(&ops::mul(&x[0], &ops::sigmoid(&x[0])?)?, &x[1]),
-    );
+    assert_same("swiglu", &[randn(&[4, 6], 12), randn(&[4, 6], 13)], &|x| ops::swiglu(&x[0], &x[1]), &|x| {
+        ops::mul(&ops::mul(&x[0], &ops::sigmoid(&x[0])?)?, &x[1])
+    });
 }
 
 #[test]
@@ -165,16 +167,11 @@ fn rope_equals_rotation_built_from_halves() {
     let lo: Vec<f64> = (0..d).map(|i| if i < d / 2 { 1.0 } else { 0.0 }).collect();
     let lo_mask = Tensor::from_vec(lo.clone(), &[d]).unwrap();
     let hi_mask = Tensor::from_vec(lo.iter().map(|x| 1.0 - x).collect::<Vec<f64>>(), &[d]).unwrap();
-    assert_same(
-        "rope",
-        &[randn(&[t, h, d], 14)],
-        &|x| ops::rope(&x[0], &positions, theta),
-        &|x| {
-            // rotate_half(x) = [-x2, x1]: both halves tiled to width D, then masked.
-            let x1 = ops::index_select(&ops::index_select(&x[0], 2, &first)?, 2, &tile)?;
-            let neg_x2 = ops::index_select(&ops::scale(&ops::index_select(&x[0], 2, &second)?, -1.0)?, 2, &tile)?;
-            let rotated = ops::add(&ops::mul(&neg_x2, &lo_mask)?, &ops::mul(&x1, &hi_mask)?)?;
-            ops::add(&ops::mul(&x[0], &cos)?, &ops::mul(&rotated, &sin)?)
-        },
-    );
+    assert_same("rope", &[randn(&[t, h, d], 14)], &|x| ops::rope(&x[0], &positions, theta), &|x| {
+        // rotate_half(x) = [-x2, x1]: both halves tiled to width D, then masked.
+        let x1 = ops::index_select(&ops::index_select(&x[0], 2, &first)?, 2, &tile)?;
+        let neg_x2 = ops::index_select(&ops::scale(&ops::index_select(&x[0], 2, &second)?, -1.0)?, 2, &tile)?;
+        let rotated = ops::add(&ops::mul(&neg_x2, &lo_mask)?, &ops::mul(&x1, &hi_mask)?)?;
+        ops::add(&ops::mul(&x[0], &cos)?, &ops::mul(&rotated, &sin)?)
+    });
 }

@@ -21,7 +21,9 @@ fn grad_matmul_batched_and_shared_rhs() {
     for (ta, tb) in [(false, false), (true, true), (false, true)] {
         let a = randn(&if ta { [2, 3, 5, 3] } else { [2, 3, 3, 5] }, 3);
         let b = randn(&if tb { [2, 3, 4, 5] } else { [2, 3, 5, 4] }, 4);
-        check_grads(&format!("batched matmul ta={ta} tb={tb}"), &[a, b], |x| ops::matmul_t(&x[0], &x[1], ta, tb));
+        check_grads(&format!("batched matmul ta={ta} tb={tb}"), &[a, b], |x| {
+            ops::matmul_t(&x[0], &x[1], ta, tb)
+        });
     }
     // Activations [B, T, C] times a shared weight [N, C] transposed: the linear layer.
     let x = randn(&[2, 3, 5], 5);
@@ -61,7 +63,9 @@ fn attention_inputs(b: usize, t: usize, h: usize, hkv: usize, d: usize) -> Vec<s
 #[test]
 fn grad_attention_causal_gqa_3_to_1() {
     let ins = attention_inputs(2, 7, 6, 2, 4);
-    check_grads("attention causal gqa", &ins, |x| ops::attention(&x[0], &x[1], &x[2], &AttentionMask::default()));
+    check_grads("attention causal gqa", &ins, |x| {
+        ops::attention(&x[0], &x[1], &x[2], &AttentionMask::default())
+    });
 }
 
 #[test]

@@ -168,7 +168,12 @@ pub fn attention_bwd<F: Float>(
 fn geometry(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask) -> Result<AttnGeom> {
     let op = "attention";
     if q.rank() != 4 || k.rank() != 4 {
-        return Err(Error::mismatch(op, q.shape(), k.shape(), "q must be [B, T, H, D] and k, v [B, T, Hkv, D]"));
+        return Err(Error::mismatch(
+            op,
+            q.shape(),
+            k.shape(),
+            "q must be [B, T, H, D] and k, v [B, T, Hkv, D]",
+        ));
     }
     let (qd, kd) = (q.dims(), k.dims());
     if k.shape() != v.shape() {

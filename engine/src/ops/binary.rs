@@ -45,9 +45,7 @@ pub fn broadcast_shape(op: &'static str, a: &Shape, b: &Shape) -> Result<Shape> 
 fn broadcast_strides(s: &Shape, out: &Shape) -> Vec<usize> {
     let st = s.strides();
     let off = out.rank() - s.rank();
-    (0..out.rank())
-        .map(|i| if i < off || s.dims()[i - off] == 1 { 0 } else { st[i - off] })
-        .collect()
+    (0..out.rank()).map(|i| if i < off || s.dims()[i - off] == 1 { 0 } else { st[i - off] }).collect()
 }
 
 /// Flat index into an input with `strides` for flat output index `i` of `out_dims`.

@@ -25,6 +25,7 @@ pub(crate) struct Saved {
 }
 
 /// The summed loss (a scalar on the tape) and how many rows it counts.
+#[derive(Debug)]
 pub struct CrossEntropy {
     pub loss_sum: Tensor,
     pub count: usize,
@@ -81,7 +82,12 @@ pub(crate) fn softmax_minus_onehot<F: Float>(
 pub(crate) fn check_logits(op: &'static str, logits: &Tensor, targets: &Tensor) -> Result<usize> {
     check_float(op, logits)?;
     if logits.rank() == 0 || targets.elem_count() != logits.shape().rows() {
-        return Err(Error::mismatch(op, logits.shape(), targets.shape(), "one target per row of logits [.., V] is needed"));
+        return Err(Error::mismatch(
+            op,
+            logits.shape(),
+            targets.shape(),
+            "one target per row of logits [.., V] is needed",
+        ));
     }
     Ok(logits.shape().last())
 }

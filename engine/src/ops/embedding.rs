@@ -93,7 +93,9 @@ pub(crate) fn backward(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<InputGra
     }
     let c = g.shape().last();
     let out = match g.dtype() {
-        DType::F32 => f32::into_storage(embedding_grad(&s.ids, g.data::<f32>("embedding backward")?, s.vocab, c)),
+        DType::F32 => {
+            f32::into_storage(embedding_grad(&s.ids, g.data::<f32>("embedding backward")?, s.vocab, c))
+        }
         _ => f64::into_storage(embedding_grad(&s.ids, g.data::<f64>("embedding backward")?, s.vocab, c)),
     };
     Ok(vec![None, Some(Tensor::from_cpu(out, Shape::new(&[s.vocab, c])))])

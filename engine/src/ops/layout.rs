@@ -60,7 +60,11 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     let r = x.rank();
     let mut seen = vec![false; r];
     if perm.len() != r || perm.iter().any(|&p| p >= r || std::mem::replace(&mut seen[p], true)) {
-        return Err(Error::bad_shape("permute", x.shape(), format!("{perm:?} is not a permutation of its dims")));
+        return Err(Error::bad_shape(
+            "permute",
+            x.shape(),
+            format!("{perm:?} is not a permutation of its dims"),
+        ));
     }
     let in_strides = x.shape().strides();
     let out_dims: Vec<usize> = perm.iter().map(|&p| x.dims()[p]).collect();
@@ -89,7 +93,12 @@ pub fn index_select(x: &Tensor, dim: usize, indices: &[usize]) -> Result<Tensor>
     }
     let size = x.dims()[dim];
     if let Some((pos, &bad)) = indices.iter().enumerate().find(|(_, &i)| i >= size) {
-        return Err(Error::IndexOutOfRange { op: "index_select", index: bad as i64, bound: size, position: pos });
+        return Err(Error::IndexOutOfRange {
+            op: "index_select",
+            index: bad as i64,
+            bound: size,
+            position: pos,
+        });
     }
     let outer: usize = x.dims()[..dim].iter().product();
     let inner: usize = x.dims()[dim + 1..].iter().product();

@@ -19,12 +19,18 @@ pub(crate) struct Saved {
 }
 
 /// Summed log-probs [B] and counted tokens per sequence.
+#[derive(Debug)]
 pub struct SequenceLogProbs {
     pub logps: Tensor,
     pub counts: Vec<usize>,
 }
 
-fn forward<F: Float>(logits: &Tensor, labels: &[Option<usize>], b: usize, t: usize) -> Result<(CpuStorage, Vec<f64>)> {
+fn forward<F: Float>(
+    logits: &Tensor,
+    labels: &[Option<usize>],
+    b: usize,
+    t: usize,
+) -> Result<(CpuStorage, Vec<f64>)> {
     let xs = logits.data::<F>("sequence_logprobs")?;
     let v = logits.shape().last();
     let lse = rows_lse(xs, v, labels);
@@ -47,7 +53,12 @@ pub fn sequence_logprobs(logits: &Tensor, labels: &Tensor) -> Result<SequenceLog
     let op = "sequence_logprobs";
     let v = check_logits(op, logits, labels)?;
     if logits.rank() != 3 || labels.dims() != &logits.dims()[..2] {
-        return Err(Error::mismatch(op, logits.shape(), labels.shape(), "logits must be [B, T, V] and labels [B, T]"));
+        return Err(Error::mismatch(
+            op,
+            logits.shape(),
+            labels.shape(),
+            "logits must be [B, T, V] and labels [B, T]",
+        ));
     }
     let (b, t) = (logits.dims()[0], logits.dims()[1]);
     let l = targets_with_ignore(op, labels, v)?;

@@ -8,8 +8,8 @@
 //!   dB = op(A)^T dC  (or dC^T op(A) when B is transposed)
 
 use crate::dtype::Float;
-use crate::storage::CpuStorage;
 use crate::error::{Error, Result};
+use crate::storage::CpuStorage;
 use crate::tape::{record, InputGrads, Op};
 use crate::{DType, Shape, Tensor};
 
@@ -40,7 +40,12 @@ pub fn matmul_dims(a: &Shape, b: &Shape, ta: bool, tb: bool) -> Result<MatmulDim
     let (m, ka) = if ta { (a.dim(-1), a.dim(-2)) } else { (a.dim(-2), a.dim(-1)) };
     let (kb, n) = if tb { (b.dim(-1), b.dim(-2)) } else { (b.dim(-2), b.dim(-1)) };
     if ka != kb {
-        return Err(Error::mismatch(op, a, b, format!("inner dims differ ({ka} vs {kb}) with transpose flags ({ta}, {tb})")));
+        return Err(Error::mismatch(
+            op,
+            a,
+            b,
+            format!("inner dims differ ({ka} vs {kb}) with transpose flags ({ta}, {tb})"),
+        ));
     }
     let batch: usize = a.dims()[..ar - 2].iter().product();
     let b_shared = br == 2;

@@ -23,9 +23,17 @@ pub(crate) struct Saved {
 }
 
 /// Rotates every head of every token; `sign` -1 applies the inverse rotation.
-pub fn rope_apply<F: Float>(x: &[F], positions: &[usize], heads: usize, d: usize, theta: f64, sign: f64) -> Vec<F> {
+pub fn rope_apply<F: Float>(
+    x: &[F],
+    positions: &[usize],
+    heads: usize,
+    d: usize,
+    theta: f64,
+    sign: f64,
+) -> Vec<F> {
     let half = d / 2;
-    let inv_freq: Vec<F> = (0..half).map(|i| F::one() / F::c(theta).powf(F::c((2 * i) as f64) / F::c(d as f64))).collect();
+    let inv_freq: Vec<F> =
+        (0..half).map(|i| F::one() / F::c(theta).powf(F::c((2 * i) as f64) / F::c(d as f64))).collect();
     let mut out = vec![F::zero(); x.len()];
     par::for_each_row(&mut out, heads * d, |n, row| {
         let p = F::c(positions[n] as f64);
@@ -48,7 +56,14 @@ pub fn rope_apply<F: Float>(x: &[F], positions: &[usize], heads: usize, d: usize
     out
 }
 
-fn apply<F: Float>(x: &Tensor, pos: &[usize], heads: usize, d: usize, theta: f64, sign: f64) -> Result<CpuStorage> {
+fn apply<F: Float>(
+    x: &Tensor,
+    pos: &[usize],
+    heads: usize,
+    d: usize,
+    theta: f64,
+    sign: f64,
+) -> Result<CpuStorage> {
     Ok(F::into_storage(rope_apply(x.data::<F>("rope")?, pos, heads, d, theta, sign)))
 }
 

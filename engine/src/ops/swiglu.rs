@@ -40,7 +40,9 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         DType::F32 => forward::<f32>(gate, up)?,
         _ => forward::<f64>(gate, up)?,
     };
-    record(op, &[gate, up], out, gate.shape().clone(), |_| Op::SwiGlu(Saved { gate: gate.detach(), up: up.detach() }))
+    record(op, &[gate, up], out, gate.shape().clone(), |_| {
+        Op::SwiGlu(Saved { gate: gate.detach(), up: up.detach() })
+    })
 }
 
 fn grad<F: Float>(s: &Saved, dy: &Tensor) -> Result<(CpuStorage, CpuStorage)> {

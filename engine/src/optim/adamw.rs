@@ -43,7 +43,16 @@ pub struct AdamW {
 
 /// One AdamW update of `p` with gradient `g`; see the file header. `t` is the 1-based step.
 #[allow(clippy::too_many_arguments)]
-pub fn adamw_update<F: Float>(p: &mut [F], g: &[F], m: &mut [F], v: &mut [F], c: &AdamWConfig, lr: f64, t: u64, decay: bool) {
+pub fn adamw_update<F: Float>(
+    p: &mut [F],
+    g: &[F],
+    m: &mut [F],
+    v: &mut [F],
+    c: &AdamWConfig,
+    lr: f64,
+    t: u64,
+    decay: bool,
+) {
     let bc1 = 1.0 - c.beta1.powi(t as i32);
     let bc2 = 1.0 - c.beta2.powi(t as i32);
     let (b1, b2, eps) = (F::c(c.beta1), F::c(c.beta2), F::c(c.eps));
@@ -118,7 +127,12 @@ impl AdamW {
 
     /// One step over `params` (tensor, decay on/off) with their gradients; a parameter without
     /// a gradient is left alone.
-    pub fn step<'a>(&mut self, params: impl IntoIterator<Item = (&'a mut Tensor, bool)>, grads: &Grads, lr: f64) -> Result<()> {
+    pub fn step<'a>(
+        &mut self,
+        params: impl IntoIterator<Item = (&'a mut Tensor, bool)>,
+        grads: &Grads,
+        lr: f64,
+    ) -> Result<()> {
         self.begin_step();
         for (p, decay) in params {
             if let Some(g) = grads.get_id(p.id()) {
@@ -130,7 +144,15 @@ impl AdamW {
     }
 }
 
-fn run<F: Float>(p: &mut Tensor, g: &Tensor, st: &mut Moments, c: &AdamWConfig, lr: f64, t: u64, decay: bool) -> Result<()> {
+fn run<F: Float>(
+    p: &mut Tensor,
+    g: &Tensor,
+    st: &mut Moments,
+    c: &AdamWConfig,
+    lr: f64,
+    t: u64,
+    decay: bool,
+) -> Result<()> {
     let g = g.data::<F>("adamw")?;
     let mut m = st.m.data::<F>("adamw")?.to_vec();
     let mut v = st.v.data::<F>("adamw")?.to_vec();

@@ -38,7 +38,8 @@ pub fn attention_fwd(q: &[f64], k: &[f64], v: &[f64], g: &AttnGeom) -> Vec<f64> 
             for i in 0..t {
                 for j in 0..t {
                     for e in 0..d {
-                        out[((b * t + i) * g.h + h) * d + e] += p[i * t + j] * v[((b * t + j) * g.hkv + kvh) * d + e];
+                        out[((b * t + i) * g.h + h) * d + e] +=
+                            p[i * t + j] * v[((b * t + j) * g.hkv + kvh) * d + e];
                     }
                 }
             }
@@ -48,7 +49,13 @@ pub fn attention_fwd(q: &[f64], k: &[f64], v: &[f64], g: &AttnGeom) -> Vec<f64> 
 }
 
 /// (dq, dk, dv) through the full softmax.
-pub fn attention_bwd(q: &[f64], k: &[f64], v: &[f64], dout: &[f64], g: &AttnGeom) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+pub fn attention_bwd(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    dout: &[f64],
+    g: &AttnGeom,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (t, d) = (g.t, g.d);
     let scale = 1.0 / (d as f64).sqrt();
     let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);

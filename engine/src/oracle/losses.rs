@@ -46,7 +46,13 @@ pub fn sequence_logprobs(logits: &[f64], labels: &[Option<usize>], b: usize, t: 
 }
 
 /// d(sum_b g_b logp_b)/d logits.
-pub fn sequence_logprobs_grad(logits: &[f64], labels: &[Option<usize>], t: usize, v: usize, g: &[f64]) -> Vec<f64> {
+pub fn sequence_logprobs_grad(
+    logits: &[f64],
+    labels: &[Option<usize>],
+    t: usize,
+    v: usize,
+    g: &[f64],
+) -> Vec<f64> {
     let mut dx = vec![0.0; logits.len()];
     for (r, l) in labels.iter().enumerate() {
         if let Some(l) = l {
@@ -63,7 +69,19 @@ pub fn sequence_logprobs_grad(logits: &[f64], labels: &[Option<usize>], t: usize
 /// One AdamW step written from the paper's algorithm (bias-corrected m-hat and v-hat, then
 /// decoupled decay), in place. `t` is 1-based.
 #[allow(clippy::too_many_arguments)]
-pub fn adamw_step(p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], lr: f64, b1: f64, b2: f64, eps: f64, wd: f64, t: u64, decay: bool) {
+pub fn adamw_step(
+    p: &mut [f64],
+    g: &[f64],
+    m: &mut [f64],
+    v: &mut [f64],
+    lr: f64,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    wd: f64,
+    t: u64,
+    decay: bool,
+) {
     for i in 0..p.len() {
         m[i] = b1 * m[i] + (1.0 - b1) * g[i];
         v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];

@@ -11,7 +11,17 @@ pub use losses::{adamw_step, cross_entropy, cross_entropy_grad, sequence_logprob
 /// C [batch, M, N] = op(A) op(B); A is [batch, M, K] ([batch, K, M] if ta); B is [batch?, K, N]
 /// ([batch?, N, K] if tb), shared by every batch when `b_shared`.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(a: &[f64], b: &[f64], batch: usize, m: usize, n: usize, k: usize, ta: bool, tb: bool, b_shared: bool) -> Vec<f64> {
+pub fn matmul(
+    a: &[f64],
+    b: &[f64],
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    b_shared: bool,
+) -> Vec<f64> {
     let mut c = vec![0.0; batch * m * n];
     for bi in 0..batch {
         let a0 = bi * m * k;
@@ -75,7 +85,8 @@ pub fn rmsnorm_grad(x: &[f64], w: &[f64], dy: &[f64], eps: f64) -> (Vec<f64>, Ve
             // d y_j / d x_i = w_j (delta_ij / s - x_j x_i / (c s^3))
             for j in 0..c {
                 let delta = if i == j { 1.0 } else { 0.0 };
-                dx[r * c + i] += dy[r * c + j] * w[j] * (delta / s - row[j] * row[i] / (c as f64 * s * s * s));
+                dx[r * c + i] +=
+                    dy[r * c + j] * w[j] * (delta / s - row[j] * row[i] / (c as f64 * s * s * s));
             }
         }
     }
