@@ -3,7 +3,7 @@
 //! identical with 1, 2 and 3 threads (fixed chunking, fixed reduction order).
 
 mod common;
-use common::{assert_bitwise, assert_close, randn_f32};
+use common::{assert_bitwise, assert_close, randn_f32, value_and_grads};
 use solar_engine::ops::attention::AttnGeom;
 use solar_engine::ops::{self, AttentionMask};
 use solar_engine::optim::{AdamW, AdamWConfig};
@@ -12,16 +12,10 @@ use solar_engine::{oracle, with_threads, Result, Tape, Tensor};
 const ATOL: f64 = 2e-4;
 const RTOL: f64 = 2e-4;
 
-/// (output, gradients of sum(out * r)) of `f` in f32.
+/// (output, gradients of sum(out * r), r) of `f`, as f64 vectors.
 fn run(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) -> (Vec<f64>, Vec<Vec<f64>>, Vec<f64>) {
-    let tape = Tape::new();
-    let w: Vec<Tensor> = inputs.iter().map(|t| tape.watch(t)).collect();
-    let out = f(&w).unwrap();
-    let r = randn_f32(out.dims(), 777);
-    let loss = ops::sum(&ops::mul(&out, &r).unwrap()).unwrap();
-    let grads = tape.backward(&loss).unwrap();
-    let gs = inputs.iter().map(|t| grads.get(t).unwrap().to_vec_f64().unwrap()).collect();
-    (out.to_vec_f64().unwrap(), gs, r.to_vec_f64().unwrap())
+    let (out, grads, r) = value_and_grads(inputs, &f);
+    (v(&out), grads.iter().map(v).collect(), v(&r))
 }
 
 fn v(t: &Tensor) -> Vec<f64> {

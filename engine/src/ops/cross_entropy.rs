@@ -9,6 +9,7 @@
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::ops::check_float;
+use crate::ops::embedding::ids_as_i64;
 use crate::ops::softmax::row_lse;
 use crate::par;
 use crate::storage::CpuStorage;
@@ -33,12 +34,8 @@ pub struct CrossEntropy {
 
 /// Targets as `Some(class)` or `None` for ignored rows; anything else out of range is an error.
 pub(crate) fn targets_with_ignore(op: &'static str, t: &Tensor, v: usize) -> Result<Vec<Option<usize>>> {
-    let raw: Vec<i64> = match t.dtype() {
-        DType::I32 => t.data::<i32>(op)?.iter().map(|&x| x as i64).collect(),
-        DType::U32 => t.data::<u32>(op)?.iter().map(|&x| x as i64).collect(),
-        got => return Err(Error::DType { op, got, expected: "i32 or u32 targets" }),
-    };
-    raw.iter()
+    ids_as_i64(op, t)?
+        .iter()
         .enumerate()
         .map(|(position, &x)| match x {
             IGNORE_INDEX => Ok(None),

@@ -16,14 +16,19 @@ pub(crate) struct Saved {
     vocab: usize,
 }
 
+/// Integer ids (i32 or u32) widened to i64, so range checks see negative values.
+pub(crate) fn ids_as_i64(op: &'static str, ids: &Tensor) -> Result<Vec<i64>> {
+    match ids.dtype() {
+        DType::I32 => Ok(ids.data::<i32>(op)?.iter().map(|&i| i as i64).collect()),
+        DType::U32 => Ok(ids.data::<u32>(op)?.iter().map(|&i| i as i64).collect()),
+        got => Err(Error::DType { op, got, expected: "i32 or u32 token ids" }),
+    }
+}
+
 /// Token ids as indices, each checked against `bound`.
 pub(crate) fn ids_as_indices(op: &'static str, ids: &Tensor, bound: usize) -> Result<Vec<usize>> {
-    let raw: Vec<i64> = match ids.dtype() {
-        DType::I32 => ids.data::<i32>(op)?.iter().map(|&i| i as i64).collect(),
-        DType::U32 => ids.data::<u32>(op)?.iter().map(|&i| i as i64).collect(),
-        got => return Err(Error::DType { op, got, expected: "i32 or u32 token ids" }),
-    };
-    raw.iter()
+    ids_as_i64(op, ids)?
+        .iter()
         .enumerate()
         .map(|(position, &i)| {
             if i < 0 || i as usize >= bound {

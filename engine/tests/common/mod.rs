@@ -81,3 +81,19 @@ pub fn check_grads(name: &str, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Resul
         assert_close(&format!("{name}: d/d input {i}"), &analytic, &numeric, atol, rtol);
     }
 }
+
+/// Runs `f` on watched copies of `inputs`; returns (output, gradients of sum(out * r) for each
+/// input, r) with r random of the output's shape and dtype.
+pub fn value_and_grads(
+    inputs: &[Tensor],
+    f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+) -> (Tensor, Vec<Tensor>, Tensor) {
+    let tape = Tape::new();
+    let w: Vec<Tensor> = inputs.iter().map(|t| tape.watch(t)).collect();
+    let out = f(&w).unwrap();
+    let r = Tensor::randn(out.dims(), 1.0, out.dtype(), &mut Rng::new(777));
+    let loss = sum(&mul(&out, &r).unwrap()).unwrap();
+    let grads = tape.backward(&loss).unwrap();
+    let gs = inputs.iter().map(|t| grads.get(t).expect("a gradient for every input").clone()).collect();
+    (out.detach(), gs, r)
+}
