@@ -1,5 +1,10 @@
-//! solar-model: the Llama/Mistral model on the engine, HF checkpoint IO, depth up-scaling,
-//! generation and the tokenizer. Filled by the model issue; empty until then so that nothing
-//! pretends to work.
+//! solar-model: the Llama/Mistral model on the Solar engine, config.json, HF checkpoint IO,
+//! depth up-scaling, generation and the tokenizer.
 
+pub mod config;
+pub mod error;
+pub mod presets;
+
+pub use config::{LlamaConfig, ModelType};
+pub use error::{ModelError, Result};
 pub use solar_engine as engine;

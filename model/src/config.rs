@@ -1,0 +1,244 @@
+//! config.json for LlamaForCausalLM and MistralForCausalLM: parsed, defaulted as transformers
+//! does, validated (each failure names the field), and written back with unknown fields kept,
+//! so a checkpoint we rewrite still carries everything its author put there.
+
+use crate::error::{ModelError, Result};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelType {
+    Llama,
+    Mistral,
+}
+
+impl ModelType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelType::Llama => "llama",
+            ModelType::Mistral => "mistral",
+        }
+    }
+    pub fn architecture(self) -> &'static str {
+        match self {
+            ModelType::Llama => "LlamaForCausalLM",
+            ModelType::Mistral => "MistralForCausalLM",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlamaConfig {
+    pub model_type: ModelType,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    pub initializer_range: f64,
+    pub bos_token_id: Option<u32>,
+    /// One or several end-of-sequence ids (HF allows an int or a list).
+    pub eos_token_ids: Vec<u32>,
+    pub sliding_window: Option<usize>,
+    /// torch_dtype as written (e.g. "bfloat16"), if any.
+    pub torch_dtype: Option<String>,
+    /// Every field of the file as read, so writing keeps what we do not model.
+    pub extra: Map<String, Value>,
+}
+
+fn get_usize(path: &Path, obj: &Map<String, Value>, key: &str, default: Option<usize>) -> Result<usize> {
+    match obj.get(key) {
+        None | Some(Value::Null) => default.ok_or_else(|| ModelError::field(path, key, "missing")),
+        Some(v) => v
+            .as_u64()
+            .map(|x| x as usize)
+            .ok_or_else(|| ModelError::field(path, key, format!("expected a non-negative integer, got {v}"))),
+    }
+}
+
+fn get_f64(path: &Path, obj: &Map<String, Value>, key: &str, default: f64) -> Result<f64> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_f64().ok_or_else(|| ModelError::field(path, key, format!("expected a number, got {v}"))),
+    }
+}
+
+/// An id field that may be an int, a list of ints or null.
+fn get_ids(path: &Path, obj: &Map<String, Value>, key: &str, default: Option<u32>) -> Result<Vec<u32>> {
+    let one = |v: &Value| {
+        v.as_u64().map(|x| x as u32).ok_or_else(|| ModelError::field(path, key, format!("expected a token id, got {v}")))
+    };
+    match obj.get(key) {
+        None => Ok(default.into_iter().collect()),
+        Some(Value::Null) => Ok(vec![]),
+        Some(Value::Array(a)) => a.iter().map(one).collect(),
+        Some(v) => Ok(vec![one(v)?]),
+    }
+}
+
+impl LlamaConfig {
+    pub fn from_file(path: &Path) -> Result<LlamaConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, "cannot read config", e))?;
+        Self::from_json_str(&text, path)
+    }
+
+    /// Parses config.json text; `path` only names the file in errors.
+    pub fn from_json_str(text: &str, path: &Path) -> Result<LlamaConfig> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| ModelError::file(path, format!("not valid JSON: {e}")))?;
+        let Value::Object(obj) = value else {
+            return Err(ModelError::file(path, "expected a JSON object"));
+        };
+        let model_type = match obj.get("model_type").and_then(Value::as_str) {
+            Some("llama") => ModelType::Llama,
+            Some("mistral") => ModelType::Mistral,
+            Some(other) => {
+                return Err(ModelError::field(path, "model_type", format!("unsupported `{other}` (llama or mistral)")))
+            }
+            None => return Err(ModelError::field(path, "model_type", "missing")),
+        };
+        let hidden_size = get_usize(path, &obj, "hidden_size", None)?;
+        let num_attention_heads = get_usize(path, &obj, "num_attention_heads", None)?;
+        let head_default = if num_attention_heads > 0 { Some(hidden_size / num_attention_heads) } else { None };
+        let sliding_window = match obj.get("sliding_window") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(get_usize(path, &obj, "sliding_window", None)?),
+        };
+        let cfg = LlamaConfig {
+            model_type,
+            vocab_size: get_usize(path, &obj, "vocab_size", None)?,
+            hidden_size,
+            intermediate_size: get_usize(path, &obj, "intermediate_size", None)?,
+            num_hidden_layers: get_usize(path, &obj, "num_hidden_layers", None)?,
+            num_attention_heads,
+            num_key_value_heads: get_usize(path, &obj, "num_key_value_heads", Some(num_attention_heads))?,
+            head_dim: get_usize(path, &obj, "head_dim", head_default)?,
+            rope_theta: get_f64(path, &obj, "rope_theta", 10000.0)?,
+            rms_norm_eps: get_f64(path, &obj, "rms_norm_eps", 1e-6)?,
+            max_position_embeddings: get_usize(path, &obj, "max_position_embeddings", Some(2048))?,
+            tie_word_embeddings: match obj.get("tie_word_embeddings") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(v) => return Err(ModelError::field(path, "tie_word_embeddings", format!("expected a bool, got {v}"))),
+            },
+            initializer_range: get_f64(path, &obj, "initializer_range", 0.02)?,
+            bos_token_id: get_ids(path, &obj, "bos_token_id", Some(1))?.first().copied(),
+            eos_token_ids: get_ids(path, &obj, "eos_token_id", Some(2))?,
+            sliding_window,
+            torch_dtype: obj.get("torch_dtype").or_else(|| obj.get("dtype")).and_then(Value::as_str).map(String::from),
+            extra: obj.clone(),
+        };
+        cfg.validate_fields(path, &obj)?;
+        Ok(cfg)
+    }
+
+    fn validate_fields(&self, path: &Path, obj: &Map<String, Value>) -> Result<()> {
+        let bad = |field: &str, msg: String| Err(ModelError::field(path, field, msg));
+        for (field, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+        ] {
+            if v == 0 {
+                return bad(field, "must be positive".into());
+            }
+        }
+        if !obj.contains_key("head_dim") && self.hidden_size % self.num_attention_heads != 0 {
+            return bad(
+                "num_attention_heads",
+                format!("{} does not divide hidden_size {}", self.num_attention_heads, self.hidden_size),
+            );
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return bad(
+                "num_key_value_heads",
+                format!("{} does not divide num_attention_heads {}", self.num_key_value_heads, self.num_attention_heads),
+            );
+        }
+        if self.head_dim % 2 != 0 {
+            return bad("head_dim", format!("{} must be even for rotary embeddings", self.head_dim));
+        }
+        if !(self.rms_norm_eps > 0.0) {
+            return bad("rms_norm_eps", format!("{} must be positive", self.rms_norm_eps));
+        }
+        if !(self.rope_theta > 0.0) {
+            return bad("rope_theta", format!("{} must be positive", self.rope_theta));
+        }
+        if let Some(act) = obj.get("hidden_act").and_then(Value::as_str) {
+            if act != "silu" {
+                return bad("hidden_act", format!("`{act}` is not supported (silu)"));
+            }
+        }
+        match obj.get("rope_scaling") {
+            None | Some(Value::Null) => {}
+            Some(v) => return bad("rope_scaling", format!("{v} is not supported yet (only null)")),
+        }
+        for field in ["attention_bias", "mlp_bias"] {
+            if obj.get(field) == Some(&Value::Bool(true)) {
+                return bad(field, "biases are not supported (Llama and Mistral have none)".into());
+            }
+        }
+        if self.sliding_window == Some(0) {
+            return bad("sliding_window", "must be null or at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Parameters in the model (embeddings, layers, final norm, lm_head unless tied).
+    pub fn num_parameters(&self) -> u64 {
+        let (c, f, v) = (self.hidden_size as u64, self.intermediate_size as u64, self.vocab_size as u64);
+        let (q, kv) = ((self.num_attention_heads * self.head_dim) as u64, (self.num_key_value_heads * self.head_dim) as u64);
+        let layer = c * q + 2 * c * kv + q * c + 3 * c * f + 2 * c;
+        let head = if self.tie_word_embeddings { 0 } else { v * c };
+        v * c + self.num_hidden_layers as u64 * layer + c + head
+    }
+
+    /// The config as config.json: the fields read, with ours written over them.
+    pub fn to_json(&self) -> Value {
+        let mut obj = self.extra.clone();
+        let eos = match self.eos_token_ids.as_slice() {
+            [one] => json!(one),
+            many => json!(many),
+        };
+        let fields = json!({
+            "architectures": [self.model_type.architecture()],
+            "model_type": self.model_type.name(),
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "rope_theta": self.rope_theta,
+            "rms_norm_eps": self.rms_norm_eps,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "initializer_range": self.initializer_range,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": eos,
+            "sliding_window": self.sliding_window,
+            "rope_scaling": null,
+            "attention_bias": false,
+            "mlp_bias": false,
+        });
+        if let Value::Object(f) = fields {
+            obj.extend(f);
+        }
+        if let Some(d) = &self.torch_dtype {
+            obj.insert("torch_dtype".into(), json!(d));
+        }
+        Value::Object(obj)
+    }
+}
