@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod error;
+pub mod names;
 pub mod presets;
 
 pub use config::{LlamaConfig, ModelType};
