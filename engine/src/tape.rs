@@ -8,8 +8,8 @@
 
 use crate::error::{Error, Result};
 use crate::ops::{
-    attention, binary, cross_entropy, embedding, layout, logprob, matmul, reduce, rmsnorm, rope, softmax,
-    swiglu, unary,
+    attention, binary, cross_entropy, embedding, layout, linear_cross_entropy, logprob, matmul, reduce,
+    rmsnorm, rope, softmax, swiglu, unary,
 };
 use crate::storage::{CpuStorage, Storage};
 use crate::tensor::{Tensor, TensorId};
@@ -31,6 +31,7 @@ pub(crate) enum Op {
     SwiGlu(swiglu::Saved),
     Softmax(softmax::Saved),
     CrossEntropy(cross_entropy::Saved),
+    LinearCrossEntropy(linear_cross_entropy::Saved),
     LogProb(logprob::Saved),
 }
 
@@ -51,6 +52,7 @@ fn backward_of(op: &Op, g: &Tensor, needs: &[bool]) -> Result<InputGrads> {
         Op::SwiGlu(s) => swiglu::backward(s, g, needs),
         Op::Softmax(s) => softmax::backward(s, g),
         Op::CrossEntropy(s) => cross_entropy::backward(s, g),
+        Op::LinearCrossEntropy(s) => linear_cross_entropy::backward(s, g, needs),
         Op::LogProb(s) => logprob::backward(s, g),
     }
 }

@@ -90,6 +90,19 @@ fn cross_entropy_equals_log_softmax_and_gather() {
 }
 
 #[test]
+fn linear_cross_entropy_equals_matmul_then_cross_entropy() {
+    let targets = ids_i32(&[1, -100, 8, 0, 4, -100, 2, 2, 7, 3], &[10]);
+    for chunk in [1, 4, 10, 64] {
+        assert_same(
+            &format!("linear_cross_entropy chunk {chunk}"),
+            &[randn(&[10, 6], 30), randn(&[9, 6], 31)],
+            &|x| Ok(ops::linear_cross_entropy_chunked(&x[0], &x[1], &targets, chunk)?.loss_sum),
+            &|x| Ok(ops::cross_entropy(&ops::matmul_t(&x[0], &x[1], false, true)?, &targets)?.loss_sum),
+        );
+    }
+}
+
+#[test]
 fn sequence_logprobs_equal_log_softmax_gather_and_row_sums() {
     let (b, t, v) = (2, 4, 5);
     let l: Vec<i32> = vec![-100, 2, 4, 1, -100, -100, 0, 3];
@@ -162,4 +175,20 @@ fn rope_equals_rotation_built_from_halves() {
         let rotated = ops::add(&ops::mul(&neg_x2, &lo_mask)?, &ops::mul(&x1, &hi_mask)?)?;
         ops::add(&ops::mul(&x[0], &cos)?, &ops::mul(&rotated, &sin)?)
     });
+}
+
+#[test]
+fn attention_decode_equals_the_last_rows_of_full_attention() {
+    let (b, t, h, hkv, d) = (2, 11, 6, 2, 8);
+    let (q, k, v) = (randn(&[b, t, h, d], 40), randn(&[b, t, hkv, d], 41), randn(&[b, t, hkv, d], 42));
+    for window in [None, Some(4)] {
+        let full = ops::attention(&q, &k, &v, &AttentionMask { doc_ids: None, window }).unwrap();
+        for tq in [1, 3, t] {
+            let rows: Vec<usize> = (t - tq..t).collect();
+            let q_new = ops::index_select(&q, 1, &rows).unwrap();
+            let got = ops::attention_decode(&q_new, &k, &v, window).unwrap();
+            let want = ops::index_select(&full, 1, &rows).unwrap();
+            assert_tensor_close(&format!("decode tq={tq} window={window:?}"), &got, &want, 1e-12, 1e-10);
+        }
+    }
 }

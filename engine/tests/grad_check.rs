@@ -101,6 +101,16 @@ fn grad_cross_entropy_with_ignore_index() {
 }
 
 #[test]
+fn grad_linear_cross_entropy_across_chunks() {
+    let (h, w) = (randn(&[7, 5], 24), randn(&[9, 5], 25));
+    let targets = ids_i32(&[3, -100, 8, 0, -100, 5, 5], &[7]);
+    // Chunks of 3 rows: 3 + 3 + 1, with ignored rows in two of them.
+    check_grads("linear_cross_entropy", &[h, w], |x| {
+        Ok(ops::linear_cross_entropy_chunked(&x[0], &x[1], &targets, 3)?.loss_sum)
+    });
+}
+
+#[test]
 fn grad_logprob_per_sequence_masked() {
     let logits = randn(&[2, 5, 7], 19);
     let labels = ids_i32(&[-100, -100, 3, 6, 1, -100, 2, 2, 0, -100], &[2, 5]);

@@ -3,10 +3,12 @@
 //! on the tape when an input is on one.
 
 pub mod attention;
+pub mod attention_decode;
 pub mod binary;
 pub mod cross_entropy;
 pub mod embedding;
 pub mod layout;
+pub mod linear_cross_entropy;
 pub mod logprob;
 pub mod matmul;
 pub mod reduce;
@@ -17,10 +19,12 @@ pub mod swiglu;
 pub mod unary;
 
 pub use attention::{attention, AttentionMask};
+pub use attention_decode::attention_decode;
 pub use binary::{add, mul, sub};
 pub use cross_entropy::{cross_entropy, cross_entropy_mean, CrossEntropy, IGNORE_INDEX};
 pub use embedding::embedding;
 pub use layout::{index_select, permute};
+pub use linear_cross_entropy::{linear_cross_entropy, linear_cross_entropy_chunked};
 pub use logprob::{sequence_logprobs, SequenceLogProbs};
 pub use matmul::{matmul, matmul_t};
 pub use reduce::{argmax_last, mean, mean_last, sum, sum_last};

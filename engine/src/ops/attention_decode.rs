@@ -1,0 +1,72 @@
+//! Attention for generation with a KV cache: the Tq newest queries against all Tk cached keys.
+//! q is [B, Tq, H, D] at absolute positions Tk-Tq .. Tk-1; k and v are [B, Tk, Hkv, D]. Causal,
+//! GQA and the sliding window as in `attention`; no document mask (one sequence per row).
+//! Inference only: it has no backward and refuses inputs that need a gradient. Equal to the
+//! last Tq rows of `attention` over the full sequence (tested).
+
+use crate::dtype::{Element, Float};
+use crate::error::{Error, Result};
+use crate::ops::check_float;
+use crate::par;
+use crate::tape::ensure_no_grad;
+use crate::{DType, Tensor};
+
+fn decode<F: Float>(q: &[F], k: &[F], v: &[F], dims: [usize; 6], window: Option<usize>) -> Vec<F> {
+    let [b, tq, tk, h, hkv, d] = dims;
+    let scale = F::one() / F::c(d as f64).sqrt();
+    let group = h / hkv;
+    let mut out = vec![F::zero(); b * tq * h * d];
+    par::for_each_row(&mut out, d, |r, o| {
+        let (bi, i, hh) = (r / (tq * h), (r / h) % tq, r % h);
+        let pos = tk - tq + i;
+        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let qi = &q[r * d..(r + 1) * d];
+        let krow = |j: usize| ((bi * tk + j) * hkv + hh / group) * d;
+        let s: Vec<F> = (first..=pos)
+            .map(|j| qi.iter().zip(&k[krow(j)..krow(j) + d]).map(|(&a, &b)| a * b).sum::<F>() * scale)
+            .collect();
+        let m = s.iter().copied().fold(F::neg_infinity(), F::max);
+        let p: Vec<F> = s.iter().map(|&x| (x - m).exp()).collect();
+        let z: F = p.iter().copied().sum();
+        for (j, &pj) in (first..=pos).zip(&p) {
+            for (o, &x) in o.iter_mut().zip(&v[krow(j)..krow(j) + d]) {
+                *o += pj / z * x;
+            }
+        }
+    });
+    out
+}
+
+/// The newest `Tq` queries against a KV cache of `Tk` tokens; see the file header.
+pub fn attention_decode(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>) -> Result<Tensor> {
+    let op = "attention_decode";
+    ensure_no_grad(op, &[q, k, v])?;
+    check_float(op, q)?;
+    if q.rank() != 4 || k.rank() != 4 || k.shape() != v.shape() {
+        return Err(Error::mismatch(
+            op,
+            q.shape(),
+            k.shape(),
+            "q must be [B, Tq, H, D], k and v [B, Tk, Hkv, D]",
+        ));
+    }
+    let (qd, kd) = (q.dims(), k.dims());
+    let (b, tq, h, d, tk, hkv) = (qd[0], qd[1], qd[2], qd[3], kd[1], kd[2]);
+    if kd[0] != b || kd[3] != d || hkv == 0 || h % hkv != 0 || tq > tk {
+        return Err(Error::mismatch(
+            op,
+            q.shape(),
+            k.shape(),
+            "B and D must agree, H be a multiple of Hkv, Tq <= Tk",
+        ));
+    }
+    if q.dtype() != k.dtype() || k.dtype() != v.dtype() {
+        return Err(Error::DTypeMismatch { op, lhs: q.dtype(), rhs: k.dtype() });
+    }
+    let dims = [b, tq, tk, h, hkv, d];
+    let out = match q.dtype() {
+        DType::F32 => f32::into_storage(decode(q.data(op)?, k.data(op)?, v.data(op)?, dims, window)),
+        _ => f64::into_storage(decode(q.data(op)?, k.data(op)?, v.data(op)?, dims, window)),
+    };
+    Ok(Tensor::from_cpu(out, q.shape().clone()))
+}
