@@ -1,7 +1,9 @@
 //! solar-model: the Llama/Mistral model on the Solar engine, config.json, HF checkpoint IO,
 //! depth up-scaling, generation and the tokenizer.
 
+pub mod checkpoint;
 pub mod config;
+pub mod dus;
 pub mod error;
 pub mod names;
 pub mod presets;
