@@ -9,10 +9,20 @@ use solar_model::presets::preset;
 use solar_model::LlamaConfig;
 use std::path::{Path, PathBuf};
 
-/// The tiny preset (hidden 64, 4 heads, 2 kv, vocab 256) with `layers` layers.
+/// A tiny model (hidden 64, ffn 176, 4 heads of 16, 2 kv heads, vocab 256) with `layers`
+/// layers. The sizes are pinned here, not taken from the preset, since tests name shapes.
 pub fn tiny(layers: usize, tied: bool) -> LlamaConfig {
-    let base = preset("tiny").expect("tiny preset");
-    LlamaConfig { num_hidden_layers: layers, tie_word_embeddings: tied, ..base }
+    LlamaConfig {
+        vocab_size: 256,
+        hidden_size: 64,
+        intermediate_size: 176,
+        num_hidden_layers: layers,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: 16,
+        tie_word_embeddings: tied,
+        ..preset("tiny").expect("tiny preset")
+    }
 }
 
 /// Every parameter of `cfg` filled with N(0, 1) draws; each tensor differs from every other,
