@@ -83,7 +83,7 @@ impl TensorSink<'_> {
     /// Appends little-endian `src` values; a piece must hold whole elements.
     pub fn write_bytes(&mut self, src: SafeDType, bytes: &[u8]) -> Result<()> {
         let width = src.size_in_bytes();
-        if bytes.len() % width != 0 {
+        if !bytes.chunks_exact(width).remainder().is_empty() {
             let msg = format!("a piece of {} bytes is not a whole number of {src} elements", bytes.len());
             return Err(self.error(msg));
         }
@@ -220,7 +220,9 @@ pub fn write_checkpoint(
 
     let total_size: u64 = sizes.iter().sum();
     if file_names.len() > 1 {
-        let index = json!({ "metadata": { "total_size": total_size }, "weight_map": weight_map });
+        let total_parameters: u64 = tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64).sum();
+        let metadata = json!({ "total_size": total_size, "total_parameters": total_parameters });
+        let index = json!({ "metadata": metadata, "weight_map": weight_map });
         write_json(&staging.path().join(INDEX_FILE), &index)?;
     }
     let dtype = dominant_dtype(tensors, &sizes, opts.dtype);
