@@ -125,6 +125,27 @@ fn sharded_bf16_base_and_dtype_conversion() {
 }
 
 #[test]
+fn upscale_in_place_replaces_the_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny(3, false);
+    let base =
+        save(tmp.path().join("m"), &cfg, &random_model(&cfg, 26, DType::F32), &WriteOptions::default());
+    write_tokenizer_files(&base);
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    for name in entries(&base) {
+        std::fs::copy(base.join(&name), copy.join(&name)).unwrap();
+    }
+    let e = upscale(&base, &base, &LayerSpec::Remove(1), &WriteOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("already exists"), "{e}");
+    let opts = WriteOptions { overwrite: true, ..Default::default() };
+    upscale(&base, &base, &LayerSpec::Remove(1), &opts).unwrap();
+    assert_upscaled(&copy, &base, &[0, 1, 1, 2]);
+    assert!(base.join("tokenizer.json").exists());
+    assert_eq!(entries(tmp.path()), ["copy", "m"]);
+}
+
+#[test]
 fn bad_layer_specs_name_the_flag() {
     let msg = |r: solar_model::Result<LayerPlan>| r.unwrap_err().to_string();
     let e = msg(LayerPlan::remove(8, 8));

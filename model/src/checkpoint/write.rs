@@ -183,13 +183,15 @@ pub fn write_checkpoint(
     let mut scratch = Vec::new();
     let mut weight_map = BTreeMap::new();
     for (shard, file_name) in shards.iter().zip(&file_names) {
-        let path = staging.path().join(file_name);
+        // Errors name the file as the user will know it, not its temporary home.
+        let path = out_dir.join(file_name);
         let header: Vec<(&str, SafeDType, &[usize])> = shard
             .iter()
             .map(|&i| (tensors[i].name.as_str(), out_dtype(&tensors[i]), tensors[i].shape.as_slice()))
             .collect();
         let header = build_header(&path, &header)?;
-        let file = File::create(&path).map_err(|e| ModelError::io(&path, "cannot create", e))?;
+        let file = File::create(staging.path().join(file_name))
+            .map_err(|e| ModelError::io(&path, "cannot create", e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&header).map_err(|e| ModelError::io(&path, "cannot write", e))?;
         for &i in shard {
