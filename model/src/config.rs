@@ -65,14 +65,18 @@ fn get_usize(path: &Path, obj: &Map<String, Value>, key: &str, default: Option<u
 fn get_f64(path: &Path, obj: &Map<String, Value>, key: &str, default: f64) -> Result<f64> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(default),
-        Some(v) => v.as_f64().ok_or_else(|| ModelError::field(path, key, format!("expected a number, got {v}"))),
+        Some(v) => {
+            v.as_f64().ok_or_else(|| ModelError::field(path, key, format!("expected a number, got {v}")))
+        }
     }
 }
 
 /// An id field that may be an int, a list of ints or null.
 fn get_ids(path: &Path, obj: &Map<String, Value>, key: &str, default: Option<u32>) -> Result<Vec<u32>> {
     let one = |v: &Value| {
-        v.as_u64().map(|x| x as u32).ok_or_else(|| ModelError::field(path, key, format!("expected a token id, got {v}")))
+        v.as_u64()
+            .map(|x| x as u32)
+            .ok_or_else(|| ModelError::field(path, key, format!("expected a token id, got {v}")))
     };
     match obj.get(key) {
         None => Ok(default.into_iter().collect()),
@@ -82,9 +86,32 @@ fn get_ids(path: &Path, obj: &Map<String, Value>, key: &str, default: Option<u32
     }
 }
 
+/// rope_theta, from `rope_theta` (transformers 4) or `rope_parameters` (transformers 5, where
+/// only the default rope type is supported).
+fn rope_theta(path: &Path, obj: &Map<String, Value>) -> Result<f64> {
+    match obj.get("rope_parameters") {
+        None | Some(Value::Null) => get_f64(path, obj, "rope_theta", 10000.0),
+        Some(Value::Object(p)) => {
+            match p.get("rope_type").and_then(Value::as_str) {
+                None | Some("default") => {}
+                Some(other) => {
+                    return Err(ModelError::field(
+                        path,
+                        "rope_parameters.rope_type",
+                        format!("`{other}` is not supported yet (only default)"),
+                    ))
+                }
+            }
+            get_f64(path, p, "rope_theta", 10000.0)
+        }
+        Some(v) => Err(ModelError::field(path, "rope_parameters", format!("expected an object, got {v}"))),
+    }
+}
+
 impl LlamaConfig {
     pub fn from_file(path: &Path) -> Result<LlamaConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, "cannot read config", e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ModelError::io(path, "cannot read config", e))?;
         Self::from_json_str(&text, path)
     }
 
@@ -99,13 +126,18 @@ impl LlamaConfig {
             Some("llama") => ModelType::Llama,
             Some("mistral") => ModelType::Mistral,
             Some(other) => {
-                return Err(ModelError::field(path, "model_type", format!("unsupported `{other}` (llama or mistral)")))
+                return Err(ModelError::field(
+                    path,
+                    "model_type",
+                    format!("unsupported `{other}` (llama or mistral)"),
+                ))
             }
             None => return Err(ModelError::field(path, "model_type", "missing")),
         };
         let hidden_size = get_usize(path, &obj, "hidden_size", None)?;
         let num_attention_heads = get_usize(path, &obj, "num_attention_heads", None)?;
-        let head_default = if num_attention_heads > 0 { Some(hidden_size / num_attention_heads) } else { None };
+        let head_default =
+            if num_attention_heads > 0 { Some(hidden_size / num_attention_heads) } else { None };
         let sliding_window = match obj.get("sliding_window") {
             None | Some(Value::Null) => None,
             Some(_) => Some(get_usize(path, &obj, "sliding_window", None)?),
@@ -119,19 +151,29 @@ impl LlamaConfig {
             num_attention_heads,
             num_key_value_heads: get_usize(path, &obj, "num_key_value_heads", Some(num_attention_heads))?,
             head_dim: get_usize(path, &obj, "head_dim", head_default)?,
-            rope_theta: get_f64(path, &obj, "rope_theta", 10000.0)?,
+            rope_theta: rope_theta(path, &obj)?,
             rms_norm_eps: get_f64(path, &obj, "rms_norm_eps", 1e-6)?,
             max_position_embeddings: get_usize(path, &obj, "max_position_embeddings", Some(2048))?,
             tie_word_embeddings: match obj.get("tie_word_embeddings") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
-                Some(v) => return Err(ModelError::field(path, "tie_word_embeddings", format!("expected a bool, got {v}"))),
+                Some(v) => {
+                    return Err(ModelError::field(
+                        path,
+                        "tie_word_embeddings",
+                        format!("expected a bool, got {v}"),
+                    ))
+                }
             },
             initializer_range: get_f64(path, &obj, "initializer_range", 0.02)?,
             bos_token_id: get_ids(path, &obj, "bos_token_id", Some(1))?.first().copied(),
             eos_token_ids: get_ids(path, &obj, "eos_token_id", Some(2))?,
             sliding_window,
-            torch_dtype: obj.get("torch_dtype").or_else(|| obj.get("dtype")).and_then(Value::as_str).map(String::from),
+            torch_dtype: obj
+                .get("torch_dtype")
+                .or_else(|| obj.get("dtype"))
+                .and_then(Value::as_str)
+                .map(String::from),
             extra: obj.clone(),
         };
         cfg.validate_fields(path, &obj)?;
@@ -162,7 +204,10 @@ impl LlamaConfig {
         if self.num_attention_heads % self.num_key_value_heads != 0 {
             return bad(
                 "num_key_value_heads",
-                format!("{} does not divide num_attention_heads {}", self.num_key_value_heads, self.num_attention_heads),
+                format!(
+                    "{} does not divide num_attention_heads {}",
+                    self.num_key_value_heads, self.num_attention_heads
+                ),
             );
         }
         if self.head_dim % 2 != 0 {
@@ -197,7 +242,10 @@ impl LlamaConfig {
     /// Parameters in the model (embeddings, layers, final norm, lm_head unless tied).
     pub fn num_parameters(&self) -> u64 {
         let (c, f, v) = (self.hidden_size as u64, self.intermediate_size as u64, self.vocab_size as u64);
-        let (q, kv) = ((self.num_attention_heads * self.head_dim) as u64, (self.num_key_value_heads * self.head_dim) as u64);
+        let (q, kv) = (
+            (self.num_attention_heads * self.head_dim) as u64,
+            (self.num_key_value_heads * self.head_dim) as u64,
+        );
         let layer = c * q + 2 * c * kv + q * c + 3 * c * f + 2 * c;
         let head = if self.tie_word_embeddings { 0 } else { v * c };
         v * c + self.num_hidden_layers as u64 * layer + c + head
@@ -221,7 +269,6 @@ impl LlamaConfig {
             "num_key_value_heads": self.num_key_value_heads,
             "head_dim": self.head_dim,
             "hidden_act": "silu",
-            "rope_theta": self.rope_theta,
             "rms_norm_eps": self.rms_norm_eps,
             "max_position_embeddings": self.max_position_embeddings,
             "tie_word_embeddings": self.tie_word_embeddings,
@@ -229,15 +276,27 @@ impl LlamaConfig {
             "bos_token_id": self.bos_token_id,
             "eos_token_id": eos,
             "sliding_window": self.sliding_window,
-            "rope_scaling": null,
             "attention_bias": false,
             "mlp_bias": false,
         });
         if let Value::Object(f) = fields {
             obj.extend(f);
         }
+        // transformers 5 keeps rope_theta inside rope_parameters; 4 keeps it at the top level.
+        match obj.get_mut("rope_parameters") {
+            Some(Value::Object(p)) => {
+                p.insert("rope_theta".into(), json!(self.rope_theta));
+            }
+            _ => {
+                obj.insert("rope_theta".into(), json!(self.rope_theta));
+                obj.insert("rope_scaling".into(), Value::Null);
+            }
+        }
         if let Some(d) = &self.torch_dtype {
             obj.insert("torch_dtype".into(), json!(d));
+            if obj.contains_key("dtype") {
+                obj.insert("dtype".into(), json!(d));
+            }
         }
         Value::Object(obj)
     }

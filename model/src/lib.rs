@@ -5,9 +5,13 @@ pub mod checkpoint;
 pub mod config;
 pub mod dus;
 pub mod error;
+pub mod generate;
+pub mod llama;
 pub mod names;
 pub mod presets;
+pub mod tokenizer;
 
 pub use config::{LlamaConfig, ModelType};
 pub use error::{ModelError, Result};
+pub use llama::{Llama, ModelInput};
 pub use solar_engine as engine;

@@ -7,9 +7,9 @@ use serde_json::Map;
 
 /// (name, what it is) for every preset, for help texts and errors.
 pub const PRESETS: &[(&str, &str)] = &[
-    ("tiny", "2 layers, hidden 64, 4 heads (2 kv), vocab 256: tests"),
+    ("tiny", "2 layers, hidden 64, 4 heads (2 kv), vocab 320: tests"),
     ("tiny-mistral", "tiny with Mistral's sliding window (16)"),
-    ("small", "8 layers, hidden 128, 4 heads (2 kv), vocab 256: the demo's base"),
+    ("small", "8 layers, hidden 128, 4 heads (2 kv), vocab 320: the demo's base"),
     ("mistral-7b", "Mistral 7B v0.1 shape (config only in practice)"),
     ("solar-10.7b", "SOLAR 10.7B shape: Mistral 7B depth up-scaled to 48 layers"),
 ];
@@ -17,7 +17,7 @@ pub const PRESETS: &[(&str, &str)] = &[
 fn base(model_type: ModelType) -> LlamaConfig {
     LlamaConfig {
         model_type,
-        vocab_size: 256,
+        vocab_size: 320,
         hidden_size: 64,
         intermediate_size: 176,
         num_hidden_layers: 2,

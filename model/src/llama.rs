@@ -1,0 +1,192 @@
+//! The Llama/Mistral decoder on the engine's tape. Parameters are f32 tensors addressed by HF
+//! names (names.rs); the forward is
+//!   x = embed(ids)                                         [B, T, C]
+//!   per layer: x += o_proj(attn(rope(q), rope(k), v))      q [B, T, H, D], k/v [B, T, Hkv, D]
+//!              x += down(silu(gate(h)) * up(h))            h = rmsnorm(x), F wide
+//!   h = rmsnorm(x); logits = h W^T (W = lm_head, or the embedding when tied)
+//! The loss goes through the fused lm_head + cross-entropy, so a batch's logits never exist.
+//! With a tape every parameter is watched (same id), so gradients come back keyed by it.
+
+use crate::checkpoint::{save_model, Checkpoint, WriteOptions, WriteReport};
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::names::{self, parameter_shapes};
+use solar_engine::ops::{self, AttentionMask, CrossEntropy};
+use solar_engine::{DType, Rng, Tape, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Token ids [B, T] (u32), a position per token (restarting at 0 per packed document) and
+/// optional document ids [B, T] for packed rows.
+#[derive(Clone, Debug)]
+pub struct ModelInput {
+    pub ids: Tensor,
+    pub positions: Tensor,
+    pub doc_ids: Option<Tensor>,
+}
+
+impl ModelInput {
+    /// `b` rows of `t` tokens each, one sequence per row, positions 0..t.
+    pub fn rows(ids: &[u32], b: usize, t: usize) -> Result<ModelInput> {
+        let pos: Vec<u32> = (0..b * t).map(|i| (i % t) as u32).collect();
+        Ok(ModelInput {
+            ids: Tensor::from_vec(ids.to_vec(), [b, t])?,
+            positions: Tensor::from_vec(pos, [b, t])?,
+            doc_ids: None,
+        })
+    }
+    pub fn batch(&self) -> usize {
+        self.ids.dims()[0]
+    }
+    pub fn seq_len(&self) -> usize {
+        self.ids.dims()[1]
+    }
+}
+
+pub struct Llama {
+    pub config: LlamaConfig,
+    names: Vec<String>,
+    params: Vec<Tensor>,
+    index: HashMap<String, usize>,
+}
+
+impl Llama {
+    /// A model from named f32 tensors; every expected tensor must be there with its shape.
+    pub fn new(config: LlamaConfig, mut named: HashMap<String, Tensor>) -> Result<Llama> {
+        let origin = Path::new("model");
+        let mut names = Vec::new();
+        let mut params = Vec::new();
+        for (name, shape) in parameter_shapes(&config) {
+            let t = named.remove(&name).ok_or_else(|| ModelError::tensor(origin, &name, "missing"))?;
+            if t.dims() != shape.as_slice() {
+                return Err(ModelError::tensor(
+                    origin,
+                    &name,
+                    format!("shape {:?}, expected {shape:?}", t.dims()),
+                ));
+            }
+            names.push(name);
+            params.push(t.to_dtype(DType::F32)?);
+        }
+        if let Some(extra) = named.keys().next() {
+            return Err(ModelError::tensor(origin, extra, "not a parameter of this architecture"));
+        }
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        Ok(Llama { config, names, params, index })
+    }
+
+    /// Random initialization as transformers does it: N(0, initializer_range) for matrices and
+    /// embeddings, norms at 1. Tensors are drawn in HF order from one seeded stream.
+    pub fn init(config: LlamaConfig, seed: u64) -> Result<Llama> {
+        let mut rng = Rng::new(seed);
+        let std = config.initializer_range;
+        let named = parameter_shapes(&config)
+            .into_iter()
+            .map(|(name, shape)| {
+                let t = if names::is_norm(&name) {
+                    Tensor::ones(shape, DType::F32)
+                } else {
+                    Tensor::randn(shape, std, DType::F32, &mut rng)
+                };
+                (name, t)
+            })
+            .collect();
+        Llama::new(config, named)
+    }
+
+    /// Loads an HF model folder (config.json + safetensors, single or sharded, f32/bf16/f16);
+    /// weights become f32 for the CPU.
+    pub fn load(dir: &Path) -> Result<Llama> {
+        let ck = Checkpoint::open(dir)?;
+        ck.validate()?;
+        let mut named = HashMap::new();
+        for (name, _) in parameter_shapes(ck.config()) {
+            let t = ck.load(&name)?;
+            named.insert(name, t);
+        }
+        Llama::new(ck.config().clone(), named)
+    }
+
+    /// Writes the model as an HF folder (atomically), copying tokenizer files from `copy_from`.
+    pub fn save(&self, out: &Path, opts: &WriteOptions, copy_from: Option<&Path>) -> Result<WriteReport> {
+        let named: Vec<(String, Tensor)> =
+            self.named_params().map(|(n, t)| (n.to_string(), t.clone())).collect();
+        save_model(out, &self.config, &named, opts, copy_from)
+    }
+
+    pub fn param(&self, name: &str) -> Option<&Tensor> {
+        self.index.get(name).map(|&i| &self.params[i])
+    }
+
+    /// (name, tensor) in HF order.
+    pub fn named_params(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.names.iter().map(String::as_str).zip(&self.params)
+    }
+
+    /// (name, tensor) in HF order, for the optimizer.
+    pub fn named_params_mut(&mut self) -> impl Iterator<Item = (&str, &mut Tensor)> {
+        self.names.iter().map(String::as_str).zip(self.params.iter_mut())
+    }
+
+    fn w(&self, tape: Option<&Tape>, name: &str) -> Result<Tensor> {
+        let t = self.param(name).ok_or_else(|| ModelError::Msg(format!("no parameter {name}")))?;
+        Ok(match tape {
+            Some(tape) => tape.watch(t),
+            None => t.clone(),
+        })
+    }
+
+    /// The output projection: lm_head, or the embedding when tied.
+    fn head(&self, tape: Option<&Tape>) -> Result<Tensor> {
+        self.w(tape, if self.config.tie_word_embeddings { names::EMBED } else { names::LM_HEAD })
+    }
+
+    /// Hidden states after the final norm: [B, T, C].
+    pub fn hidden(&self, tape: Option<&Tape>, input: &ModelInput) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (b, t) = (input.batch(), input.seq_len());
+        let (h, hkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let lin = |x: &Tensor, name: String| -> Result<Tensor> {
+            Ok(ops::matmul_t(x, &self.w(tape, &name)?, false, true)?)
+        };
+        let mask = AttentionMask { doc_ids: input.doc_ids.clone(), window: cfg.sliding_window };
+        let mut x = ops::embedding(&input.ids, &self.w(tape, names::EMBED)?)?;
+        for l in 0..cfg.num_hidden_layers {
+            let name = |s: &str| names::layer_name(l, s);
+            let hn = ops::rmsnorm(&x, &self.w(tape, &name("input_layernorm.weight"))?, cfg.rms_norm_eps)?;
+            let q = lin(&hn, name("self_attn.q_proj.weight"))?.reshape([b, t, h, d])?;
+            let k = lin(&hn, name("self_attn.k_proj.weight"))?.reshape([b, t, hkv, d])?;
+            let v = lin(&hn, name("self_attn.v_proj.weight"))?.reshape([b, t, hkv, d])?;
+            let q = ops::rope(&q, &input.positions, cfg.rope_theta)?;
+            let k = ops::rope(&k, &input.positions, cfg.rope_theta)?;
+            let a = ops::attention(&q, &k, &v, &mask)?.reshape([b, t, h * d])?;
+            x = ops::add(&x, &lin(&a, name("self_attn.o_proj.weight"))?)?;
+            let hn =
+                ops::rmsnorm(&x, &self.w(tape, &name("post_attention_layernorm.weight"))?, cfg.rms_norm_eps)?;
+            let gate = lin(&hn, name("mlp.gate_proj.weight"))?;
+            let up = lin(&hn, name("mlp.up_proj.weight"))?;
+            x = ops::add(&x, &lin(&ops::swiglu(&gate, &up)?, name("mlp.down_proj.weight"))?)?;
+        }
+        Ok(ops::rmsnorm(&x, &self.w(tape, names::FINAL_NORM)?, cfg.rms_norm_eps)?)
+    }
+
+    /// Logits [B, T, V] (inference and tests; training uses `loss`).
+    pub fn logits(&self, tape: Option<&Tape>, input: &ModelInput) -> Result<Tensor> {
+        let hidden = self.hidden(tape, input)?;
+        Ok(ops::matmul_t(&hidden, &self.head(tape)?, false, true)?)
+    }
+
+    /// Summed cross-entropy against `targets` [B, T] (i32, -100 ignored) and the count of
+    /// counted tokens, through the fused lm_head + cross-entropy.
+    pub fn loss(&self, tape: Option<&Tape>, input: &ModelInput, targets: &Tensor) -> Result<CrossEntropy> {
+        let hidden = self.hidden(tape, input)?;
+        let rows = input.batch() * input.seq_len();
+        let h2 = hidden.reshape([rows, self.config.hidden_size])?;
+        Ok(ops::linear_cross_entropy(&h2, &self.head(tape)?, &targets.reshape([rows])?)?)
+    }
+}
+
+/// Next-token targets for rows of ids [B, T]: target[t] = ids[t+1], the last of each row -100.
+pub fn next_token_targets(ids: &[u32], b: usize, t: usize) -> Vec<i32> {
+    (0..b * t).map(|i| if i % t == t - 1 { ops::IGNORE_INDEX as i32 } else { ids[i + 1] as i32 }).collect()
+}

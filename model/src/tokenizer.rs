@@ -1,0 +1,121 @@
+//! The tokenizer: HF tokenizer.json through the `tokenizers` crate (pure Rust: fancy-regex, no
+//! C regex library). Encoding with special tokens lets the tokenizer's own post-processor decide
+//! on BOS/EOS, as transformers does; without them the text's tokens come back alone.
+//! `byte_level_json` writes the tokenizer presets use: every byte a token, no merges.
+
+use crate::error::{ModelError, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+}
+
+/// Special tokens of the byte-level preset tokenizer; bytes follow from id 3.
+pub const BYTE_LEVEL_SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
+
+impl Tokenizer {
+    pub fn from_file(path: &Path) -> Result<Tokenizer> {
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| ModelError::file(path, format!("cannot load tokenizer: {e}")))?;
+        Ok(Tokenizer { inner, path: path.to_path_buf() })
+    }
+
+    /// tokenizer.json of an HF model folder.
+    pub fn from_model_dir(dir: &Path) -> Result<Tokenizer> {
+        let path = dir.join("tokenizer.json");
+        if !path.exists() {
+            return Err(ModelError::file(&path, "missing: the model folder has no tokenizer.json"));
+        }
+        Self::from_file(&path)
+    }
+
+    /// Token ids of `text`; with `add_special_tokens` the post-processor adds BOS/EOS as configured.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| ModelError::file(&self.path, format!("cannot encode text: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| ModelError::file(&self.path, format!("cannot decode ids: {e}")))
+    }
+
+    /// The id of a token string (e.g. "</s>"), if the vocabulary has it.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}
+
+/// GPT-2's printable stand-in character for each byte (what ByteLevel pre-tokenization uses).
+fn byte_to_char(b: u8) -> char {
+    let printable = (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    if printable {
+        return b as char;
+    }
+    // The others map, in byte order, to 256, 257, ...
+    let rank = (0..b)
+        .filter(|&x| {
+            !((b'!'..=b'~').contains(&x) || (0xA1..=0xAC).contains(&x) || (0xAE..=0xFF).contains(&x))
+        })
+        .count();
+    char::from_u32(256 + rank as u32).expect("valid code point")
+}
+
+/// tokenizer.json of a byte-level tokenizer: <unk>=0, <s>=1 (added before every text with
+/// special tokens), </s>=2, then one token per byte (ids 3..259), no merges.
+pub fn byte_level_json() -> Value {
+    let mut vocab = serde_json::Map::new();
+    for (i, s) in BYTE_LEVEL_SPECIALS.iter().enumerate() {
+        vocab.insert(s.to_string(), json!(i));
+    }
+    for b in 0..=255u8 {
+        vocab.insert(byte_to_char(b).to_string(), json!(3 + b as usize));
+    }
+    let added: Vec<Value> = BYTE_LEVEL_SPECIALS
+        .iter()
+        .enumerate()
+        .map(|(i, s)| json!({"id": i, "content": s, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
+        .collect();
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}
+        },
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": []}
+    })
+}
+
+/// tokenizer_config.json to go with `byte_level_json`.
+pub fn byte_level_config_json() -> Value {
+    json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "model_max_length": 1_000_000,
+        "clean_up_tokenization_spaces": false
+    })
+}
