@@ -8,17 +8,18 @@ pub const EMBED: &str = "model.embed_tokens.weight";
 pub const FINAL_NORM: &str = "model.norm.weight";
 pub const LM_HEAD: &str = "lm_head.weight";
 
-/// The per-layer tensors, as suffixes after `model.layers.{i}.`.
+/// The per-layer tensors, as suffixes after `model.layers.{i}.`, in torch's `named_parameters`
+/// order (the order transformers fills shards in).
 pub const LAYER_SUFFIXES: [&str; 9] = [
-    "input_layernorm.weight",
     "self_attn.q_proj.weight",
     "self_attn.k_proj.weight",
     "self_attn.v_proj.weight",
     "self_attn.o_proj.weight",
-    "post_attention_layernorm.weight",
     "mlp.gate_proj.weight",
     "mlp.up_proj.weight",
     "mlp.down_proj.weight",
+    "input_layernorm.weight",
+    "post_attention_layernorm.weight",
 ];
 
 pub fn layer_name(layer: usize, suffix: &str) -> String {

@@ -17,21 +17,10 @@ fn without_extra(cfg: &LlamaConfig) -> LlamaConfig {
     LlamaConfig { extra: Default::default(), ..cfg.clone() }
 }
 
-/// Where torch's `named_parameters` lists a tensor, the order transformers shards in: each
-/// layer's attention, then MLP, then its norms (names.rs puts input_layernorm first, which
-/// gives the same tensors but other shard boundaries for the same size limit).
+/// Where torch's `named_parameters` lists a tensor, the order transformers shards in (names.rs
+/// lists layer tensors in that order too).
 fn torch_position(name: &str) -> (usize, usize) {
-    const TORCH_LAYER_ORDER: [&str; 9] = [
-        "self_attn.q_proj.weight",
-        "self_attn.k_proj.weight",
-        "self_attn.v_proj.weight",
-        "self_attn.o_proj.weight",
-        "mlp.gate_proj.weight",
-        "mlp.up_proj.weight",
-        "mlp.down_proj.weight",
-        "input_layernorm.weight",
-        "post_attention_layernorm.weight",
-    ];
+    const TORCH_LAYER_ORDER: [&str; 9] = solar_model::names::LAYER_SUFFIXES;
     match solar_model::names::parse_layer_name(name) {
         Some((i, suffix)) => (i + 1, TORCH_LAYER_ORDER.iter().position(|s| *s == suffix).unwrap_or(9)),
         None if name == solar_model::names::EMBED => (0, 0),
