@@ -6,6 +6,7 @@ pub mod config;
 pub mod dus;
 pub mod error;
 pub mod generate;
+pub mod init;
 pub mod llama;
 pub mod names;
 pub mod presets;

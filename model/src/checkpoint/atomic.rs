@@ -17,7 +17,7 @@ pub const COPY_THROUGH: [&str; 6] = [
     "generation_config.json",
 ];
 
-pub(super) struct StagingDir {
+pub struct StagingDir {
     target: PathBuf,
     tmp: PathBuf,
     parent: PathBuf,
@@ -106,7 +106,7 @@ pub(super) fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Writes a small file and fsyncs it.
-pub(super) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut f = File::create(path).map_err(|e| ModelError::io(path, "cannot create", e))?;
     f.write_all(bytes).map_err(|e| ModelError::io(path, "cannot write", e))?;
