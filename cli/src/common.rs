@@ -1,13 +1,11 @@
 //! What every subcommand shares: the common flags (`--device`, `--threads`, `--seed`,
-//! `--config`), the `--config FILE.toml` file they can also come from (same keys as the flags;
-//! a flag given on the command line wins), and the runtime error type (exit 1; clap's usage
-//! errors exit 2). A config key no subcommand takes is an error naming the file and the key,
-//! so a typo never silently falls back to a default.
+//! `--config`; config_file.rs merges the TOML file), byte sizes such as `--max-shard-size 5GB`,
+//! and the runtime error type (exit 1; clap's usage errors exit 2).
 
 use clap::Args;
 use solar_engine::Device;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// A runtime error: `main` prints it as `error: ...` and exits 1. (Usage errors are clap's,
@@ -23,6 +21,18 @@ impl fmt::Display for CliError {
 
 impl From<solar_engine::Error> for CliError {
     fn from(e: solar_engine::Error) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+impl From<solar_model::ModelError> for CliError {
+    fn from(e: solar_model::ModelError) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+impl From<solar_train::error::TrainError> for CliError {
+    fn from(e: solar_train::error::TrainError) -> Self {
         CliError(e.to_string())
     }
 }
@@ -58,18 +68,18 @@ pub struct CommonArgs {
     /// Worker threads for the CPU backend [default: one per core].
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_THREADS))]
     pub threads: Option<u64>,
-    /// Seed for every random choice (initialization, data order, benchmark inputs) [default: 0].
+    /// Seed for every random choice (initialization, data order, sampling, benchmark inputs) [default: 0].
     #[arg(long, global = true, value_name = "N")]
     pub seed: Option<u64>,
-    /// A TOML file with the same keys as the flags (flags given here override it).
+    /// A TOML file with the same keys as the flags (flags given here override it). For `init`,
+    /// a .json file is the model's config.json instead.
     #[arg(long, global = true, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
 }
 
-/// The common settings after merging flags over the config file.
+/// The common settings with their defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Common {
-    /// Settled by `select_device` once the whole config file has been checked.
     pub device: DeviceChoice,
     /// `None`: rayon's default, one per core.
     pub threads: Option<usize>,
@@ -77,23 +87,12 @@ pub struct Common {
 }
 
 impl CommonArgs {
-    /// Merges the flags over `file`, taking the common keys out of it.
-    pub fn resolve(&self, file: &mut ConfigFile) -> Result<Common, CliError> {
-        let device_from_file = match file.take_str("device")? {
-            Some(s) => Some(s.parse::<DeviceChoice>().map_err(|e| file.bad_value("device", &e))?),
-            None => None,
-        };
-        let threads_from_file = file.take_uint("threads")?;
-        if threads_from_file.is_some_and(|n| n == 0 || n > MAX_THREADS) {
-            return Err(file.bad_value("threads", &format!("must be between 1 and {MAX_THREADS}")));
+    pub fn resolve(&self) -> Common {
+        Common {
+            device: self.device.unwrap_or(DeviceChoice::Auto),
+            threads: self.threads.map(|n| n as usize),
+            seed: self.seed.unwrap_or(0),
         }
-        let seed_from_file = file.take_uint("seed")?;
-
-        Ok(Common {
-            device: self.device.or(device_from_file).unwrap_or(DeviceChoice::Auto),
-            threads: self.threads.or(threads_from_file).map(|n| n as usize),
-            seed: self.seed.or(seed_from_file).unwrap_or(0),
-        })
     }
 }
 
@@ -125,127 +124,54 @@ impl Common {
     }
 }
 
-/// The `--config` file's keys, taken out one by one as the flags are merged; whatever is left
-/// at the end is unknown. Without `--config` it is empty.
-#[derive(Debug)]
-pub struct ConfigFile {
-    path: Option<PathBuf>,
-    table: toml::Table,
-    known: Vec<&'static str>,
+/// A byte size: a plain number of bytes or a number with KB, MB, GB (powers of 1000, as
+/// transformers' max_shard_size) or KiB, MiB, GiB.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 5GB, 500MB, 1048576)"))?;
+    let mult = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KIB" => 1024.0,
+        "MIB" => 1024.0 * 1024.0,
+        "GIB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (B, KB, MB, GB, KiB, MiB, GiB)")),
+    };
+    let bytes = (n * mult).round();
+    if bytes < 1.0 {
+        return Err(format!("'{s}' must be at least one byte"));
+    }
+    Ok(bytes as u64)
 }
 
-impl ConfigFile {
-    pub fn empty() -> ConfigFile {
-        ConfigFile { path: None, table: toml::Table::new(), known: Vec::new() }
-    }
-
-    /// Reads and parses `path`; a missing or unparsable file is a runtime error naming it.
-    pub fn load(path: &Path) -> Result<ConfigFile, CliError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CliError(format!("cannot read config file {}: {e}", path.display())))?;
-        let table = text
-            .parse::<toml::Table>()
-            .map_err(|e| CliError(format!("config file {} is not valid TOML: {e}", path.display())))?;
-        Ok(ConfigFile { path: Some(path.to_path_buf()), table, known: Vec::new() })
-    }
-
-    /// `load` when a path is given, else `empty`.
-    pub fn open(path: Option<&Path>) -> Result<ConfigFile, CliError> {
-        path.map_or_else(|| Ok(ConfigFile::empty()), ConfigFile::load)
-    }
-
-    fn name(&self) -> String {
-        self.path.as_ref().map_or_else(|| "<none>".to_string(), |p| p.display().to_string())
-    }
-
-    /// The error for a key whose value is the wrong type or out of range.
-    pub fn bad_value(&self, key: &str, why: &str) -> CliError {
-        CliError(format!("config file {}: key '{key}': {why}", self.name()))
-    }
-
-    fn take(&mut self, key: &'static str) -> Option<toml::Value> {
-        self.known.push(key);
-        self.table.remove(key)
-    }
-
-    pub fn take_str(&mut self, key: &'static str) -> Result<Option<String>, CliError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) => Ok(Some(s)),
-            Some(v) => Err(self.bad_value(key, &format!("expected a string, found {}", v.type_str()))),
-        }
-    }
-
-    pub fn take_uint(&mut self, key: &'static str) -> Result<Option<u64>, CliError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(toml::Value::Integer(i)) if i >= 0 => Ok(Some(i as u64)),
-            Some(v) => Err(self.bad_value(key, &format!("expected a non-negative integer, found {v}"))),
-        }
-    }
-
-    pub fn take_bool(&mut self, key: &'static str) -> Result<Option<bool>, CliError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(toml::Value::Boolean(b)) => Ok(Some(b)),
-            Some(v) => Err(self.bad_value(key, &format!("expected true or false, found {v}"))),
-        }
-    }
-
-    /// Errors on the first key nobody took, listing the keys this command knows.
-    pub fn finish(self) -> Result<(), CliError> {
-        match self.table.keys().next() {
-            None => Ok(()),
-            Some(key) => Err(CliError(format!(
-                "config file {}: unknown key '{key}' (known keys: {})",
-                self.name(),
-                self.known.join(", ")
-            ))),
-        }
-    }
+/// `--dtype` of a written model.
+pub fn parse_save_dtype(s: &str) -> Result<solar_model::checkpoint::SafeDType, String> {
+    solar_model::checkpoint::SafeDType::parse(s)
+        .ok_or_else(|| format!("unknown dtype '{s}' (f32, bf16 or f16)"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn file(text: &str) -> ConfigFile {
-        ConfigFile { path: Some("x.toml".into()), table: text.parse().unwrap(), known: Vec::new() }
-    }
-
-    #[test]
-    fn flags_override_the_file_and_the_file_fills_the_rest() {
-        let args = CommonArgs {
-            device: Some(DeviceChoice::Fixed(Device::Cpu)),
-            threads: Some(3),
-            seed: None,
-            config: None,
-        };
-        let mut f = file("device = \"auto\"\nthreads = 1\nseed = 7\n");
-        let c = args.resolve(&mut f).unwrap();
-        assert_eq!(c, Common { device: DeviceChoice::Fixed(Device::Cpu), threads: Some(3), seed: 7 });
-        f.finish().unwrap();
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_values_name_the_file_and_key() {
-        let args = CommonArgs { device: None, threads: None, seed: None, config: None };
-        let mut f = file("thread = 2\n");
-        args.resolve(&mut f).unwrap();
-        let msg = f.finish().unwrap_err().to_string();
-        assert!(msg.contains("x.toml") && msg.contains("'thread'") && msg.contains("threads"), "{msg}");
-
-        let msg = args.resolve(&mut file("threads = \"two\"\n")).unwrap_err().to_string();
-        assert!(msg.contains("x.toml") && msg.contains("threads"), "{msg}");
-        let msg = args.resolve(&mut file("device = \"tpu\"\n")).unwrap_err().to_string();
-        assert!(msg.contains("x.toml") && msg.contains("tpu"), "{msg}");
-    }
-
     #[test]
     fn cuda_is_a_runtime_error_until_the_backend_lands() {
         let args =
             CommonArgs { device: Some("cuda:1".parse().unwrap()), threads: None, seed: None, config: None };
-        let e = args.resolve(&mut ConfigFile::empty()).unwrap().select_device().unwrap_err();
+        let e = args.resolve().select_device().unwrap_err();
         assert!(e.to_string().contains("CUDA"), "{e}");
+    }
+
+    #[test]
+    fn sizes_parse_like_transformers() {
+        assert_eq!(parse_size("5GB"), Ok(5_000_000_000));
+        assert_eq!(parse_size("60KB"), Ok(60_000));
+        assert_eq!(parse_size("2MiB"), Ok(2 * 1024 * 1024));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("5XB").is_err() && parse_size("GB").is_err() && parse_size("0").is_err());
     }
 }

@@ -1,13 +1,15 @@
-//! `solar-train`: Solar's command line. Thin on purpose: it parses flags (clap), merges them
-//! over an optional `--config FILE.toml`, and calls solar_train. Exit codes: 0 success,
-//! 1 a runtime error, 2 a usage error (clap's own parse errors exit 2 as well).
-//! Subcommands arrive with the issues that build them; today there is `bench`.
+//! `solar-train`: Solar's command line. Thin on purpose: it parses flags (clap), splices in an
+//! optional `--config FILE.toml` (config_file.rs), and calls solar_model / solar_train.
+//! Exit codes: 0 success, 1 a runtime error, 2 a usage error (a bad flag on the command line).
 
 mod bench;
 mod common;
+mod config_file;
+mod model_cmds;
 
-use clap::{Parser, Subcommand};
-use common::{CliError, CommonArgs, ConfigFile};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use common::{CliError, CommonArgs};
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -21,31 +23,79 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Write a randomly initialized model (or only its config) as an HF folder.
+    Init(model_cmds::InitArgs),
+    /// Depth up-scaling: stack layer ranges of a base model (SOLAR: --remove 8 on 32 layers).
+    Upscale(model_cmds::UpscaleArgs),
+    /// Mean next-token loss, perplexity and token count of a model on a data file.
+    Eval(model_cmds::EvalArgs),
+    /// Generate text from a prompt (greedy, or sampled with --temperature and --top-p).
+    Generate(model_cmds::GenerateArgs),
     /// Time each op on representative shapes (median of repeated runs after a warm-up).
     Bench(bench::BenchArgs),
 }
 
 fn run(cli: &Cli) -> Result<(), CliError> {
-    let mut file = ConfigFile::open(cli.common.config.as_deref())?;
+    let common = cli.common.resolve();
+    common.init_threads()?;
     match &cli.command {
+        Command::Init(args) => model_cmds::init(args, &common),
+        Command::Upscale(args) => model_cmds::upscale_cmd(args),
+        Command::Eval(args) => {
+            common.select_device()?;
+            model_cmds::eval(args)
+        }
+        Command::Generate(args) => {
+            common.select_device()?;
+            model_cmds::generate(args, &common)
+        }
         Command::Bench(args) => {
-            let settings = args.resolve(&mut file)?;
-            let common = cli.common.resolve(&mut file)?;
-            file.finish()?;
             let device = common.select_device()?;
-            common.init_threads()?;
-            bench::run(&settings, &common, device)
+            bench::run(args, &common, device)
         }
     }
 }
 
+/// The root command with every argument overriding itself, so a later flag (the user's) wins
+/// over an earlier one (the config file's).
+fn command() -> clap::Command {
+    let mut cmd = Cli::command().args_override_self(true).mut_subcommands(|s| s.args_override_self(true));
+    cmd.build();
+    cmd
+}
+
+fn fail(e: CliError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(1)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // The command line alone must parse: its mistakes are usage errors (exit 2), and --help and
+    // --version end here.
+    let cmd = command();
+    if let Err(e) = cmd.clone().try_get_matches_from(config_file_free(&args)) {
+        e.exit();
     }
+    let expanded = match config_file::expand(args.clone(), &cmd) {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    let matches = match cmd.try_get_matches_from(&expanded) {
+        Ok(m) => m,
+        Err(e) => return fail(config_file::file_error(&args, &e)),
+    };
+    match Cli::from_arg_matches(&matches) {
+        Ok(cli) => match run(&cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Err(e) => fail(CliError(e.to_string())),
+    }
+}
+
+/// The command line as clap checks it before the config file is read: `init --config x.json`
+/// already means `--model-config x.json` there.
+fn config_file_free(args: &[OsString]) -> Vec<OsString> {
+    config_file::normalize(args.to_vec())
 }

@@ -2,3 +2,6 @@
 //! op benchmark suite that `solar-train bench` runs.
 
 pub mod bench;
+pub mod data;
+pub mod error;
+pub mod eval;

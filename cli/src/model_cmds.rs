@@ -1,0 +1,202 @@
+//! The model subcommands: `init` (a random model as an HF folder), `upscale` (depth
+//! up-scaling), `eval` (language-model loss and perplexity) and `generate` (KV-cache sampling).
+//! Each parses its flags and calls solar_model / solar_train; nothing else lives here.
+
+use crate::common::{parse_save_dtype, parse_size, CliError, Common};
+use clap::builder::PossibleValuesParser;
+use clap::{ArgGroup, Args};
+use solar_model::checkpoint::{SafeDType, WriteOptions};
+use solar_model::dus::{upscale, LayerSpec};
+use solar_model::generate::GenerateOptions;
+use solar_model::init::{init_model_dir, InitOptions};
+use solar_model::presets::{preset, PRESETS};
+use solar_model::tokenizer::Tokenizer;
+use solar_model::{Llama, LlamaConfig};
+use solar_train::data::lm::read_token_sequences;
+use solar_train::eval::lm::eval_lm;
+use std::path::{Path, PathBuf};
+
+fn preset_names() -> Vec<&'static str> {
+    PRESETS.iter().map(|(n, _)| *n).collect()
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(ArgGroup::new("shape").required(true).args(["preset", "model_config"])))]
+pub struct InitArgs {
+    /// A named shape: tiny, tiny-mistral, small (demo), mistral-7b, solar-10.7b.
+    #[arg(long, value_parser = PossibleValuesParser::new(preset_names()))]
+    pub preset: Option<String>,
+    /// A config.json to initialize (also accepted as `--config config.json`).
+    #[arg(long, value_name = "config.json")]
+    pub model_config: Option<PathBuf>,
+    /// The output folder (must not exist unless --overwrite).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write config.json (and tokenizer files) only, no weights.
+    #[arg(long)]
+    pub config_only: bool,
+    /// Stored dtype of the weights.
+    #[arg(long, value_parser = parse_save_dtype, default_value = "f32")]
+    pub dtype: SafeDType,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+pub fn init(args: &InitArgs, common: &Common) -> Result<(), CliError> {
+    let cfg = match (&args.preset, &args.model_config) {
+        (Some(name), _) => preset(name).ok_or_else(|| CliError(format!("unknown preset {name}")))?,
+        (None, Some(path)) => LlamaConfig::from_file(path)?,
+        (None, None) => return Err(CliError("give --preset NAME or --config config.json".into())),
+    };
+    let opts = InitOptions {
+        seed: common.seed,
+        config_only: args.config_only,
+        overwrite: args.overwrite,
+        dtype: Some(args.dtype),
+    };
+    let report = init_model_dir(&cfg, &args.out, &opts)?;
+    let what = if args.config_only { "config" } else { "model" };
+    let tok = if report.tokenizer {
+        "with a byte-level tokenizer"
+    } else {
+        "without a tokenizer (vocab too small)"
+    };
+    eprintln!("wrote {what} to {} ({} parameters, {tok})", args.out.display(), report.parameters);
+    Ok(())
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(ArgGroup::new("layers").required(true).args(["remove", "slices"])))]
+pub struct UpscaleArgs {
+    /// The base model folder (HF layout).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// SOLAR's depth up-scaling: base layers [0, n-M) then [M, n) (n=32, M=8 gives 48).
+    #[arg(long, value_name = "M")]
+    pub remove: Option<usize>,
+    /// Half-open layer ranges stacked in order, e.g. 0:24,8:32 (mergekit passthrough).
+    #[arg(long, value_name = "a:b,c:d")]
+    pub slices: Option<String>,
+    /// Shard the output into files of at most this size (e.g. 5GB).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_shard_size: Option<u64>,
+    /// Stored dtype of the output [default: the input's].
+    #[arg(long, value_parser = parse_save_dtype)]
+    pub dtype: Option<SafeDType>,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+pub fn upscale_cmd(args: &UpscaleArgs) -> Result<(), CliError> {
+    let spec = match (&args.remove, &args.slices) {
+        (Some(m), _) => LayerSpec::Remove(*m),
+        (None, Some(s)) => LayerSpec::parse_slices(s)?,
+        (None, None) => return Err(CliError("give --remove M or --slices a:b,c:d".into())),
+    };
+    let opts =
+        WriteOptions { dtype: args.dtype, max_shard_size: args.max_shard_size, overwrite: args.overwrite };
+    let r = upscale(&args.model, &args.out, &spec, &opts)?;
+    eprintln!(
+        "upscaled {} layers to {} ({} parameters) into {}",
+        r.base_layers,
+        r.new_layers,
+        r.num_parameters,
+        args.out.display()
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// The model folder (HF layout).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// JSONL with {"text": ...} or {"input_ids": [...]} per line, or a .txt file.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// What to measure: lm = mean next-token loss and perplexity.
+    #[arg(long, default_value = "lm", value_parser = PossibleValuesParser::new(["lm"]))]
+    pub task: String,
+    /// Context length; longer sequences are scored in windows [default: the model's maximum].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub seq_len: Option<u64>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The model folder's tokenizer, if it has one (data given as input_ids needs none).
+fn optional_tokenizer(dir: &Path) -> Result<Option<Tokenizer>, CliError> {
+    if dir.join("tokenizer.json").exists() {
+        Ok(Some(Tokenizer::from_model_dir(dir)?))
+    } else {
+        Ok(None)
+    }
+}
+
+pub fn eval(args: &EvalArgs) -> Result<(), CliError> {
+    let model = Llama::load(&args.model)?;
+    let tok = optional_tokenizer(&args.model)?;
+    let seqs = read_token_sequences(&args.data, tok.as_ref(), model.config.vocab_size)?;
+    let seq_len = args.seq_len.map_or(model.config.max_position_embeddings, |n| n as usize);
+    let r = eval_lm(&model, &seqs, seq_len)?;
+    if args.json {
+        println!("{}", serde_json::json!({"loss": r.loss, "ppl": r.ppl, "tokens": r.tokens}));
+    } else {
+        println!("loss {:.6}  ppl {:.4}  tokens {}", r.loss, r.ppl, r.tokens);
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GenerateArgs {
+    /// The model folder (HF layout, with tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The prompt (encoded with the tokenizer's special tokens, so BOS as the model expects).
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// 0 picks the most likely token every step (greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Nucleus sampling: draw from the smallest set of tokens holding this much probability.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Keep going past the end-of-sequence token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print {"output_ids": [...], "text": ...} (the generated tokens only) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn generate(args: &GenerateArgs, common: &Common) -> Result<(), CliError> {
+    if !(args.temperature >= 0.0) || !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        return Err(CliError("--temperature must be >= 0 and --top-p in (0, 1]".into()));
+    }
+    let model = Llama::load(&args.model)?;
+    let tok = Tokenizer::from_model_dir(&args.model)?;
+    let prompt = tok.encode(&args.prompt, true)?;
+    let opts = GenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: common.seed,
+        ignore_eos: args.ignore_eos,
+    };
+    let ids = model.generate(&prompt, &opts)?;
+    let text = tok.decode(&ids, true)?;
+    if args.json {
+        println!("{}", serde_json::json!({"output_ids": ids, "text": text}));
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! JSONL reading. Each non-blank line must be a JSON object; anything else is an error naming
+//! FILE:LINE (1-based). Blank lines are skipped, as jq and HF datasets do. An empty file is an
+//! error: a run on no data is a mistake, not a no-op.
+
+use crate::error::{Result, TrainError};
+use serde_json::{Map, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+/// One JSON object with the 1-based line it came from.
+pub struct Record {
+    pub line: usize,
+    pub fields: Map<String, Value>,
+}
+
+pub fn read_jsonl(path: &Path) -> Result<Vec<Record>> {
+    let file = std::fs::File::open(path).map_err(|e| TrainError::file(path, format!("cannot open: {e}")))?;
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line_no = i + 1;
+        let text = line.map_err(|e| TrainError::line(path, line_no, format!("cannot read: {e}")))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(fields)) => out.push(Record { line: line_no, fields }),
+            Ok(other) => {
+                let kind = match other {
+                    Value::Array(_) => "an array",
+                    Value::String(_) => "a string",
+                    Value::Number(_) => "a number",
+                    _ => "not an object",
+                };
+                return Err(TrainError::line(path, line_no, format!("expected a JSON object, got {kind}")));
+            }
+            Err(e) => return Err(TrainError::line(path, line_no, format!("not valid JSON: {e}"))),
+        }
+    }
+    if out.is_empty() {
+        return Err(TrainError::file(path, "no examples: the file is empty"));
+    }
+    Ok(out)
+}
+
+/// A string field of a record, or an error naming FILE:LINE and the field.
+pub fn str_field<'a>(path: &Path, r: &'a Record, field: &str) -> Result<&'a str> {
+    match r.fields.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => {
+            Err(TrainError::line(path, r.line, format!("field `{field}` must be a string, got {other}")))
+        }
+        None => Err(TrainError::line(path, r.line, format!("missing field `{field}`"))),
+    }
+}
+
+/// A list of token ids, each within `vocab`.
+pub fn ids_field(path: &Path, r: &Record, field: &str, vocab: usize) -> Result<Vec<u32>> {
+    let bad = |msg: String| TrainError::line(path, r.line, format!("field `{field}`: {msg}"));
+    let Some(Value::Array(items)) = r.fields.get(field) else {
+        return Err(bad("expected a list of token ids".into()));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v.as_u64() {
+            Some(id) if (id as usize) < vocab => Ok(id as u32),
+            Some(id) => Err(bad(format!("id {id} at position {i} is outside the vocabulary of {vocab}"))),
+            None => Err(bad(format!("position {i} is {v}, not a token id"))),
+        })
+        .collect()
+}

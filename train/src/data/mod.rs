@@ -1,0 +1,4 @@
+//! Data files: JSONL reading with FILE:LINE errors, and the language-model text formats.
+
+pub mod jsonl;
+pub mod lm;

@@ -1,0 +1,3 @@
+//! Evaluation tasks behind `solar-train eval --task ...`.
+
+pub mod lm;
