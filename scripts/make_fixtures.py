@@ -68,7 +68,11 @@ def write_case(out, name, cfg_cls, model_cls, overrides, dtype, shard):
     prompt = ids[:1, :5]
     greedy = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=10, do_sample=False,
                             eos_token_id=None, pad_token_id=0)
-    meta = {"loss": out_fwd.loss.item(), "prompt": prompt[0].tolist(), "greedy": greedy[0, 5:].tolist(),
+    # `solar-train eval`'s number: mean NLL over every predicted token of both rows.
+    with torch.no_grad():
+        eval_loss = model(input_ids=ids, labels=ids).loss.item()
+    meta = {"loss": out_fwd.loss.item(), "eval_loss": eval_loss, "prompt": prompt[0].tolist(),
+            "greedy": greedy[0, 5:].tolist(),
             "dtype": str(dtype).replace("torch.", ""), "sharded": shard is not None}
     with open(os.path.join(folder, "reference.json"), "w") as f:
         json.dump(meta, f, indent=1)

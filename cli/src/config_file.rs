@@ -30,7 +30,7 @@ fn subcommand_index(args: &[OsString]) -> Option<usize> {
 }
 
 /// The `--config` path on the command line, if any.
-fn config_path(args: &[OsString]) -> Option<OsString> {
+pub fn config_path(args: &[OsString]) -> Option<OsString> {
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         let s = a.to_string_lossy();
@@ -124,10 +124,9 @@ pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
     }
 }
 
-/// The command line with the config file's keys spliced in after the subcommand, or the
-/// command line as it is when there is no `--config`. `cmd` is the built root command.
+/// The (normalized) command line with the config file's keys spliced in after the subcommand,
+/// or the command line as it is when there is no `--config`. `cmd` is the built root command.
 pub fn expand(args: Vec<OsString>, cmd: &Command) -> Result<Vec<OsString>, CliError> {
-    let args = normalize(args);
     let at = subcommand_index(&args);
     let (Some(path), Some(at)) = (config_path(&args), at) else {
         return Ok(args);

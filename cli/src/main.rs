@@ -9,7 +9,6 @@ mod model_cmds;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use common::{CliError, CommonArgs};
-use std::ffi::OsString;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -70,12 +69,15 @@ fn fail(e: CliError) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<OsString> = std::env::args_os().collect();
+    let args = config_file::normalize(std::env::args_os().collect());
+    let has_file = config_file::config_path(&args).is_some();
+    let missing = |e: &clap::Error| e.kind() == clap::error::ErrorKind::MissingRequiredArgument;
     // The command line alone must parse: its mistakes are usage errors (exit 2), and --help and
-    // --version end here.
+    // --version end here. Required flags may still come from the config file.
     let cmd = command();
-    if let Err(e) = cmd.clone().try_get_matches_from(config_file_free(&args)) {
-        e.exit();
+    match cmd.clone().try_get_matches_from(&args) {
+        Err(e) if !(has_file && missing(&e)) => e.exit(),
+        _ => {}
     }
     let expanded = match config_file::expand(args.clone(), &cmd) {
         Ok(a) => a,
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
     };
     let matches = match cmd.try_get_matches_from(&expanded) {
         Ok(m) => m,
+        Err(e) if missing(&e) => e.exit(),
         Err(e) => return fail(config_file::file_error(&args, &e)),
     };
     match Cli::from_arg_matches(&matches) {
@@ -92,10 +95,4 @@ fn main() -> ExitCode {
         },
         Err(e) => fail(CliError(e.to_string())),
     }
-}
-
-/// The command line as clap checks it before the config file is read: `init --config x.json`
-/// already means `--model-config x.json` there.
-fn config_file_free(args: &[OsString]) -> Vec<OsString> {
-    config_file::normalize(args.to_vec())
 }
