@@ -136,6 +136,26 @@ fn grad_elementwise_broadcast_and_reductions() {
 }
 
 #[test]
+fn grad_log_sigmoid_and_relu() {
+    // Spread wide so log_sigmoid sees both tails; relu's kink at 0 is never hit by random data.
+    let x = ops::scale(&randn(&[3, 7], 24), 6.0).unwrap();
+    check_grads("log_sigmoid", &[x.clone()], |x| ops::unary::log_sigmoid(&x[0]));
+    check_grads("relu", &[x], |x| ops::unary::relu(&x[0]));
+}
+
+#[test]
+fn log_sigmoid_is_finite_in_both_tails_and_relu_clamps() {
+    let x = solar_engine::Tensor::from_vec(vec![-200.0f32, -30.0, 0.0, 30.0, 200.0], [5]).unwrap();
+    let y = ops::unary::log_sigmoid(&x).unwrap().to_vec::<f32>().unwrap();
+    let want = [-200.0f32, -30.0, -std::f32::consts::LN_2, -9.357623e-14, 0.0];
+    for (g, w) in y.iter().zip(want) {
+        assert!((g - w).abs() <= 1e-6 * w.abs().max(1e-7), "log_sigmoid: got {g}, want {w}");
+    }
+    let r = ops::unary::relu(&x).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(r, [0.0, 0.0, 0.0, 30.0, 200.0]);
+}
+
+#[test]
 fn grad_softmax_log_softmax_gather_and_layout() {
     let x = randn(&[3, 5], 22);
     check_grads("softmax", &[x.clone()], |x| ops::softmax(&x[0]));

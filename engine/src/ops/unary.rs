@@ -1,5 +1,7 @@
 //! Element-wise unary ops: the small pieces the composed reference versions of the fused ops
-//! are built from (exp, log, sigmoid, powf) and the everyday scale and add-a-constant.
+//! are built from (exp, log, sigmoid, powf) and the everyday scale and add-a-constant, plus
+//! log_sigmoid and relu for the DPO losses (log sigmoid composed as log(sigmoid(x)) gives -inf
+//! once sigmoid underflows, near x = -88 in f32, so it is computed as -softplus(-x)).
 //! Each saves its input and output; the backward uses whichever makes the derivative cheap.
 
 use crate::dtype::Float;
@@ -18,6 +20,8 @@ pub(crate) enum UnaryKind {
     Powf(f64),
     Scale(f64),
     AddScalar(f64),
+    LogSigmoid,
+    Relu,
 }
 
 pub(crate) struct Saved {
@@ -34,6 +38,9 @@ fn apply<F: Float>(kind: UnaryKind, x: F) -> F {
         UnaryKind::Powf(p) => x.powf(F::c(p)),
         UnaryKind::Scale(s) => x * F::c(s),
         UnaryKind::AddScalar(c) => x + F::c(c),
+        // min(x, 0) - ln(1 + e^-|x|): the exponent is never positive, so nothing overflows.
+        UnaryKind::LogSigmoid => x.min(F::zero()) - (-x.abs()).exp().ln_1p(),
+        UnaryKind::Relu => x.max(F::zero()),
     }
 }
 
@@ -46,6 +53,16 @@ fn derivative<F: Float>(kind: UnaryKind, x: F, y: F) -> F {
         UnaryKind::Powf(p) => F::c(p) * x.powf(F::c(p - 1.0)),
         UnaryKind::Scale(s) => F::c(s),
         UnaryKind::AddScalar(_) => F::one(),
+        // sigmoid(-x), from x: e^x overflowing to inf gives the right limit 0.
+        UnaryKind::LogSigmoid => F::one() / (F::one() + x.exp()),
+        // 0 at x = 0, as PyTorch.
+        UnaryKind::Relu => {
+            if x > F::zero() {
+                F::one()
+            } else {
+                F::zero()
+            }
+        }
     }
 }
 
@@ -76,6 +93,14 @@ pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
 }
 pub fn powf(x: &Tensor, p: f64) -> Result<Tensor> {
     unary(UnaryKind::Powf(p), "powf", x)
+}
+/// log(sigmoid(x)), stable for any x (see the file header).
+pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
+    unary(UnaryKind::LogSigmoid, "log_sigmoid", x)
+}
+/// max(x, 0).
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    unary(UnaryKind::Relu, "relu", x)
 }
 /// x * s.
 pub fn scale(x: &Tensor, s: f64) -> Result<Tensor> {
