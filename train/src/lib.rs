@@ -5,3 +5,4 @@ pub mod bench;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod trainer;

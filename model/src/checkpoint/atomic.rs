@@ -94,7 +94,7 @@ impl Drop for StagingDir {
 }
 
 /// fsync on a folder makes the names in it (our renames and new files) durable.
-pub(super) fn sync_dir(dir: &Path) -> Result<()> {
+pub fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         let f = File::open(dir).map_err(|e| ModelError::io(dir, "cannot open folder to sync", e))?;

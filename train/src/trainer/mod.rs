@@ -1,0 +1,263 @@
+//! The trainer shared by pretrain, sft and dpo: AdamW with decoupled decay on matrices and
+//! embeddings (not norms), a warmup + decay schedule, global-norm clipping, micro-batches with
+//! gradient accumulation weighted by tokens, NaN/Inf steps skipped, metrics, atomic
+//! checkpoints and exact resume, and the finished model written to OUT in HF layout.
+//!
+//! One optimizer step takes batch x grad_accum rows, the same rows however they are split, and
+//! minimizes the summed loss over the step's counted tokens divided by their count: each
+//! micro-batch's summed loss is scaled by 1/count before its backward, and the gradients add.
+//! Row order is a seeded permutation per epoch (or file order), derived from the step number,
+//! so a resumed run sees exactly the rows an uninterrupted one would.
+
+pub mod checkpoint;
+pub mod config;
+pub mod fault;
+pub mod metrics;
+pub mod objective;
+pub mod schedule;
+
+use crate::error::{Result, TrainError};
+use checkpoint::{list_checkpoints, load_checkpoint, save_checkpoint, TrainState};
+use config::{differences, TrainConfig};
+use metrics::{format_step, MetricsLog};
+use objective::{Objective, StepLoss};
+use serde_json::{json, Map, Value};
+use solar_engine::optim::{clip_grad_norm, global_grad_norm, AdamW, AdamWConfig};
+use solar_engine::{Grads, Rng};
+use solar_model::checkpoint::{SafeDType, WriteOptions};
+use solar_model::names::is_norm;
+use solar_model::Llama;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where and how a run writes.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub out: PathBuf,
+    pub resume: bool,
+    pub overwrite: bool,
+    /// Stored dtype of the finished model (None: f32).
+    pub save_dtype: Option<SafeDType>,
+    /// Tokenizer and generation files are copied from here into OUT.
+    pub copy_from: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct RunReport {
+    pub steps: usize,
+    pub last_loss: f64,
+    pub bad_steps: usize,
+    pub resumed_from: Option<usize>,
+}
+
+/// Row indices of 0-based `step`: a seeded permutation per epoch, or file order.
+pub struct RowOrder {
+    rows: usize,
+    per_step: usize,
+    seed: u64,
+    shuffle: bool,
+    cached: Option<(usize, Vec<usize>)>,
+}
+
+impl RowOrder {
+    pub fn new(rows: usize, per_step: usize, seed: u64, shuffle: bool) -> RowOrder {
+        RowOrder { rows, per_step, seed, shuffle, cached: None }
+    }
+    fn epoch(&mut self, e: usize) -> &[usize] {
+        if self.cached.as_ref().is_none_or(|(c, _)| *c != e) {
+            let mut p: Vec<usize> = (0..self.rows).collect();
+            if self.shuffle {
+                Rng::new(self.seed ^ (e as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).shuffle(&mut p);
+            }
+            self.cached = Some((e, p));
+        }
+        &self.cached.as_ref().expect("just filled").1
+    }
+    pub fn step(&mut self, step: usize) -> Vec<usize> {
+        (0..self.per_step)
+            .map(|i| {
+                let (g, n) = (step * self.per_step + i, self.rows);
+                self.epoch(g / n)[g % n]
+            })
+            .collect()
+    }
+}
+
+fn adamw_config(cfg: &TrainConfig) -> AdamWConfig {
+    AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay }
+}
+
+/// Prepares OUT: refuses another run's folder unless overwrite, and on resume loads the newest
+/// complete checkpoint whose identity matches.
+fn start(
+    model: Llama,
+    cfg: &TrainConfig,
+    run: &RunOptions,
+    identity: &Map<String, Value>,
+) -> Result<(Llama, AdamW, TrainState, Option<usize>)> {
+    let out = &run.out;
+    let fresh = |model| (model, AdamW::new(adamw_config(cfg)), TrainState::empty(identity.clone()), None);
+    if run.resume {
+        if let Some((step, dir)) = list_checkpoints(out).pop() {
+            let (m, opt, state) = load_checkpoint(&dir, adamw_config(cfg))?;
+            let diff = differences(identity, &state.identity);
+            if !diff.is_empty() {
+                return Err(TrainError::file(
+                    &dir,
+                    format!("cannot resume: the run differs: {}", diff.join("; ")),
+                ));
+            }
+            return Ok((m, opt, state, Some(step)));
+        }
+        std::fs::create_dir_all(out).map_err(|e| TrainError::file(out, format!("cannot create: {e}")))?;
+        return Ok(fresh(model));
+    }
+    let occupied = std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if occupied {
+        if !run.overwrite {
+            return Err(TrainError::file(
+                out,
+                "holds another run or model; pass --overwrite to replace it or --resume to continue",
+            ));
+        }
+        std::fs::remove_dir_all(out).map_err(|e| TrainError::file(out, format!("cannot clear: {e}")))?;
+    }
+    std::fs::create_dir_all(out).map_err(|e| TrainError::file(out, format!("cannot create: {e}")))?;
+    Ok(fresh(model))
+}
+
+impl TrainState {
+    fn empty(identity: Map<String, Value>) -> TrainState {
+        TrainState { step: 0, bad_steps: 0, bad_in_a_row: 0, tokens: 0, identity }
+    }
+}
+
+/// Trains `model` on `objective`; see the file header.
+pub fn train(
+    model: Llama,
+    objective: &Objective,
+    cfg: &TrainConfig,
+    run: &RunOptions,
+    extra_identity: Map<String, Value>,
+) -> Result<RunReport> {
+    cfg.validate().map_err(TrainError::Msg)?;
+    let rows = objective.rows();
+    if rows == 0 {
+        return Err(TrainError::Msg("no training rows".into()));
+    }
+    let total = cfg.total_steps(rows);
+    let mut identity = cfg.identity();
+    identity.insert("total_steps".into(), json!(total));
+    identity.insert("data".into(), json!(objective.fingerprint()));
+    identity.extend(extra_identity);
+
+    let (mut model, mut opt, mut state, resumed_from) = start(model, cfg, run, &identity)?;
+    let mut log = MetricsLog::open(&run.out, state.step)?;
+    if let Some(s) = resumed_from {
+        eprintln!("resuming from step {s} ({})", run.out.join("checkpoints").display());
+    }
+    let mut order = RowOrder::new(rows, cfg.rows_per_step(), cfg.seed, cfg.shuffle);
+    let schedule = cfg.schedule();
+    let ids: Vec<_> = model.named_params().map(|(_, p)| p.id()).collect();
+    let began = Instant::now();
+    let first_step = state.step;
+    let mut last_loss = f64::NAN;
+    while state.step < total {
+        let step = state.step;
+        let lr = schedule.lr(step, total, cfg.lr, cfg.min_lr, cfg.warmup);
+        let t0 = Instant::now();
+        let picked = order.step(step);
+        let mut grads = Grads::default();
+        let StepLoss { loss, count, extra } = objective.step(&model, &picked, cfg.batch, &mut grads)?;
+        let norm = if cfg.clip > 0.0 {
+            clip_grad_norm(&mut grads, &ids, cfg.clip)?
+        } else {
+            global_grad_norm(&grads, &ids)?
+        };
+        let bad = !loss.is_finite() || !norm.is_finite() || count == 0;
+        if bad {
+            state.bad_steps += 1;
+            state.bad_in_a_row += 1;
+            eprintln!(
+                "warning: step {}: loss {loss}, grad norm {norm}: skipped ({} in a row)",
+                step + 1,
+                state.bad_in_a_row
+            );
+            if state.bad_in_a_row >= cfg.max_bad_steps.max(1) {
+                let last = list_checkpoints(&run.out)
+                    .pop()
+                    .map_or("none".to_string(), |(_, d)| d.display().to_string());
+                return Err(TrainError::Msg(format!(
+                    "stopped: {} bad steps (NaN/Inf) in a row at step {}; last good checkpoint: {last}",
+                    state.bad_in_a_row,
+                    step + 1
+                )));
+            }
+        } else {
+            state.bad_in_a_row = 0;
+            opt.begin_step();
+            for (name, p) in model.named_params_mut() {
+                if let Some(g) = grads.get_id(p.id()) {
+                    opt.update(p, g, !is_norm(name), lr)?;
+                }
+            }
+            state.tokens += count as u64;
+            last_loss = loss;
+        }
+        state.step += 1;
+        let dt = t0.elapsed().as_secs_f64().max(1e-9);
+        let mut rec = json!({"step": state.step, "loss": loss, "lr": lr, "grad_norm": norm, "tokens": count,
+                             "tokens_per_s": count as f64 / dt, "skipped": bad});
+        if let (Value::Object(r), Value::Object(e)) = (&mut rec, extra) {
+            r.extend(e);
+        }
+        log.record(&rec)?;
+        if cfg.log_every > 0 && (state.step % cfg.log_every == 0 || state.step == total) {
+            let done = (state.step - first_step) as f64;
+            let eta = began.elapsed().as_secs_f64() / done * (total - state.step) as f64;
+            log.show(
+                &format_step(state.step, total, loss, lr, norm, count as f64 / dt, eta),
+                state.step == total,
+            );
+        }
+        if cfg.eval_every > 0 && (state.step % cfg.eval_every == 0 || state.step == total) {
+            if let Some(eval_loss) = objective.eval(&model, cfg.batch)? {
+                log.record(&json!({"step": state.step, "eval_loss": eval_loss}))?;
+                eprintln!("step {}: eval loss {eval_loss:.4}", state.step);
+            }
+        }
+        fault::maybe_abort("after-step", state.step);
+        if cfg.save_every > 0 && state.step % cfg.save_every == 0 && state.step < total {
+            save_checkpoint(&run.out, &model, &opt, &state, cfg.keep)?;
+        }
+    }
+    save_final(&model, run)?;
+    Ok(RunReport { steps: state.step, last_loss, bad_steps: state.bad_steps, resumed_from })
+}
+
+/// Writes the model into OUT (beside metrics and checkpoints): staged in a temporary folder,
+/// then each file renamed in, config.json last, so a reader never sees a config without weights.
+fn save_final(model: &Llama, run: &RunOptions) -> Result<()> {
+    let stage = run.out.join(format!(".final.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&stage);
+    let opts = WriteOptions { dtype: run.save_dtype, max_shard_size: None, overwrite: true };
+    model.save(&stage, &opts, run.copy_from.as_deref())?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&stage)
+        .map_err(|e| TrainError::file(&stage, format!("cannot list: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort_by_key(|p| p.file_name().is_some_and(|n| n == "config.json"));
+    for f in &files {
+        let name = f.file_name().unwrap_or_default();
+        std::fs::rename(f, run.out.join(name))
+            .map_err(|e| TrainError::file(f, format!("cannot move into place: {e}")))?;
+    }
+    solar_model::checkpoint::sync_dir(&run.out)?;
+    std::fs::remove_dir_all(&stage).map_err(|e| TrainError::file(&stage, format!("cannot remove: {e}")))?;
+    Ok(())
+}
+
+/// Whether OUT holds a finished model.
+pub fn has_model(out: &Path) -> bool {
+    out.join("config.json").is_file()
+}
