@@ -8,7 +8,9 @@ For each small random checkpoint (Llama f32 single file, Llama GQA sharded, Llam
 embeddings saved in bf16, Mistral with a sliding window) it saves the model folder and, for fixed
 inputs, the f32 logits, the loss against labels with ignored (-100) positions, every parameter's
 gradient, and greedy generations. It also builds an up-scaled model by slicing a state dict
-(SOLAR's depth up-scaling) and a byte-level BPE tokenizer with reference encodings.
+(SOLAR's depth up-scaling) and a byte-level BPE tokenizer with reference encodings. For DPO, a
+policy and a reference with preference pairs and TRL's losses and metrics (dpo/); for the
+optimizer, five torch.optim.AdamW steps on a small model (adamw/).
 """
 import argparse
 import json
@@ -135,6 +137,145 @@ def write_tokenizer(out):
         json.dump(ref, f, indent=1, ensure_ascii=False)
 
 
+DPO_CFG = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000.0,
+               bos_token_id=1, eos_token_id=2, initializer_range=0.2)
+# (loss_type, beta, label_smoothing): TRL's sigmoid (plain and conservative), IPO and hinge.
+DPO_VARIANTS = [("sigmoid", 0.1, 0.0), ("sigmoid", 0.1, 0.1), ("sigmoid", 0.5, 0.0), ("sigmoid", 0.5, 0.1),
+                ("ipo", 0.1, 0.0), ("ipo", 0.5, 0.0), ("hinge", 0.1, 0.0), ("hinge", 0.5, 0.0)]
+DPO_GRAD_VARIANT = 1  # the conservative sigmoid loss uses both log-sigmoid terms
+
+
+def dpo_losses(pc, pr, rc, rr, loss_type, beta, eps):
+    """TRL's DPOTrainer.dpo_loss: per-pair losses and the rewards it logs."""
+    logits = (pc - pr) - (rc - rr)
+    if loss_type == "sigmoid":
+        losses = -torch.nn.functional.logsigmoid(beta * logits) * (1 - eps) \
+            - torch.nn.functional.logsigmoid(-beta * logits) * eps
+    elif loss_type == "ipo":
+        losses = (logits - 1 / (2 * beta)) ** 2
+    else:
+        losses = torch.relu(1 - beta * logits)
+    return losses, beta * (pc - rc).detach(), beta * (pr - rr).detach()
+
+
+def completion_logps(model, ids, mask):
+    """Summed log-probs of the completion tokens of each sequence and their counts (TRL's
+    concatenated_forward on unpadded rows): token t+1 is predicted at t and counts where mask[t+1]."""
+    sums, counts = [], []
+    for seq, m in zip(ids, mask):
+        x = torch.tensor([seq])
+        logp = torch.log_softmax(model(input_ids=x).logits[0, :-1].float(), dim=-1)
+        tok = logp.gather(-1, x[0, 1:, None])[:, 0]
+        keep = torch.tensor(m[1:], dtype=torch.bool)
+        sums.append(tok[keep].sum())
+        counts.append(int(keep.sum()))
+    return torch.stack(sums), torch.tensor(counts, dtype=torch.float64)
+
+
+def write_dpo(out):
+    """A policy and a different reference, preference pairs as token ids with completion masks,
+    and TRL's DPO loss and metrics for each variant; the gradients of one variant's mean loss
+    (policy_grad/)."""
+    folder = os.path.join(out, "dpo")
+    shutil.rmtree(folder, ignore_errors=True)
+    models = {}
+    for name, seed in (("policy", 2024), ("reference", 2025)):
+        torch.manual_seed(seed)
+        cfg = LlamaConfig(**DPO_CFG)
+        cfg._attn_implementation = "eager"
+        LlamaForCausalLM(cfg).save_pretrained(os.path.join(folder, name))
+        models[name] = LlamaForCausalLM.from_pretrained(os.path.join(folder, name), dtype=torch.float32,
+                                                        attn_implementation="eager").eval()
+    g = torch.Generator().manual_seed(31)
+    rand = lambda n: torch.randint(3, DPO_CFG["vocab_size"], (n,), generator=g).tolist()
+    pairs = []
+    # Prompt and completion lengths differ between pairs and sides, so batches need padding.
+    for plen, clen, rlen in ((3, 4, 4), (5, 2, 6), (1, 7, 3), (4, 5, 1), (2, 3, 3)):
+        prompt, chosen = [1] + rand(plen - 1), rand(clen)
+        rejected = chosen[:] if clen == rlen else rand(rlen)
+        if clen == rlen:  # same length: the rejected answer is the chosen one corrupted
+            rejected[1] = (rejected[1] + 7) % DPO_CFG["vocab_size"]
+        pair = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        for side in ("chosen", "rejected"):
+            pair[side + "_input_ids"] = prompt + pair[side]
+            pair[side + "_completion_mask"] = [0] * len(prompt) + [1] * len(pair[side])
+        pairs.append(pair)
+    side_ids = {s: [p[s + "_input_ids"] for p in pairs] for s in ("chosen", "rejected")}
+    side_mask = {s: [p[s + "_completion_mask"] for p in pairs] for s in ("chosen", "rejected")}
+    logps, counts = {}, {}
+    for name, model in models.items():
+        for side in ("chosen", "rejected"):
+            lp, counts[side] = completion_logps(model, side_ids[side], side_mask[side])
+            logps[(name, side)] = lp if name == "policy" else lp.detach()
+    variants = []
+    for i, (loss_type, beta, eps) in enumerate(DPO_VARIANTS):
+        # The formulas run in f64 on the f32 log-probs; IPO length-normalizes every side's
+        # log-probs, policy and reference alike, before anything else (as TRL does).
+        norm = {s: (counts[s] if loss_type == "ipo" else torch.ones_like(counts[s])) for s in counts}
+        lp = {k: v.double() / norm[k[1]] for k, v in logps.items()}
+        losses, rc, rr = dpo_losses(lp[("policy", "chosen")], lp[("policy", "rejected")],
+                                    lp[("reference", "chosen")], lp[("reference", "rejected")], loss_type, beta, eps)
+        metrics = {"loss": losses.mean().item(), "rewards/chosen": rc.mean().item(),
+                   "rewards/rejected": rr.mean().item(), "rewards/accuracies": (rc > rr).double().mean().item(),
+                   "rewards/margins": (rc - rr).mean().item(),
+                   "logps/chosen": lp[("policy", "chosen")].mean().item(),
+                   "logps/rejected": lp[("policy", "rejected")].mean().item()}
+        variants.append({"loss_type": loss_type, "beta": beta, "label_smoothing": eps,
+                         "losses": losses.tolist(), "metrics": metrics})
+        if i == DPO_GRAD_VARIANT:
+            losses.mean().backward()
+    # The gradients as a model folder of their own (same names and shapes as the policy), so
+    # Solar's checkpoint reader loads them without another safetensors reader.
+    grads = {n: p.grad.float().contiguous() for n, p in models["policy"].named_parameters()}
+    os.makedirs(os.path.join(folder, "policy_grad"))
+    save_file(grads, os.path.join(folder, "policy_grad", "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(os.path.join(folder, "policy", "config.json"), os.path.join(folder, "policy_grad"))
+    ref = {"pairs": pairs, "counts": {s: [int(c) for c in counts[s]] for s in counts},
+           "logps": {f"{m}/{s}": logps[(m, s)].tolist() for m, s in logps}, "variants": variants,
+           "grad_variant": DPO_GRAD_VARIANT}
+    with open(os.path.join(folder, "reference.json"), "w") as f:
+        json.dump(ref, f, indent=1)
+
+
+ADAMW = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, steps=5)
+
+
+def write_adamw(out):
+    """Five steps of torch.optim.AdamW on a small Llama: the initial model, the fixed batch, the
+    loss before each step and the final model. Decay on matrices and embeddings, not on norms;
+    plain loss.backward() and step(), no clipping, no schedule."""
+    folder = os.path.join(out, "adamw")
+    shutil.rmtree(folder, ignore_errors=True)
+    torch.manual_seed(77)
+    cfg = LlamaConfig(**{**DPO_CFG, "initializer_range": 0.1})
+    cfg._attn_implementation = "eager"
+    LlamaForCausalLM(cfg).save_pretrained(os.path.join(folder, "initial"))
+    model = LlamaForCausalLM.from_pretrained(os.path.join(folder, "initial"), dtype=torch.float32,
+                                             attn_implementation="eager").train()
+    g = torch.Generator().manual_seed(78)
+    ids = torch.randint(3, DPO_CFG["vocab_size"], (2, 10), generator=g)
+    labels = ids.clone()
+    labels[0, :4] = -100
+    labels[1, 6] = -100
+    params = list(model.named_parameters())
+    groups = [{"params": [p for n, p in params if p.dim() >= 2], "weight_decay": ADAMW["weight_decay"]},
+              {"params": [p for n, p in params if p.dim() < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"])
+    losses = []
+    for _ in range(ADAMW["steps"]):
+        opt.zero_grad()
+        loss = model(input_ids=ids, labels=labels).loss  # mean over scored tokens, labels shifted inside
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.save_pretrained(os.path.join(folder, "final"))
+    ref = {**ADAMW, "betas": list(ADAMW["betas"]), "input_ids": ids.tolist(), "labels": labels.tolist(),
+           "losses": losses, "decay": "tensors with 2+ dims", "no_decay": "norm weights (1 dim)"}
+    with open(os.path.join(folder, "reference.json"), "w") as f:
+        json.dump(ref, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "hf"))
@@ -145,6 +286,8 @@ def main():
         print("wrote", name)
     write_upscaled(args.out)
     write_tokenizer(args.out)
+    write_dpo(args.out)
+    write_adamw(args.out)
     print("done:", os.path.abspath(args.out))
 
 

@@ -1,3 +1,4 @@
 //! Evaluation tasks behind `solar-train eval --task ...`.
 
+pub mod dpo;
 pub mod lm;
