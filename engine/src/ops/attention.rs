@@ -8,15 +8,16 @@
 //! Backward recomputes P = exp(s - L) (flash-attention style, nothing T x T is kept):
 //!   Di = dO_i . O_i,  dS_ij = P_ij (dO_i . v_j - Di)
 //!   dq_i = scale sum_j dS_ij k_j,  dk_j = scale sum_{h in group, i} dS_ij q_i,  dv_j = sum P_ij dO_i
-//! Each output row is computed by one task in a fixed order: deterministic at any thread count.
+//! The CPU kernels (tiled, deterministic at any thread count) are in attention_cpu.rs.
 
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::ops::check_float;
-use crate::par;
 use crate::storage::CpuStorage;
 use crate::tape::{record, InputGrads, Op};
 use crate::{DType, Shape, Tensor};
+
+pub use crate::ops::attention_cpu::{attention_bwd, attention_fwd};
 
 /// Which keys a query may see, beyond causality.
 #[derive(Clone, Debug, Default)]
@@ -47,16 +48,20 @@ impl AttnGeom {
             && self.window.is_none_or(|w| i - j < w)
             && self.doc.as_ref().is_none_or(|d| d[b * self.t + i] == d[b * self.t + j])
     }
-    /// First key any query i could see (window start).
+    /// Document id of token i of sequence b (0 without document ids).
     #[inline]
-    fn first_key(&self, i: usize) -> usize {
+    pub fn doc_of(&self, b: usize, i: usize) -> usize {
+        self.doc.as_ref().map_or(0, |d| d[b * self.t + i])
+    }
+    /// First key query i could see by causality and the window alone.
+    #[inline]
+    pub fn first_key(&self, i: usize) -> usize {
         self.window.map_or(0, |w| (i + 1).saturating_sub(w))
     }
-    fn q_row(&self, b: usize, i: usize, h: usize) -> usize {
-        ((b * self.t + i) * self.h + h) * self.d
-    }
-    fn kv_row(&self, b: usize, j: usize, g: usize) -> usize {
-        ((b * self.t + j) * self.hkv + g) * self.d
+    /// Last query that could see key j by causality and the window alone.
+    #[inline]
+    pub fn last_query(&self, j: usize) -> usize {
+        self.window.map_or(self.t - 1, |w| (j + w - 1).min(self.t - 1))
     }
 }
 
@@ -67,102 +72,6 @@ pub(crate) struct Saved {
     out: Tensor,
     lse: Vec<f64>,
     geom: AttnGeom,
-}
-
-fn dot<F: Float>(a: &[F], b: &[F]) -> F {
-    let mut s = F::zero();
-    for (&x, &y) in a.iter().zip(b) {
-        s += x * y;
-    }
-    s
-}
-
-/// Forward: (out [B, T, H, D], lse [B, T, H]).
-pub fn attention_fwd<F: Float>(q: &[F], k: &[F], v: &[F], g: &AttnGeom) -> (Vec<F>, Vec<F>) {
-    let (d, group) = (g.d, g.h / g.hkv);
-    let scale = F::one() / F::c(d as f64).sqrt();
-    let mut out = vec![F::zero(); q.len()];
-    let mut lse = vec![F::zero(); g.b * g.t * g.h];
-    par::for_each_row(&mut lse, 1, |r, l| {
-        let (b, i, h) = (r / (g.t * g.h), (r / g.h) % g.t, r % g.h);
-        let qi = &q[g.q_row(b, i, h)..][..d];
-        let kvh = h / group;
-        let keys: Vec<usize> = (g.first_key(i)..=i).filter(|&j| g.visible(b, i, j)).collect();
-        let s: Vec<F> = keys.iter().map(|&j| dot(qi, &k[g.kv_row(b, j, kvh)..][..d]) * scale).collect();
-        let m = s.iter().copied().fold(F::neg_infinity(), F::max);
-        let sum: F = s.iter().map(|&x| (x - m).exp()).sum();
-        l[0] = m + sum.ln();
-    });
-    par::for_each_row(&mut out, d, |r, o| {
-        let (b, i, h) = (r / (g.t * g.h), (r / g.h) % g.t, r % g.h);
-        let qi = &q[g.q_row(b, i, h)..][..d];
-        let kvh = h / group;
-        for j in (g.first_key(i)..=i).filter(|&j| g.visible(b, i, j)) {
-            let p = (dot(qi, &k[g.kv_row(b, j, kvh)..][..d]) * scale - lse[r]).exp();
-            for (o, &x) in o.iter_mut().zip(&v[g.kv_row(b, j, kvh)..][..d]) {
-                *o += p * x;
-            }
-        }
-    });
-    (out, lse)
-}
-
-/// Backward: (dq, dk, dv) from the inputs, out, lse and dout.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_bwd<F: Float>(
-    q: &[F],
-    k: &[F],
-    v: &[F],
-    out: &[F],
-    lse: &[F],
-    dout: &[F],
-    g: &AttnGeom,
-) -> (Vec<F>, Vec<F>, Vec<F>) {
-    let (d, group) = (g.d, g.h / g.hkv);
-    let scale = F::one() / F::c(d as f64).sqrt();
-    // Di per query row.
-    let mut di = vec![F::zero(); lse.len()];
-    par::for_each_row(&mut di, 1, |r, x| x[0] = dot(&dout[r * d..][..d], &out[r * d..][..d]));
-    // P_ij and dS_ij for query row r (b, i, h) and key j.
-    let p_ds = |r: usize, b: usize, i: usize, h: usize, j: usize| {
-        let (qi, kvh) = (&q[g.q_row(b, i, h)..][..d], h / group);
-        let p = (dot(qi, &k[g.kv_row(b, j, kvh)..][..d]) * scale - lse[r]).exp();
-        let dp = dot(&dout[r * d..][..d], &v[g.kv_row(b, j, kvh)..][..d]);
-        (p, p * (dp - di[r]))
-    };
-    let mut dq = vec![F::zero(); q.len()];
-    par::for_each_row(&mut dq, d, |r, o| {
-        let (b, i, h) = (r / (g.t * g.h), (r / g.h) % g.t, r % g.h);
-        for j in (g.first_key(i)..=i).filter(|&j| g.visible(b, i, j)) {
-            let (_, ds) = p_ds(r, b, i, h, j);
-            for (o, &x) in o.iter_mut().zip(&k[g.kv_row(b, j, h / group)..][..d]) {
-                *o += ds * scale * x;
-            }
-        }
-    });
-    // dk and dv rows: each key row j of kv head kvh sums over its query heads and queries i >= j.
-    let mut dkv = vec![F::zero(); 2 * k.len()];
-    par::for_each_row(&mut dkv, 2 * d, |r, o| {
-        let (b, j, kvh) = (r / (g.t * g.hkv), (r / g.hkv) % g.t, r % g.hkv);
-        let (dk, dv) = o.split_at_mut(d);
-        let last = g.window.map_or(g.t, |w| (j + w).min(g.t));
-        for h in kvh * group..(kvh + 1) * group {
-            for i in (j..last).filter(|&i| g.visible(b, i, j)) {
-                let rq = (b * g.t + i) * g.h + h;
-                let (p, ds) = p_ds(rq, b, i, h, j);
-                for e in 0..d {
-                    dk[e] += ds * scale * q[rq * d + e];
-                    dv[e] += p * dout[rq * d + e];
-                }
-            }
-        }
-    });
-    let (mut dk, mut dv) = (Vec::with_capacity(k.len()), Vec::with_capacity(k.len()));
-    for row in dkv.chunks(2 * d) {
-        dk.extend_from_slice(&row[..d]);
-        dv.extend_from_slice(&row[d..]);
-    }
-    (dq, dk, dv)
 }
 
 fn geometry(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask) -> Result<AttnGeom> {

@@ -6,7 +6,7 @@
 
 use crate::dtype::{Element, Float};
 use crate::error::{Error, Result};
-use crate::ops::check_float;
+use crate::ops::{check_float, kernels};
 use crate::par;
 use crate::tape::ensure_no_grad;
 use crate::{DType, Tensor};
@@ -16,22 +16,28 @@ fn decode<F: Float>(q: &[F], k: &[F], v: &[F], dims: [usize; 6], window: Option<
     let scale = F::one() / F::c(d as f64).sqrt();
     let group = h / hkv;
     let mut out = vec![F::zero(); b * tq * h * d];
-    par::for_each_row(&mut out, d, |r, o| {
+    // A row costs a dot product and an axpy of D per visible key: about 2 Tk D.
+    par::for_each_row_with(&mut out, d, 2 * tk * d, Vec::new, |s: &mut Vec<F>, r, o| {
         let (bi, i, hh) = (r / (tq * h), (r / h) % tq, r % h);
         let pos = tk - tq + i;
         let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let qi = &q[r * d..(r + 1) * d];
         let krow = |j: usize| ((bi * tk + j) * hkv + hh / group) * d;
-        let s: Vec<F> = (first..=pos)
-            .map(|j| qi.iter().zip(&k[krow(j)..krow(j) + d]).map(|(&a, &b)| a * b).sum::<F>() * scale)
-            .collect();
-        let m = s.iter().copied().fold(F::neg_infinity(), F::max);
-        let p: Vec<F> = s.iter().map(|&x| (x - m).exp()).collect();
-        let z: F = p.iter().copied().sum();
-        for (j, &pj) in (first..=pos).zip(&p) {
+        // s [keys]: scores, then unnormalized probabilities; the task reuses the buffer.
+        s.clear();
+        s.extend((first..=pos).map(|j| kernels::dot(qi, &k[krow(j)..krow(j) + d]) * scale));
+        let m = kernels::max(s);
+        for x in s.iter_mut() {
+            *x = (*x - m).fast_exp();
+        }
+        let inv_z = F::one() / kernels::sum(s);
+        for (j, &pj) in (first..=pos).zip(s.iter()) {
             for (o, &x) in o.iter_mut().zip(&v[krow(j)..krow(j) + d]) {
-                *o += pj / z * x;
+                *o += pj * x;
             }
+        }
+        for o in o.iter_mut() {
+            *o *= inv_z;
         }
     });
     out

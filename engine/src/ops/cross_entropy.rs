@@ -47,8 +47,9 @@ pub(crate) fn targets_with_ignore(op: &'static str, t: &Tensor, v: usize) -> Res
 
 /// logsumexp of every row of counted targets (ignored rows get 0 and are never read).
 pub(crate) fn rows_lse<F: Float>(xs: &[F], v: usize, targets: &[Option<usize>]) -> Vec<F> {
-    let mut lse = vec![F::zero(); targets.len()];
-    par::for_each_row(&mut lse, 1, |r, l| {
+    let mut lse = vec![F::zero(); targets.len()]; // [N]
+                                                  // One output element per row, but each reads a V-wide row: tasks are sized by V.
+    par::for_each_row(&mut lse, 1, v, |r, l| {
         if targets[r].is_some() {
             l[0] = row_lse(&xs[r * v..(r + 1) * v]);
         }
@@ -57,6 +58,7 @@ pub(crate) fn rows_lse<F: Float>(xs: &[F], v: usize, targets: &[Option<usize>]) 
 }
 
 /// scale(r) * (softmax(x_r) - onehot(t_r)) for every row; zero rows where the target is ignored.
+/// Each gradient row is written once (the zeroed allocation is lazy: untouched pages stay free).
 pub(crate) fn softmax_minus_onehot<F: Float>(
     xs: &[F],
     v: usize,
@@ -64,16 +66,40 @@ pub(crate) fn softmax_minus_onehot<F: Float>(
     lse: &[F],
     scale: impl Fn(usize) -> F + Sync + Send,
 ) -> Vec<F> {
-    let mut dx = vec![F::zero(); xs.len()];
-    par::for_each_row(&mut dx, v, |r, out| {
+    let mut dx = vec![F::zero(); xs.len()]; // [N, V]
+    par::for_each_row(&mut dx, v, v, |r, out| {
         let Some(t) = targets[r] else { return };
-        let s = scale(r);
+        let (s, l) = (scale(r), lse[r]);
         for (o, &x) in out.iter_mut().zip(&xs[r * v..(r + 1) * v]) {
-            *o = s * (x - lse[r]).exp();
+            *o = s * (x - l).fast_exp();
         }
         out[t] -= s;
     });
     dx
+}
+
+/// `softmax_minus_onehot` in place on a tile of logits [N, width] holding vocabulary columns
+/// col0 .. col0 + width (the fused lm_head loss turns its logits buffer into the gradient).
+pub(crate) fn softmax_minus_onehot_in_place<F: Float>(
+    xs: &mut [F],
+    width: usize,
+    col0: usize,
+    targets: &[Option<usize>],
+    lse: &[F],
+    scale: F,
+) {
+    par::for_each_row(xs, width, width, |r, row| {
+        let Some(t) = targets[r] else {
+            row.fill(F::zero());
+            return;
+        };
+        for x in row.iter_mut() {
+            *x = scale * (*x - lse[r]).fast_exp();
+        }
+        if (col0..col0 + width).contains(&t) {
+            row[t - col0] -= scale;
+        }
+    });
 }
 
 pub(crate) fn check_logits(op: &'static str, logits: &Tensor, targets: &Tensor) -> Result<usize> {

@@ -43,7 +43,7 @@ pub(crate) fn ids_as_indices(op: &'static str, ids: &Tensor, bound: usize) -> Re
 fn forward<F: Float>(ids: &[usize], table: &Tensor, c: usize) -> Result<CpuStorage> {
     let t = table.data::<F>("embedding")?;
     let mut out = vec![F::zero(); ids.len() * c];
-    par::for_each_row(&mut out, c, |n, row| row.copy_from_slice(&t[ids[n] * c..(ids[n] + 1) * c]));
+    par::for_each_row(&mut out, c, c, |n, row| row.copy_from_slice(&t[ids[n] * c..(ids[n] + 1) * c]));
     Ok(F::into_storage(out))
 }
 
@@ -82,7 +82,8 @@ pub fn embedding_grad<F: Float>(ids: &[usize], g: &[F], vocab: usize, c: usize) 
         fill[i] += 1;
     }
     let mut out = vec![F::zero(); vocab * c];
-    par::for_each_row(&mut out, c, |v, row| {
+    // Rows cost c per occurrence of their id; c is the average over a large batch.
+    par::for_each_row(&mut out, c, c, |v, row| {
         for &n in &order[start[v]..start[v + 1]] {
             for (o, &x) in row.iter_mut().zip(&g[n * c..(n + 1) * c]) {
                 *o += x;

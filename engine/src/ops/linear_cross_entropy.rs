@@ -1,17 +1,24 @@
 //! Fused lm_head + cross-entropy: loss over logits = h W^T without ever holding the logits of
 //! the whole batch. h is [N, C] (N = B*T rows), W is [V, C], targets [N] (i32, -100 ignored).
-//! Rows go in fixed chunks of about 4M logits: the forward keeps only each row's logsumexp;
-//! the backward recomputes a chunk's logits and turns them into
-//!   d_c = g * (softmax - onehot)        [n, V]
-//!   dh_c = d_c W                        [n, C]
-//!   dW  += d_c^T h_c                    [V, C], chunks added in order (deterministic)
-//! Same loss and gradients as matmul_t(h, W, false, true) followed by cross_entropy.
+//! Logits are made one tile at a time: a chunk of rows times a block of the vocabulary, about
+//! 4M logits. Tiling the vocabulary too keeps every gemm well shaped (a 32000-wide vocabulary
+//! would otherwise leave ~130-row chunks) and lets W stream through once per row chunk.
+//! Forward, per row chunk, vocabulary blocks in order: an online logsumexp per row
+//!   (m, s) <- (max(m, m_b), s e^(m - max) + s_b e^(m_b - max))   for the block's max m_b, sum s_b
+//! and the target's logit from the block that holds it; only the logsumexp is kept.
+//! Backward recomputes each tile's logits and turns them, in place, into
+//!   d = g * (exp(logits - lse) - onehot)     [rows, Vb]
+//!   dh[rows]  += d W[block]                  [rows, C], vocabulary blocks in order
+//!   dW[block] += d^T h[rows]                 [Vb, C], row chunks in order
+//! with gemm adding straight into dh and dW: no temporaries, one tile buffer for every tile.
+//! Each gemm splits output tiles only, so the result is the same at any thread count.
 
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::ops::check_float;
-use crate::ops::cross_entropy::{rows_lse, softmax_minus_onehot, targets_with_ignore, CrossEntropy};
-use crate::ops::matmul::{gemm_cpu, MatmulDims};
+use crate::ops::cross_entropy::{softmax_minus_onehot_in_place, targets_with_ignore, CrossEntropy};
+use crate::ops::kernels::{self, gemm_into, Mat};
+use crate::par;
 use crate::storage::CpuStorage;
 use crate::tape::{record, InputGrads, Op};
 use crate::{DType, Shape, Tensor};
@@ -21,41 +28,95 @@ pub(crate) struct Saved {
     w: Tensor,
     targets: Vec<Option<usize>>,
     lse: Vec<f64>,
-    chunk: usize,
+    tile: Tile,
 }
 
-/// Rows per chunk by default: about 4M logits at a time, at least one row.
+/// Logits per tile (16 MB in f32).
+const TILE_LOGITS: usize = 1 << 22;
+/// Vocabulary block by default: wide rows for the softmax, room for 512-row chunks.
+const VOCAB_BLOCK: usize = 8192;
+
+/// Rows per chunk and vocabulary entries per block of one tile.
+#[derive(Clone, Copy, Debug)]
+struct Tile {
+    rows: usize,
+    vocab: usize,
+}
+
+impl Tile {
+    /// `rows` per chunk (at least 1) and the widest vocabulary block within the tile budget.
+    fn for_rows(rows: usize, v: usize) -> Tile {
+        let rows = rows.max(1);
+        Tile { rows, vocab: (TILE_LOGITS / rows).clamp(1, v.max(1)) }
+    }
+    /// (start, end) of every row chunk of `n` rows and every vocabulary block of `v`.
+    fn chunks(n: usize, size: usize) -> impl Iterator<Item = (usize, usize)> {
+        (0..n).step_by(size).map(move |s| (s, (s + size).min(n)))
+    }
+}
+
+/// Rows per chunk by default: a tile of `VOCAB_BLOCK` entries of the vocabulary.
 pub fn default_chunk_rows(v: usize) -> usize {
-    ((1 << 22) / v.max(1)).max(1)
+    TILE_LOGITS / v.clamp(1, VOCAB_BLOCK)
 }
 
-/// logits [n, V] = h_rows [n, C] W^T.
-fn chunk_logits<F: Float>(h: &[F], w: &[F], n: usize, v: usize, c: usize) -> Vec<F> {
-    gemm_cpu(h, w, MatmulDims { batch: 1, m: n, n: v, k: c, b_shared: false }, false, true)
+/// out [rows, vb] = h[r0..r1] [rows, C] W[v0..v1]^T.
+fn tile_logits<F: Float>(
+    out: &mut [F],
+    h: &[F],
+    w: &[F],
+    c: usize,
+    rows: (usize, usize),
+    block: (usize, usize),
+) {
+    let ((r0, r1), (v0, v1)) = (rows, block);
+    let hv = Mat { data: h, off: r0 * c, rs: c, cs: 1 };
+    let wt = Mat { data: w, off: v0 * c, rs: 1, cs: c };
+    gemm_into(r1 - r0, v1 - v0, c, (out, 0, v1 - v0, 1), false, hv, wt, F::one(), true);
 }
 
 fn forward<F: Float>(
     h: &Tensor,
     w: &Tensor,
     t: &[Option<usize>],
-    chunk: usize,
+    tile: Tile,
 ) -> Result<(CpuStorage, Vec<f64>)> {
     let (hs, ws) = (h.data::<F>("linear_cross_entropy")?, w.data::<F>("linear_cross_entropy")?);
-    let (v, c) = (w.dims()[0], w.dims()[1]);
-    let mut lse_all = Vec::with_capacity(t.len());
-    let mut sum = F::zero();
-    for start in (0..t.len()).step_by(chunk) {
-        let end = (start + chunk).min(t.len());
-        let logits = chunk_logits(&hs[start * c..end * c], ws, end - start, v, c);
-        let lse = rows_lse(&logits, v, &t[start..end]);
-        for (r, target) in t[start..end].iter().enumerate() {
-            if let Some(k) = *target {
-                sum += lse[r] - logits[r * v + k];
-            }
+    let (v, c, n) = (w.dims()[0], w.dims()[1], t.len());
+    let mut buf = vec![F::zero(); tile.rows.min(n) * tile.vocab.min(v)]; // [rows, Vb]
+                                                                         // Per row: running max, running sum of exp(logit - max), target logit.
+    let mut state = vec![F::zero(); 3 * n]; // [N, 3]
+    for (r0, r1) in Tile::chunks(n, tile.rows) {
+        let st = &mut state[3 * r0..3 * r1];
+        st.chunks_mut(3).for_each(|s| s[0] = F::neg_infinity());
+        for (v0, v1) in Tile::chunks(v, tile.vocab) {
+            let vb = v1 - v0;
+            let logits = &mut buf[..(r1 - r0) * vb];
+            tile_logits(logits, hs, ws, c, (r0, r1), (v0, v1));
+            let logits = &*logits;
+            par::for_each_row(st, 3, vb, |r, s| {
+                let Some(target) = t[r0 + r] else { return };
+                let row = &logits[r * vb..(r + 1) * vb];
+                let mb = kernels::max(row);
+                let sb = kernels::sum_exp(row, mb);
+                let m = if mb > s[0] { mb } else { s[0] };
+                s[1] = s[1] * (s[0] - m).exp() + sb * (mb - m).exp();
+                s[0] = m;
+                if (v0..v1).contains(&target) {
+                    s[2] = row[target - v0];
+                }
+            });
         }
-        lse_all.extend(lse.iter().map(|x| x.as_f64()));
     }
-    Ok((F::into_storage(vec![sum]), lse_all))
+    let (mut sum, mut lse) = (F::zero(), vec![0.0; n]);
+    for (r, s) in state.chunks(3).enumerate() {
+        if t[r].is_some() {
+            let l = s[0] + s[1].ln();
+            sum += l - s[2];
+            lse[r] = l.as_f64();
+        }
+    }
+    Ok((F::into_storage(vec![sum]), lse))
 }
 
 /// Summed cross-entropy of the logits h W^T against `targets`, with the count of counted rows.
@@ -63,15 +124,31 @@ pub fn linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<
     linear_cross_entropy_chunked(h, w, targets, default_chunk_rows(w.dims().first().copied().unwrap_or(1)))
 }
 
-/// `linear_cross_entropy` with `chunk` rows of logits at a time.
+/// `linear_cross_entropy` with `chunk` rows of logits at a time (and the widest block of the
+/// vocabulary that keeps a tile within 4M logits).
 pub fn linear_cross_entropy_chunked(
     h: &Tensor,
     w: &Tensor,
     targets: &Tensor,
     chunk: usize,
 ) -> Result<CrossEntropy> {
+    let v = w.dims().first().copied().unwrap_or(1);
+    fused(h, w, targets, Tile::for_rows(chunk, v))
+}
+
+/// `linear_cross_entropy` with tiles of `rows` rows by `vocab` entries of the vocabulary.
+pub fn linear_cross_entropy_tiled(
+    h: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    rows: usize,
+    vocab: usize,
+) -> Result<CrossEntropy> {
+    fused(h, w, targets, Tile { rows: rows.max(1), vocab: vocab.max(1) })
+}
+
+fn fused(h: &Tensor, w: &Tensor, targets: &Tensor, tile: Tile) -> Result<CrossEntropy> {
     let op = "linear_cross_entropy";
-    let chunk = chunk.max(1);
     check_float(op, h)?;
     if h.rank() != 2 || w.rank() != 2 || h.dims()[1] != w.dims()[1] {
         return Err(Error::mismatch(op, h.shape(), w.shape(), "h must be [N, C] and W [V, C]"));
@@ -85,41 +162,41 @@ pub fn linear_cross_entropy_chunked(
     let t = targets_with_ignore(op, targets, w.dims()[0])?;
     let count = t.iter().filter(|x| x.is_some()).count();
     let (out, lse) = match h.dtype() {
-        DType::F32 => forward::<f32>(h, w, &t, chunk)?,
-        _ => forward::<f64>(h, w, &t, chunk)?,
+        DType::F32 => forward::<f32>(h, w, &t, tile)?,
+        _ => forward::<f64>(h, w, &t, tile)?,
     };
     let loss_sum = record(op, &[h, w, targets], out, Shape::new(&[]), |_| {
-        Op::LinearCrossEntropy(Saved { h: h.detach(), w: w.detach(), targets: t.clone(), lse, chunk })
+        Op::LinearCrossEntropy(Saved { h: h.detach(), w: w.detach(), targets: t.clone(), lse, tile })
     })?;
     Ok(CrossEntropy { loss_sum, count })
 }
 
-fn grad<F: Float>(s: &Saved, g: &Tensor) -> Result<(CpuStorage, CpuStorage)> {
+/// (dh, dW), each only when needed (empty otherwise).
+fn grad<F: Float>(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<(CpuStorage, CpuStorage)> {
     let op = "linear_cross_entropy backward";
     let (hs, ws) = (s.h.data::<F>(op)?, s.w.data::<F>(op)?);
-    let (v, c) = (s.w.dims()[0], s.w.dims()[1]);
+    let (v, c, n, tile) = (s.w.dims()[0], s.w.dims()[1], s.targets.len(), s.tile);
     let gs = F::c(g.to_scalar()?);
-    let n = s.targets.len();
     let lse: Vec<F> = s.lse.iter().map(|&x| F::c(x)).collect();
-    let mut dh = Vec::with_capacity(n * c);
-    let mut dw = vec![F::zero(); v * c];
-    for start in (0..n).step_by(s.chunk) {
-        let end = (start + s.chunk).min(n);
-        let rows = end - start;
-        let h_c = &hs[start * c..end * c];
-        let logits = chunk_logits(h_c, ws, rows, v, c);
-        let d = softmax_minus_onehot(&logits, v, &s.targets[start..end], &lse[start..end], |_| gs);
-        dh.extend(gemm_cpu(
-            &d,
-            ws,
-            MatmulDims { batch: 1, m: rows, n: c, k: v, b_shared: false },
-            false,
-            false,
-        ));
-        let dw_c =
-            gemm_cpu(&d, h_c, MatmulDims { batch: 1, m: v, n: c, k: rows, b_shared: false }, true, false);
-        for (a, b) in dw.iter_mut().zip(dw_c) {
-            *a += b;
+    let mut dh = vec![F::zero(); if needs[0] { n * c } else { 0 }]; // [N, C]
+    let mut dw = vec![F::zero(); if needs[1] { v * c } else { 0 }]; // [V, C]
+    let mut buf = vec![F::zero(); tile.rows.min(n) * tile.vocab.min(v)]; // [rows, Vb]
+    for (r0, r1) in Tile::chunks(n, tile.rows) {
+        let rows = r1 - r0;
+        for (v0, v1) in Tile::chunks(v, tile.vocab) {
+            let vb = v1 - v0;
+            let d = &mut buf[..rows * vb];
+            tile_logits(d, hs, ws, c, (r0, r1), (v0, v1));
+            softmax_minus_onehot_in_place(d, vb, v0, &s.targets[r0..r1], &lse[r0..r1], gs);
+            let d = Mat { data: &*d, off: 0, rs: vb, cs: 1 };
+            if needs[0] {
+                let wb = Mat { data: ws, off: v0 * c, rs: c, cs: 1 };
+                gemm_into(rows, c, vb, (&mut dh, r0 * c, c, 1), v0 > 0, d, wb, F::one(), true);
+            }
+            if needs[1] {
+                let (dt, hv) = (Mat { rs: 1, cs: vb, ..d }, Mat { data: hs, off: r0 * c, rs: c, cs: 1 });
+                gemm_into(vb, c, rows, (&mut dw, v0 * c, c, 1), r0 > 0, dt, hv, F::one(), true);
+            }
         }
     }
     Ok((F::into_storage(dh), F::into_storage(dw)))
@@ -127,8 +204,8 @@ fn grad<F: Float>(s: &Saved, g: &Tensor) -> Result<(CpuStorage, CpuStorage)> {
 
 pub(crate) fn backward(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<InputGrads> {
     let (dh, dw) = match g.dtype() {
-        DType::F32 => grad::<f32>(s, g)?,
-        _ => grad::<f64>(s, g)?,
+        DType::F32 => grad::<f32>(s, g, needs)?,
+        _ => grad::<f64>(s, g, needs)?,
     };
     Ok(vec![
         needs[0].then(|| Tensor::from_cpu(dh, s.h.shape().clone())),

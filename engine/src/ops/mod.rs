@@ -3,10 +3,12 @@
 //! on the tape when an input is on one.
 
 pub mod attention;
+mod attention_cpu;
 pub mod attention_decode;
 pub mod binary;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod kernels;
 pub mod layout;
 pub mod linear_cross_entropy;
 pub mod logprob;
@@ -24,7 +26,9 @@ pub use binary::{add, mul, sub};
 pub use cross_entropy::{cross_entropy, cross_entropy_mean, CrossEntropy, IGNORE_INDEX};
 pub use embedding::embedding;
 pub use layout::{index_select, permute};
-pub use linear_cross_entropy::{linear_cross_entropy, linear_cross_entropy_chunked};
+pub use linear_cross_entropy::{
+    linear_cross_entropy, linear_cross_entropy_chunked, linear_cross_entropy_tiled,
+};
 pub use logprob::{sequence_logprobs, SequenceLogProbs};
 pub use matmul::{matmul, matmul_t};
 pub use reduce::{argmax_last, mean, mean_last, sum, sum_last};

@@ -5,7 +5,7 @@
 
 use crate::dtype::Float;
 use crate::error::{Error, Result};
-use crate::ops::check_float;
+use crate::ops::{check_float, kernels};
 use crate::par;
 use crate::storage::CpuStorage;
 use crate::tape::{record, InputGrads, Op};
@@ -22,16 +22,15 @@ fn forward<F: Float>(x: &Tensor, w: &Tensor, eps: f64) -> Result<(CpuStorage, Ve
     let (xs, ws) = (x.data::<F>(op)?, w.data::<F>(op)?);
     let c = ws.len();
     let rows = xs.len() / c.max(1);
-    let mut rstd = vec![F::zero(); rows];
-    par::for_each_row(&mut rstd, 1, |r, out| {
+    let mut rstd = vec![F::zero(); rows]; // [N]
+    let mut y = vec![F::zero(); xs.len()]; // [N, C]
+                                           // One pass per row: the sum of squares leaves the row in L1 for the scaling.
+    par::for_each_row2(&mut y, c, &mut rstd, 1, 2 * c, |r, out, rs| {
         let row = &xs[r * c..(r + 1) * c];
-        let ms = row.iter().map(|&v| v * v).sum::<F>() / F::c(c as f64);
-        out[0] = F::one() / (ms + F::c(eps)).sqrt();
-    });
-    let mut y = vec![F::zero(); xs.len()];
-    par::for_each_row(&mut y, c, |r, out| {
-        for ((o, &v), &wv) in out.iter_mut().zip(&xs[r * c..(r + 1) * c]).zip(ws) {
-            *o = v * rstd[r] * wv;
+        let ms = kernels::sum_squares(row) / F::c(c as f64);
+        rs[0] = F::one() / (ms + F::c(eps)).sqrt();
+        for ((o, &v), &wv) in out.iter_mut().zip(row).zip(ws) {
+            *o = v * rs[0] * wv;
         }
     });
     Ok((F::into_storage(y), rstd.iter().map(|v| v.as_f64()).collect()))
@@ -58,22 +57,22 @@ pub fn rmsnorm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 pub fn rmsnorm_grad<F: Float>(xs: &[F], ws: &[F], rstd: &[F], dy: &[F]) -> (Vec<F>, Vec<F>) {
     let c = ws.len();
     let mut dx = vec![F::zero(); xs.len()];
-    par::for_each_row(&mut dx, c, |r, out| {
+    par::for_each_row(&mut dx, c, 3 * c, |r, out| {
         let (x, g) = (&xs[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
-        let mut dot = F::zero();
-        for i in 0..c {
-            dot += g[i] * ws[i] * x[i] * rstd[r];
+        // out holds dy*w for the dot product, then becomes dx in place.
+        for ((o, &gi), &wi) in out.iter_mut().zip(g).zip(ws) {
+            *o = gi * wi;
         }
-        let mean = dot / F::c(c as f64);
-        for i in 0..c {
-            out[i] = rstd[r] * (g[i] * ws[i] - x[i] * rstd[r] * mean);
+        let mean = kernels::dot(out, x) * rstd[r] / F::c(c as f64);
+        for (o, &xi) in out.iter_mut().zip(x) {
+            *o = rstd[r] * (*o - xi * rstd[r] * mean);
         }
     });
     let partials = par::map_row_blocks(rstd.len(), |rows| {
         let mut p = vec![F::zero(); c];
         for r in rows {
-            for i in 0..c {
-                p[i] += dy[r * c + i] * xs[r * c + i] * rstd[r];
+            for ((p, &g), &x) in p.iter_mut().zip(&dy[r * c..(r + 1) * c]).zip(&xs[r * c..(r + 1) * c]) {
+                *p += g * x * rstd[r];
             }
         }
         p

@@ -35,7 +35,7 @@ pub fn rope_apply<F: Float>(
     let inv_freq: Vec<F> =
         (0..half).map(|i| F::one() / F::c(theta).powf(F::c((2 * i) as f64) / F::c(d as f64))).collect();
     let mut out = vec![F::zero(); x.len()];
-    par::for_each_row(&mut out, heads * d, |n, row| {
+    par::for_each_row(&mut out, heads * d, heads * d, |n, row| {
         let p = F::c(positions[n] as f64);
         let (cos, sin): (Vec<F>, Vec<F>) = inv_freq
             .iter()

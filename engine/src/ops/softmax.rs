@@ -18,18 +18,16 @@ pub(crate) enum Saved {
     Gather { indices: Vec<usize>, in_shape: Shape },
 }
 
-/// (max, log(sum(exp(x - max)))) of a row: its logsumexp is their sum.
+/// logsumexp of a row, max + log(sum(exp(x - max))), with vectorized loops.
 pub fn row_lse<F: Float>(row: &[F]) -> F {
-    let m = row.iter().copied().fold(F::neg_infinity(), F::max);
-    let s: F = row.iter().map(|&x| (x - m).exp()).sum();
-    m + s.ln()
+    crate::ops::kernels::row_lse(row)
 }
 
 fn forward<F: Float>(x: &Tensor, log: bool) -> Result<CpuStorage> {
     let xs = x.data::<F>("softmax")?;
     let v = x.shape().last();
     let mut o = vec![F::zero(); xs.len()];
-    par::for_each_row(&mut o, v, |r, out| {
+    par::for_each_row(&mut o, v, 3 * v, |r, out| {
         let row = &xs[r * v..(r + 1) * v];
         let lse = row_lse(row);
         for (o, &x) in out.iter_mut().zip(row) {
@@ -91,7 +89,7 @@ fn grad<F: Float>(s: &Saved, g: &Tensor) -> Result<CpuStorage> {
             let v = y.shape().last();
             let log = matches!(s, Saved::LogSoftmax { .. });
             let mut o = vec![F::zero(); ys.len()];
-            par::for_each_row(&mut o, v, |r, out| {
+            par::for_each_row(&mut o, v, 2 * v, |r, out| {
                 let (y, g) = (&ys[r * v..(r + 1) * v], &gs[r * v..(r + 1) * v]);
                 if log {
                     let sg: F = g.iter().copied().sum();

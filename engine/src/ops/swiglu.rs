@@ -50,11 +50,12 @@ fn grad<F: Float>(s: &Saved, dy: &Tensor) -> Result<(CpuStorage, CpuStorage)> {
     let (g, u, dy) = (s.gate.data::<F>(op)?, s.up.data::<F>(op)?, dy.data::<F>(op)?);
     let mut dg = vec![F::zero(); g.len()];
     let mut du = vec![F::zero(); g.len()];
-    par::for_each_row(&mut dg, 1, |i, o| {
+    // Element-wise: a "row" is one element of each gradient, sharing one sigmoid.
+    par::for_each_row2(&mut dg, 1, &mut du, 1, 1, |i, dg, du| {
         let sg = sigmoid(g[i]);
-        o[0] = dy[i] * u[i] * sg * (F::one() + g[i] * (F::one() - sg));
+        dg[0] = dy[i] * u[i] * sg * (F::one() + g[i] * (F::one() - sg));
+        du[0] = dy[i] * g[i] * sg;
     });
-    par::for_each_row(&mut du, 1, |i, o| o[0] = dy[i] * g[i] * sigmoid(g[i]));
     Ok((F::into_storage(dg), F::into_storage(du)))
 }
 

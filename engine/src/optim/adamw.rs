@@ -65,11 +65,12 @@ pub fn adamw_update<F: Float>(
         .zip(v.par_chunks_mut(CHUNK))
         .zip(g.par_chunks(CHUNK))
         .for_each(|(((p, m), v), g)| {
-            for i in 0..p.len() {
-                p[i] *= keep;
-                m[i] = b1 * m[i] + (F::one() - b1) * g[i];
-                v[i] = b2 * v[i] + (F::one() - b2) * g[i] * g[i];
-                p[i] -= step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
+            // Zipped iterators rather than indexing: no bounds checks, so the loop vectorizes.
+            for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                *p *= keep;
+                *m = b1 * *m + (F::one() - b1) * g;
+                *v = b2 * *v + (F::one() - b2) * g * g;
+                *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
             }
         });
 }
@@ -154,10 +155,14 @@ fn run<F: Float>(
     decay: bool,
 ) -> Result<()> {
     let g = g.data::<F>("adamw")?;
-    let mut m = st.m.data::<F>("adamw")?.to_vec();
-    let mut v = st.v.data::<F>("adamw")?.to_vec();
-    p.update_in_place::<F>(|p| adamw_update(p, g, &mut m, &mut v, c, lr, t, decay))?;
-    st.m.update_in_place::<F>(|d| d.copy_from_slice(&m))?;
-    st.v.update_in_place::<F>(|d| d.copy_from_slice(&v))?;
-    Ok(())
+    // p, m and v are distinct tensors, each updated in place (no copies of the moments).
+    let Moments { m, v } = st;
+    let (mut m_res, mut v_res) = (Ok(()), Ok(()));
+    p.update_in_place::<F>(|p| {
+        m_res = m.update_in_place::<F>(|m| {
+            v_res = v.update_in_place::<F>(|v| adamw_update(p, g, m, v, c, lr, t, decay));
+        });
+    })?;
+    m_res?;
+    v_res
 }
