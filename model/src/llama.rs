@@ -107,6 +107,11 @@ impl Llama {
         Llama::new(ck.config().clone(), named)
     }
 
+    /// config.json of a model folder, without loading weights.
+    pub fn load_config(dir: &Path) -> Result<LlamaConfig> {
+        LlamaConfig::from_file(&dir.join("config.json"))
+    }
+
     /// Writes the model as an HF folder (atomically), copying tokenizer files from `copy_from`.
     pub fn save(&self, out: &Path, opts: &WriteOptions, copy_from: Option<&Path>) -> Result<WriteReport> {
         let named: Vec<(String, Tensor)> =

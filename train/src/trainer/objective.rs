@@ -1,10 +1,11 @@
 //! What a trainer step minimizes, by stage: the language-model loss over scored tokens
-//! (pretrain and SFT rows) for now; DPO over preference pairs plugs in here as another variant.
-//! `step` runs the step's rows in micro-batches, scaling each micro-batch's summed loss by
-//! 1/(the step's scored tokens) before its backward, so the gradients add up to those of the
-//! step's token-weighted mean whatever the split.
+//! (pretrain and SFT rows), or the DPO loss over preference pairs against reference log-probs
+//! computed before training. `step` runs the step's rows in micro-batches, scaling each
+//! micro-batch's summed loss by 1/(the step's count: scored tokens, or pairs) before its
+//! backward, so the gradients add up to those of the step's mean whatever the split.
 
-use crate::data::rows::{collate, LmRow};
+use crate::data::rows::{collate, LmRow, PairRow};
+use crate::dpo::{dpo_loss_sum, policy_pass, DpoConfig, DpoSums, RefLogps};
 use crate::error::Result;
 use serde_json::{json, Value};
 use solar_engine::{ops, Grads, Tape};
@@ -13,6 +14,13 @@ use solar_model::Llama;
 pub enum Objective {
     /// Next-token loss on packed or single rows (pretrain, SFT), with optional held-out rows.
     Lm { rows: Vec<LmRow>, eval: Option<Vec<LmRow>> },
+    /// DPO on pairs, with each pair's reference log-probs; optional held-out pairs likewise.
+    Dpo {
+        pairs: Vec<PairRow>,
+        refs: Vec<RefLogps>,
+        cfg: DpoConfig,
+        eval: Option<(Vec<PairRow>, Vec<RefLogps>)>,
+    },
 }
 
 /// A step's mean loss over its `count` scored units (tokens, or pairs) and extra metrics.
@@ -58,12 +66,17 @@ impl Objective {
     pub fn rows(&self) -> usize {
         match self {
             Objective::Lm { rows, .. } => rows.len(),
+            Objective::Dpo { pairs, .. } => pairs.len(),
         }
     }
 
     pub fn fingerprint(&self) -> String {
         match self {
             Objective::Lm { rows, .. } => fnv(rows.iter().flat_map(row_words)),
+            Objective::Dpo { pairs, refs, .. } => fnv(pairs
+                .iter()
+                .flat_map(|p| row_words(&p.chosen).chain(row_words(&p.rejected)))
+                .chain(refs.iter().flat_map(|r| [r.chosen.to_bits(), r.rejected.to_bits()]))),
         }
     }
 
@@ -86,6 +99,29 @@ impl Objective {
                 }
                 Ok(StepLoss { loss: sum / count.max(1) as f64, count, extra: json!({}) })
             }
+            Objective::Dpo { pairs, refs, cfg, .. } => {
+                let count = picked.len();
+                let mut total = DpoSums::default();
+                for chunk in picked.chunks(batch.max(1)) {
+                    let tape = Tape::new();
+                    let p: Vec<&PairRow> = chunk.iter().map(|&i| &pairs[i]).collect();
+                    let r: Vec<&RefLogps> = chunk.iter().map(|&i| &refs[i]).collect();
+                    let (sum, sums) = dpo_loss_sum(model, &tape, &p, &r, cfg)?;
+                    tape.backward_into(&ops::scale(&sum, 1.0 / count as f64)?, grads)?;
+                    total.add(&sums);
+                }
+                let means = total.means();
+                let extra: serde_json::Map<String, Value> = means
+                    .iter()
+                    .filter(|(k, _)| **k != "loss")
+                    .map(|(k, v)| (k.to_string(), json!(v)))
+                    .collect();
+                Ok(StepLoss {
+                    loss: means.get("loss").copied().unwrap_or(f64::NAN),
+                    count,
+                    extra: Value::Object(extra),
+                })
+            }
         }
     }
 
@@ -97,7 +133,16 @@ impl Objective {
                 let (sum, count) = lm_loss(model, &refs, batch)?;
                 Ok(Some(sum / count.max(1) as f64))
             }
-            Objective::Lm { eval: None, .. } => Ok(None),
+            Objective::Lm { eval: None, .. } | Objective::Dpo { eval: None, .. } => Ok(None),
+            Objective::Dpo { eval: Some((pairs, refs)), cfg, .. } => {
+                let mut total = DpoSums::default();
+                for (chunk, rc) in pairs.chunks(batch.max(1)).zip(refs.chunks(batch.max(1))) {
+                    let p: Vec<&PairRow> = chunk.iter().collect();
+                    let r: Vec<&RefLogps> = rc.iter().collect();
+                    total.add(&policy_pass(model, None, &p, &r, cfg)?.1);
+                }
+                Ok(total.means().get("loss").copied())
+            }
         }
     }
 }
