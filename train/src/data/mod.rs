@@ -2,4 +2,9 @@
 
 pub mod jsonl;
 pub mod lm;
+pub mod pairs;
+pub mod pretrain;
+pub mod records;
 pub mod rows;
+pub mod sft;
+pub mod template;
