@@ -6,6 +6,7 @@ mod bench;
 mod common;
 mod config_file;
 mod model_cmds;
+mod train_cmds;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use common::{CliError, CommonArgs};
@@ -30,6 +31,12 @@ enum Command {
     Eval(model_cmds::EvalArgs),
     /// Generate text from a prompt (greedy, or sampled with --temperature and --top-p).
     Generate(model_cmds::GenerateArgs),
+    /// Continued pretraining on packed text (documents never attend to each other).
+    Pretrain(train_cmds::PretrainArgs),
+    /// Instruction tuning: loss on the responses only (alpaca, openorca, prompt-completion, messages).
+    Sft(train_cmds::SftArgs),
+    /// Preference alignment (DPO, IPO, hinge) on {prompt, chosen, rejected} pairs.
+    Dpo(train_cmds::DpoArgs),
     /// Time each op on representative shapes (median of repeated runs after a warm-up).
     Bench(bench::BenchArgs),
 }
@@ -47,6 +54,18 @@ fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Generate(args) => {
             common.select_device()?;
             model_cmds::generate(args, &common)
+        }
+        Command::Pretrain(args) => {
+            common.select_device()?;
+            train_cmds::pretrain(args, &common)
+        }
+        Command::Sft(args) => {
+            common.select_device()?;
+            train_cmds::sft(args, &common)
+        }
+        Command::Dpo(args) => {
+            common.select_device()?;
+            train_cmds::dpo(args, &common)
         }
         Command::Bench(args) => {
             let device = common.select_device()?;

@@ -13,6 +13,8 @@ use solar_model::presets::{preset, PRESETS};
 use solar_model::tokenizer::Tokenizer;
 use solar_model::{Llama, LlamaConfig};
 use solar_train::data::lm::read_token_sequences;
+use solar_train::data::pairs::load_pairs;
+use solar_train::eval::dpo::eval_dpo;
 use solar_train::eval::lm::eval_lm;
 use std::path::{Path, PathBuf};
 
@@ -119,9 +121,22 @@ pub struct EvalArgs {
     /// JSONL with {"text": ...} or {"input_ids": [...]} per line, or a .txt file.
     #[arg(long)]
     pub data: PathBuf,
-    /// What to measure: lm = mean next-token loss and perplexity.
-    #[arg(long, default_value = "lm", value_parser = PossibleValuesParser::new(["lm"]))]
+    /// What to measure: lm = mean next-token loss and perplexity; dpo = DPO loss and TRL's
+    /// reward metrics of --model against --ref on preference pairs.
+    #[arg(long, default_value = "lm", value_parser = PossibleValuesParser::new(["lm", "dpo"]))]
     pub task: String,
+    /// The reference model for --task dpo.
+    #[arg(long = "ref", value_name = "DIR", required_if_eq("task", "dpo"))]
+    pub reference: Option<PathBuf>,
+    /// DPO's beta (--task dpo).
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    /// DPO loss (--task dpo): sigmoid, ipo or hinge.
+    #[arg(long, default_value = "sigmoid", value_parser = ["sigmoid", "ipo", "hinge"])]
+    pub loss: String,
+    /// Pairs per forward pass (--task dpo).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
     /// Context length; longer sequences are scored in windows [default: the model's maximum].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub seq_len: Option<u64>,
@@ -140,6 +155,9 @@ fn optional_tokenizer(dir: &Path) -> Result<Option<Tokenizer>, CliError> {
 }
 
 pub fn eval(args: &EvalArgs) -> Result<(), CliError> {
+    if args.task == "dpo" {
+        return eval_dpo_cmd(args);
+    }
     let model = Llama::load(&args.model)?;
     let tok = optional_tokenizer(&args.model)?;
     let seqs = read_token_sequences(&args.data, tok.as_ref(), model.config.vocab_size)?;
@@ -197,6 +215,26 @@ pub fn generate(args: &GenerateArgs, common: &Common) -> Result<(), CliError> {
         println!("{}", serde_json::json!({"output_ids": ids, "text": text}));
     } else {
         println!("{text}");
+    }
+    Ok(())
+}
+
+fn eval_dpo_cmd(args: &EvalArgs) -> Result<(), CliError> {
+    let cfg = crate::train_cmds::dpo_config(args.beta, &args.loss, 0.0)?;
+    let policy = Llama::load(&args.model)?;
+    let ref_dir = args.reference.as_ref().ok_or_else(|| CliError("--task dpo needs --ref DIR".into()))?;
+    let reference = Llama::load(ref_dir)?;
+    let tok = Tokenizer::from_model_dir(&args.model)?;
+    let seq_len = args.seq_len.map_or(policy.config.max_position_embeddings, |n| n as usize);
+    let (pairs, _) = load_pairs(&args.data, &tok, &args.model, &policy.config, seq_len, false)?;
+    let r = eval_dpo(&policy, &reference, &pairs, &cfg, args.batch as usize)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r).map_err(|e| CliError(e.to_string()))?);
+    } else {
+        println!(
+            "loss {:.6}  rewards/chosen {:.4}  rewards/rejected {:.4}  rewards/accuracies {:.4}  rewards/margins {:.4}  ({} pairs)",
+            r.loss, r.rewards_chosen, r.rewards_rejected, r.rewards_accuracies, r.rewards_margins, r.pairs
+        );
     }
     Ok(())
 }

@@ -1,0 +1,317 @@
+//! The training subcommands: `pretrain` (continued pretraining on packed text), `sft`
+//! (instruction tuning with the loss on responses only) and `dpo` (preference alignment). They share the trainer flags
+//! (`TrainFlags`), load the model, tokenizer and data, and hand over to solar_train's trainer.
+//! `dpo` trains on preference pairs against reference log-probs computed before training.
+
+use crate::common::{parse_save_dtype, CliError, Common};
+use clap::Args;
+use serde_json::{json, Map};
+use solar_model::checkpoint::{Checkpoint, SafeDType};
+use solar_model::names::EMBED;
+use solar_model::tokenizer::Tokenizer;
+use solar_model::Llama;
+use solar_train::data::pairs::load_pairs;
+use solar_train::data::records::DataStats;
+use solar_train::data::rows::LmRow;
+use solar_train::dpo::{reference_logps, DpoConfig};
+use solar_train::trainer::config::TrainConfig;
+use solar_train::trainer::objective::Objective;
+use solar_train::trainer::{train, RunOptions};
+use std::path::{Path, PathBuf};
+
+/// Flags every trainer takes.
+#[derive(Args, Debug, Clone)]
+pub struct TrainFlags {
+    /// The starting model (HF folder).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Training data.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output folder: the finished model, metrics.jsonl and checkpoints/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 3e-4)]
+    pub lr: f64,
+    /// Learning rate at the end of the decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_lr: f64,
+    /// Warmup steps (linear from lr/warmup to lr).
+    #[arg(long, default_value_t = 0)]
+    pub warmup: usize,
+    /// constant, linear or cosine decay after warmup.
+    #[arg(long, default_value = "cosine", value_parser = ["constant", "linear", "cosine"])]
+    pub schedule: String,
+    /// Decoupled weight decay (matrices and embeddings only, not norms).
+    #[arg(long, default_value_t = 0.1)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub beta1: f64,
+    #[arg(long, default_value_t = 0.95)]
+    pub beta2: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    pub eps: f64,
+    /// Global gradient-norm clipping; 0 turns it off.
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// Optimizer steps [default: one epoch].
+    #[arg(long, conflicts_with = "epochs")]
+    pub steps: Option<usize>,
+    /// Passes over the data (fractions allowed).
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Micro-batch rows.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Tokens per row.
+    #[arg(long, default_value_t = 512)]
+    pub seq_len: usize,
+    /// Rows in file order instead of a seeded shuffle.
+    #[arg(long)]
+    pub no_shuffle: bool,
+    #[arg(long, default_value_t = 1)]
+    pub log_every: usize,
+    /// Held-out data (same format) for eval_loss records.
+    #[arg(long)]
+    pub eval_data: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: usize,
+    /// Write a resumable checkpoint every N steps (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub save_every: usize,
+    /// Checkpoints to keep.
+    #[arg(long, default_value_t = 3)]
+    pub keep: usize,
+    /// Continue from the newest complete checkpoint in OUT.
+    #[arg(long)]
+    pub resume: bool,
+    /// Replace whatever OUT holds.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Stop after this many NaN/Inf steps in a row.
+    #[arg(long, default_value_t = 5)]
+    pub max_bad_steps: usize,
+    /// Stored dtype of the finished model [default: the input's].
+    #[arg(long, value_parser = parse_save_dtype)]
+    pub save_dtype: Option<SafeDType>,
+    /// Skip (and count) malformed data lines instead of stopping.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+}
+
+impl TrainFlags {
+    pub fn config(&self, seed: u64) -> TrainConfig {
+        TrainConfig {
+            lr: self.lr,
+            min_lr: self.min_lr,
+            warmup: self.warmup,
+            schedule: self.schedule.clone(),
+            weight_decay: self.weight_decay,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            clip: self.clip,
+            steps: self.steps,
+            epochs: self.epochs,
+            batch: self.batch,
+            grad_accum: self.grad_accum,
+            seq_len: self.seq_len,
+            seed,
+            shuffle: !self.no_shuffle,
+            log_every: self.log_every,
+            eval_every: self.eval_every,
+            save_every: self.save_every,
+            keep: self.keep,
+            max_bad_steps: self.max_bad_steps,
+        }
+    }
+
+    fn run_options(&self) -> Result<RunOptions, CliError> {
+        // The finished model keeps the input's dtype unless told otherwise.
+        let input_dtype = Checkpoint::open(&self.model)?.dtype_of(EMBED)?;
+        Ok(RunOptions {
+            out: self.out.clone(),
+            resume: self.resume,
+            overwrite: self.overwrite,
+            save_dtype: Some(self.save_dtype.unwrap_or(input_dtype)),
+            copy_from: Some(self.model.clone()),
+        })
+    }
+}
+
+fn report(what: &str, path: &Path, s: &DataStats) {
+    eprintln!(
+        "{what} {}: {} examples -> {} rows, {} tokens ({} scored); {} truncated, {} bad lines skipped",
+        path.display(),
+        s.examples,
+        s.rows,
+        s.tokens,
+        s.scored_tokens,
+        s.truncated,
+        s.skipped_lines
+    );
+}
+
+fn optional_tokenizer(dir: &Path) -> Result<Option<Tokenizer>, CliError> {
+    Ok(if dir.join("tokenizer.json").exists() { Some(Tokenizer::from_model_dir(dir)?) } else { None })
+}
+
+/// Runs the trainer on LM rows and says where the model went.
+fn run_lm(
+    flags: &TrainFlags,
+    common: &Common,
+    stage: &str,
+    rows: Vec<LmRow>,
+    eval: Option<Vec<LmRow>>,
+    extra: Map<String, serde_json::Value>,
+) -> Result<(), CliError> {
+    let model = Llama::load(&flags.model)?;
+    let cfg = flags.config(common.seed);
+    let mut identity = extra;
+    identity.insert("stage".into(), json!(stage));
+    let report = train(model, &Objective::Lm { rows, eval }, &cfg, &flags.run_options()?, identity)?;
+    eprintln!(
+        "{stage}: {} steps, last loss {:.4}; model written to {}",
+        report.steps,
+        report.last_loss,
+        flags.out.display()
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PretrainArgs {
+    #[command(flatten)]
+    pub train: TrainFlags,
+}
+
+pub fn pretrain(args: &PretrainArgs, common: &Common) -> Result<(), CliError> {
+    let f = &args.train;
+    let cfg = Llama::load_config(&f.model)?;
+    let tok = optional_tokenizer(&f.model)?;
+    let (rows, stats) =
+        solar_train::data::pretrain::load_pretrain(&f.data, tok.as_ref(), &cfg, f.seq_len, f.skip_bad_lines)?;
+    report("data", &f.data, &stats);
+    let eval = match &f.eval_data {
+        Some(p) => Some(
+            solar_train::data::pretrain::load_pretrain(p, tok.as_ref(), &cfg, f.seq_len, f.skip_bad_lines)?.0,
+        ),
+        None => None,
+    };
+    run_lm(f, common, "pretrain", rows, eval, Map::new())
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SftArgs {
+    #[command(flatten)]
+    pub train: TrainFlags,
+    /// alpaca, openorca, prompt-completion or messages.
+    #[arg(long, default_value = "alpaca", value_parser = ["alpaca", "openorca", "prompt-completion", "messages"])]
+    pub format: String,
+    /// Pack several examples into a row (best fit; they never attend to each other).
+    #[arg(long)]
+    pub packing: bool,
+}
+
+pub fn sft(args: &SftArgs, common: &Common) -> Result<(), CliError> {
+    let f = &args.train;
+    let cfg = Llama::load_config(&f.model)?;
+    let tok = Tokenizer::from_model_dir(&f.model)?;
+    let format = args.format.parse().map_err(CliError)?;
+    let load = |p: &Path| {
+        solar_train::data::sft::load_sft(
+            p,
+            format,
+            &tok,
+            &f.model,
+            &cfg,
+            f.seq_len,
+            args.packing,
+            f.skip_bad_lines,
+        )
+    };
+    let (rows, stats) = load(&f.data)?;
+    report("data", &f.data, &stats);
+    let eval = match &f.eval_data {
+        Some(p) => Some(load(p)?.0),
+        None => None,
+    };
+    let extra = Map::from_iter([
+        ("format".to_string(), json!(args.format)),
+        ("packing".to_string(), json!(args.packing)),
+    ]);
+    run_lm(f, common, "sft", rows, eval, extra)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DpoArgs {
+    #[command(flatten)]
+    pub train: TrainFlags,
+    /// The reference model [default: the starting model]. Its log-probs are computed once,
+    /// before training, so only the policy is held while training.
+    #[arg(long = "ref", value_name = "DIR")]
+    pub reference: Option<PathBuf>,
+    /// Strength of the KL penalty (TRL's beta).
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    /// sigmoid (DPO), ipo or hinge.
+    #[arg(long, default_value = "sigmoid", value_parser = ["sigmoid", "ipo", "hinge"])]
+    pub loss: String,
+    /// Conservative DPO's label smoothing (sigmoid loss only).
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+}
+
+pub fn dpo_config(beta: f64, loss: &str, label_smoothing: f64) -> Result<DpoConfig, CliError> {
+    let cfg = DpoConfig { beta, loss: loss.parse()?, label_smoothing };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+pub fn dpo(args: &DpoArgs, common: &Common) -> Result<(), CliError> {
+    let f = &args.train;
+    let dcfg = dpo_config(args.beta, &args.loss, args.label_smoothing)?;
+    let cfg = Llama::load_config(&f.model)?;
+    let tok = Tokenizer::from_model_dir(&f.model)?;
+    let load = |p: &Path| load_pairs(p, &tok, &f.model, &cfg, f.seq_len, f.skip_bad_lines);
+    let (pairs, stats) = load(&f.data)?;
+    report("pairs", &f.data, &stats);
+    let eval_pairs = match &f.eval_data {
+        Some(p) => Some(load(p)?.0),
+        None => None,
+    };
+    let ref_dir = args.reference.clone().unwrap_or_else(|| f.model.clone());
+    let (refs, eval) = {
+        let reference = Llama::load(&ref_dir)?;
+        eprintln!("reference log-probs of {} pairs from {}", pairs.len(), ref_dir.display());
+        let refs = reference_logps(&reference, &pairs, f.batch)?;
+        let eval = match eval_pairs {
+            Some(e) => {
+                let r = reference_logps(&reference, &e, f.batch)?;
+                Some((e, r))
+            }
+            None => None,
+        };
+        (refs, eval)
+    };
+    let model = Llama::load(&f.model)?;
+    let objective = Objective::Dpo { pairs, refs, cfg: dcfg.clone(), eval };
+    let identity = Map::from_iter([
+        ("stage".to_string(), json!("dpo")),
+        ("beta".to_string(), json!(dcfg.beta)),
+        ("loss".to_string(), json!(args.loss)),
+        ("label_smoothing".to_string(), json!(dcfg.label_smoothing)),
+    ]);
+    let report = train(model, &objective, &f.config(common.seed), &f.run_options()?, identity)?;
+    eprintln!(
+        "dpo: {} steps, last loss {:.4}; model written to {}",
+        report.steps,
+        report.last_loss,
+        f.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! `pretrain` as a user runs it, and exact resume after a kill: a run that dies after a
+//! checkpoint, one that dies while a checkpoint is being written, and one killed with SIGKILL
+//! at a random moment all finish, with `--resume`, bitwise equal to a run that was never
+//! interrupted. Plus metrics.jsonl, NaN steps stopping the run with the last checkpoint
+//! intact, and the occupied-OUT refusal.
+
+use serde_json::Value;
+use solar_tests::cli::{solar_train, solar_train_path, Run};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli_train_{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn ok(run: &Run) {
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+}
+
+/// A tiny base model and a JSONL of token-id documents of varied lengths.
+fn setup(d: &Path) -> (PathBuf, PathBuf) {
+    let base = d.join("base");
+    ok(&solar_train(&["init", "--preset", "tiny", "--out", s(&base), "--seed", "2"]));
+    let data = d.join("docs.jsonl");
+    let lines: Vec<String> = (0..40u32)
+        .map(|i| {
+            let ids: Vec<u32> = (0..(5 + i % 23)).map(|j| 3 + (i * 7 + j * 13) % 200).collect();
+            serde_json::json!({ "input_ids": ids }).to_string()
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    (base, data)
+}
+
+fn args<'a>(base: &'a Path, data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "pretrain",
+        "--model",
+        s(base),
+        "--data",
+        s(data),
+        "--out",
+        s(out),
+        "--steps",
+        steps,
+        "--batch",
+        "2",
+        "--grad-accum",
+        "2",
+        "--seq-len",
+        "32",
+        "--save-every",
+        "2",
+        "--lr",
+        "1e-2",
+        "--warmup",
+        "2",
+        "--seed",
+        "5",
+    ]
+}
+
+/// Runs solar-train with SOLAR_FAULT set; the process aborts where the fault says.
+fn run_with_fault(a: &[&str], fault: &str) -> std::process::ExitStatus {
+    Command::new(solar_train_path()).args(a).env("SOLAR_FAULT", fault).output().unwrap().status
+}
+
+fn weights(out: &Path) -> Vec<u8> {
+    std::fs::read(out.join("model.safetensors")).unwrap()
+}
+
+#[test]
+fn killed_runs_resume_bitwise_equal() {
+    let d = scratch("resume");
+    let (base, data) = setup(&d);
+    let whole = d.join("whole");
+    ok(&solar_train(&args(&base, &data, &whole, "10")));
+    let records: Vec<Value> = std::fs::read_to_string(whole.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 10);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["step"], i as u64 + 1);
+        for k in ["loss", "lr", "grad_norm", "tokens", "tokens_per_s"] {
+            assert!(r[k].is_number(), "metrics record {i} lacks {k}: {r}");
+        }
+    }
+    for (name, fault) in [("after", "after-step:5"), ("during", "in-checkpoint:6")] {
+        let out = d.join(name);
+        let status = run_with_fault(&args(&base, &data, &out, "10"), fault);
+        assert!(!status.success(), "{name}: the fault must kill the run");
+        assert!(!out.join("model.safetensors").exists(), "{name}: no finished model yet");
+        let mut resume = args(&base, &data, &out, "10");
+        resume.push("--resume");
+        let run = solar_train(&resume);
+        ok(&run);
+        assert!(run.stderr.contains("resuming from step 4"), "{name}: {}", run.stderr);
+        assert_eq!(weights(&out), weights(&whole), "{name}: resumed weights differ");
+        let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 10, "{name}: one metrics record per step");
+    }
+}
+
+#[test]
+fn sigkill_at_any_moment_then_resume_is_bitwise_equal() {
+    let d = scratch("sigkill");
+    let (base, data) = setup(&d);
+    let (whole, out) = (d.join("whole"), d.join("killed"));
+    ok(&solar_train(&args(&base, &data, &whole, "30")));
+    let mut child = Command::new(solar_train_path())
+        .args(args(&base, &data, &out, "30"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !out.join("checkpoints/step-000004").exists() && std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = child.kill(); // SIGKILL on Unix
+    let _ = child.wait();
+    let mut resume = args(&base, &data, &out, "30");
+    resume.push("--resume");
+    ok(&solar_train(&resume));
+    assert_eq!(weights(&out), weights(&whole));
+}
+
+#[test]
+fn nan_steps_stop_the_run_and_keep_the_last_checkpoint() {
+    let d = scratch("nan");
+    let (base, data) = setup(&d);
+    let out = d.join("out");
+    let mut a = args(&base, &data, &out, "20");
+    a.extend(["--lr", "1e9", "--clip", "0", "--max-bad-steps", "2", "--save-every", "1", "--warmup", "0"]);
+    let run = solar_train(&a);
+    assert_eq!(run.code, Some(1), "stderr: {}", run.stderr);
+    assert!(
+        run.stderr.contains("bad steps") && run.stderr.contains("last good checkpoint"),
+        "{}",
+        run.stderr
+    );
+    assert!(out.join("checkpoints").read_dir().unwrap().next().is_some(), "a checkpoint survives");
+    // An occupied OUT is refused without --resume or --overwrite.
+    let run = solar_train(&args(&base, &data, &out, "2"));
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("--overwrite"), "{}", run.stderr);
+    let mut again = args(&base, &data, &out, "2");
+    again.push("--overwrite");
+    ok(&solar_train(&again));
+}
