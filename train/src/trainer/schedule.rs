@@ -1,7 +1,8 @@
 //! Learning-rate schedules. Warmup rises linearly to `lr` over `warmup` steps, counting the
 //! first step as 1/warmup (llm.c's convention: no step is wasted at lr 0, unlike transformers'
-//! schedulers whose first step uses 0); then constant, linear or cosine decay to `min_lr` at
-//! the last step.
+//! schedulers whose first step uses 0); then constant, or linear or cosine decay towards
+//! `min_lr` as transformers does it: progress (step - warmup) / (total - warmup), so the last
+//! step still learns and `min_lr` is where the schedule would arrive one step later.
 
 use std::str::FromStr;
 
@@ -38,7 +39,7 @@ impl Schedule {
         if step < warmup {
             return lr * (step + 1) as f64 / warmup as f64;
         }
-        let span = total.saturating_sub(warmup).saturating_sub(1).max(1);
+        let span = total.saturating_sub(warmup).max(1);
         let progress = ((step - warmup) as f64 / span as f64).min(1.0);
         match self {
             Schedule::Constant => lr,
@@ -60,8 +61,10 @@ mod tests {
         assert_eq!(s.lr(0, 10, 1.0, 0.1, 4), 0.25);
         assert_eq!(s.lr(3, 10, 1.0, 0.1, 4), 1.0);
         assert_eq!(s.lr(4, 10, 1.0, 0.1, 4), 1.0);
-        assert!((s.lr(9, 10, 1.0, 0.1, 4) - 0.1).abs() < 1e-12);
-        assert!((Schedule::Linear.lr(9, 10, 1.0, 0.0, 0)).abs() < 1e-12);
+        // Six decay steps: the last is at progress 5/6, above min_lr.
+        let last = 0.1 + 0.5 * (1.0 + (std::f64::consts::PI * 5.0 / 6.0).cos()) * 0.9;
+        assert!((s.lr(9, 10, 1.0, 0.1, 4) - last).abs() < 1e-12);
+        assert!((Schedule::Linear.lr(9, 10, 1.0, 0.0, 0) - 0.1).abs() < 1e-12);
         assert_eq!(Schedule::Constant.lr(7, 10, 0.5, 0.0, 2), 0.5);
     }
 }
