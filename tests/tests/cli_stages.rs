@@ -67,9 +67,30 @@ fn sft_on_alpaca_lowers_the_loss() {
         "--warmup",
         "4",
         "--packing",
+        "--eval-data",
+        s(&data),
+        "--eval-every",
+        "20",
+        "--save-every",
+        "5",
+        "--keep",
+        "2",
     ]));
     let l = losses(&out);
     assert_eq!(l.len(), 40);
+    let evals: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|x| serde_json::from_str::<Value>(x).unwrap())
+        .filter(|v| v.get("eval_loss").is_some())
+        .collect();
+    assert_eq!(evals.iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), [20, 40]);
+    let kept: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(kept.len(), 2, "--keep 2 keeps the newest two: {kept:?}");
+    assert!(kept.contains(&"step-000035".to_string()), "{kept:?}");
     assert!(l[39] < 0.5 * l[0], "sft loss {} -> {}", l[0], l[39]);
     assert!(out.join("tokenizer.json").exists() && out.join("model.safetensors").exists());
 }
