@@ -89,14 +89,6 @@ fn mask_row<F: Float>(row: &mut [F], from: usize, to: usize, doc: Option<(&[usiz
     }
 }
 
-/// row = exp(row - shift) in place (-inf becomes 0); returns the row's sum.
-fn exp_in_place<F: Float>(row: &mut [F], shift: F) -> F {
-    for x in row.iter_mut() {
-        *x = (*x - shift).fast_exp();
-    }
-    kernels::sum(row)
-}
-
 /// Forward: (out [B, T, H, D], lse [B, T, H]).
 pub fn attention_fwd<F: Float>(q: &[F], k: &[F], v: &[F], g: &AttnGeom) -> (Vec<F>, Vec<F>) {
     let (t, h, hkv, d, group) = (g.t, g.h, g.hkv, g.d, g.h / g.hkv);
@@ -125,7 +117,7 @@ pub fn attention_fwd<F: Float>(q: &[F], k: &[F], v: &[F], g: &AttnGeom) -> (Vec<
                 let doc = sp.doc_check.then(|| (doc_ids(b, lo), g.doc_of(b, i0 + r)));
                 mask_row(row, sp.key_lo[tok + r] - lo, i0 + r + 1 - lo, doc);
                 let m = kernels::max(row);
-                let z = exp_in_place(row, m);
+                let z = kernels::exp_shift_sum(row, m);
                 l[r * h + hh] = m + z.ln();
                 inv_sum[r] = F::one() / z;
             }
@@ -187,9 +179,7 @@ pub fn attention_bwd<F: Float>(
                 let doc = sp.doc_check.then(|| (doc_ids(b, lo), g.doc_of(b, i0 + r)));
                 mask_row(row, sp.key_lo[tok + r] - lo, i0 + r + 1 - lo, doc);
                 let (l, dii) = (lse[(tok + r) * h + hh], di[r * h + hh]);
-                for (x, &y) in row.iter_mut().zip(dprow) {
-                    *x = (*x - l).fast_exp() * (y - dii);
-                }
+                kernels::exp_shift_mul_diff(row, l, dprow, dii);
             }
             let ds = Mat { data: &s, off: 0, rs: span, cs: 1 };
             let kk = Mat { data: k, off: kv, rs: hkv * d, cs: 1 };
@@ -219,9 +209,7 @@ pub fn attention_bwd<F: Float>(
             for (r, row) in s.chunks_mut(span).enumerate() {
                 let doc = sp.doc_check.then(|| (doc_ids(b, j0), g.doc_of(b, j0 + r)));
                 mask_row(row, r, sp.query_hi[tok + r] + 1 - j0, doc);
-                for (x, &l) in row.iter_mut().zip(&lse_col) {
-                    *x = (*x - l).fast_exp();
-                }
+                kernels::exp_sub_each(row, &lse_col);
             }
             let (pt, dov) = (
                 Mat { data: &s, off: 0, rs: span, cs: 1 },

@@ -27,10 +27,7 @@ fn decode<F: Float>(q: &[F], k: &[F], v: &[F], dims: [usize; 6], window: Option<
         s.clear();
         s.extend((first..=pos).map(|j| kernels::dot(qi, &k[krow(j)..krow(j) + d]) * scale));
         let m = kernels::max(s);
-        for x in s.iter_mut() {
-            *x = (*x - m).fast_exp();
-        }
-        let inv_z = F::one() / kernels::sum(s);
+        let inv_z = F::one() / kernels::exp_shift_sum(s, m);
         for (j, &pj) in (first..=pos).zip(s.iter()) {
             for (o, &x) in o.iter_mut().zip(&v[krow(j)..krow(j) + d]) {
                 *o += pj * x;

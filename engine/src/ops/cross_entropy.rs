@@ -8,9 +8,9 @@
 
 use crate::dtype::Float;
 use crate::error::{Error, Result};
-use crate::ops::check_float;
 use crate::ops::embedding::ids_as_i64;
 use crate::ops::softmax::row_lse;
+use crate::ops::{check_float, kernels};
 use crate::par;
 use crate::storage::CpuStorage;
 use crate::tape::{record, InputGrads, Op};
@@ -70,9 +70,7 @@ pub(crate) fn softmax_minus_onehot<F: Float>(
     par::for_each_row(&mut dx, v, v, |r, out| {
         let Some(t) = targets[r] else { return };
         let (s, l) = (scale(r), lse[r]);
-        for (o, &x) in out.iter_mut().zip(&xs[r * v..(r + 1) * v]) {
-            *o = s * (x - l).fast_exp();
-        }
+        kernels::exp_shift_scale(out, &xs[r * v..(r + 1) * v], l, s);
         out[t] -= s;
     });
     dx
@@ -93,9 +91,7 @@ pub(crate) fn softmax_minus_onehot_in_place<F: Float>(
             row.fill(F::zero());
             return;
         };
-        for x in row.iter_mut() {
-            *x = scale * (*x - lse[r]).fast_exp();
-        }
+        kernels::exp_shift_scale_in_place(row, lse[r], scale);
         if (col0..col0 + width).contains(&t) {
             row[t - col0] -= scale;
         }

@@ -41,46 +41,76 @@ fn lane_sum<F: Float>(x: &[F], f: impl Fn(F) -> F) -> F {
     combine(acc)
 }
 
-/// sum_i x_i.
-#[inline]
-pub fn sum<F: Float>(x: &[F]) -> F {
-    lane_sum(x, |v| v)
-}
-
-/// sum_i x_i^2.
-#[inline]
-pub fn sum_squares<F: Float>(x: &[F]) -> F {
-    lane_sum(x, |v| v * v)
-}
-
-/// sum_i exp(x_i - shift), with the vectorizable exp.
-#[inline]
-pub fn sum_exp<F: Float>(x: &[F], shift: F) -> F {
-    lane_sum(x, |v| (v - shift).fast_exp())
-}
-
-/// sum_i a_i b_i over equal-length slices.
-#[inline]
-pub fn dot<F: Float>(a: &[F], b: &[F]) -> F {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [F::zero(); LANES];
-    for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
-        for l in 0..LANES {
-            acc[l] += ca[l] * cb[l];
+/// Defines `pub fn $name`, compiling its body twice: for baseline x86-64 (SSE2) and with AVX2,
+/// chosen at run time (other targets get the plain build). Both builds do the same IEEE
+/// operations in the same order (Rust never fuses a multiply and an add by itself), so they
+/// give bitwise the same results; AVX2 only does twice the lanes per instruction.
+macro_rules! simd_fn {
+    ($(#[$doc:meta])* pub fn $name:ident<F: Float>($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+        $(#[$doc])*
+        pub fn $name<F: Float>($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn imp<F: Float>($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2<F: Float>($($arg: $ty),*) $(-> $ret)? {
+                    imp($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            imp($($arg),*)
         }
-    }
-    let done = n - n % LANES;
-    for (l, (&x, &y)) in a[done..].iter().zip(&b[done..]).enumerate() {
-        acc[l] += x * y;
-    }
-    combine(acc)
+    };
 }
 
-/// max_i x_i (-inf for an empty row). A NaN is not propagated here; the exp-sum that follows
-/// every use turns it into a NaN result anyway.
-#[inline]
-pub fn max<F: Float>(x: &[F]) -> F {
+simd_fn! {
+    /// sum_i x_i.
+    pub fn sum<F: Float>(x: &[F]) -> F {
+        lane_sum(x, |v| v)
+    }
+}
+
+simd_fn! {
+    /// sum_i x_i^2.
+    pub fn sum_squares<F: Float>(x: &[F]) -> F {
+        lane_sum(x, |v| v * v)
+    }
+}
+
+simd_fn! {
+    /// sum_i exp(x_i - shift).
+    pub fn sum_exp<F: Float>(x: &[F], shift: F) -> F {
+        lane_sum(x, |v| (v - shift).fast_exp())
+    }
+}
+
+simd_fn! {
+    /// sum_i a_i b_i over equal-length slices.
+    pub fn dot<F: Float>(a: &[F], b: &[F]) -> F {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [F::zero(); LANES];
+        for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+            for l in 0..LANES {
+                acc[l] += ca[l] * cb[l];
+            }
+        }
+        let done = n - n % LANES;
+        for (l, (&x, &y)) in a[done..].iter().zip(&b[done..]).enumerate() {
+            acc[l] += x * y;
+        }
+        combine(acc)
+    }
+}
+
+/// max_i x_i (-inf for an empty row). A NaN is skipped here; the exp-sum that follows every
+/// use turns it into a NaN result anyway.
+#[inline(always)]
+fn max_imp<F: Float>(x: &[F]) -> F {
     let mut acc = [F::neg_infinity(); LANES];
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();
@@ -95,11 +125,65 @@ pub fn max<F: Float>(x: &[F]) -> F {
     acc.iter().fold(F::neg_infinity(), |m, &v| if v > m { v } else { m })
 }
 
-/// logsumexp of a row: max + ln(sum exp(x - max)).
-#[inline]
-pub fn row_lse<F: Float>(x: &[F]) -> F {
-    let m = max(x);
-    m + sum_exp(x, m).ln()
+simd_fn! {
+    /// max_i x_i (-inf for an empty row); see `max_imp`.
+    pub fn max<F: Float>(x: &[F]) -> F {
+        max_imp(x)
+    }
+}
+
+simd_fn! {
+    /// logsumexp of a row: max + ln(sum exp(x - max)).
+    pub fn row_lse<F: Float>(x: &[F]) -> F {
+        let m = max_imp(x);
+        m + lane_sum(x, |v| (v - m).fast_exp()).ln()
+    }
+}
+
+simd_fn! {
+    /// x = exp(x - shift) in place (-inf becomes 0); returns sum_i of the new x.
+    pub fn exp_shift_sum<F: Float>(x: &mut [F], shift: F) -> F {
+        for v in x.iter_mut() {
+            *v = (*v - shift).fast_exp();
+        }
+        lane_sum(x, |v| v)
+    }
+}
+
+simd_fn! {
+    /// out = scale * exp(src - shift), element-wise (a softmax gradient row).
+    pub fn exp_shift_scale<F: Float>(out: &mut [F], src: &[F], shift: F, scale: F) {
+        for (o, &x) in out.iter_mut().zip(src) {
+            *o = scale * (x - shift).fast_exp();
+        }
+    }
+}
+
+simd_fn! {
+    /// x = scale * exp(x - shift) in place.
+    pub fn exp_shift_scale_in_place<F: Float>(x: &mut [F], shift: F, scale: F) {
+        for v in x.iter_mut() {
+            *v = scale * (*v - shift).fast_exp();
+        }
+    }
+}
+
+simd_fn! {
+    /// x = exp(x - shift) * (y - c), element-wise (attention's dS = P (dP - Di) for one query).
+    pub fn exp_shift_mul_diff<F: Float>(x: &mut [F], shift: F, y: &[F], c: F) {
+        for (v, &y) in x.iter_mut().zip(y) {
+            *v = (*v - shift).fast_exp() * (y - c);
+        }
+    }
+}
+
+simd_fn! {
+    /// x = exp(x - shifts), element-wise (attention's P^T for one key: each query its own lse).
+    pub fn exp_sub_each<F: Float>(x: &mut [F], shifts: &[F]) {
+        for (v, &s) in x.iter_mut().zip(shifts) {
+            *v = (*v - s).fast_exp();
+        }
+    }
 }
 
 /// e^x for f32 without branches or calls, so loops over it vectorize (Cephes' expf):
