@@ -148,6 +148,26 @@ impl Llama {
 
     /// Hidden states after the final norm: [B, T, C].
     pub fn hidden(&self, tape: Option<&Tape>, input: &ModelInput) -> Result<Tensor> {
+        let x = self.residual(tape, input, |_| ())?;
+        Ok(ops::rmsnorm(&x, &self.w(tape, names::FINAL_NORM)?, self.config.rms_norm_eps)?)
+    }
+
+    /// The residual stream without a tape, [B, T, C] each: the embedding output, then the
+    /// output of every block (L+1 tensors; no final norm). For layer-similarity analysis.
+    pub fn layer_hiddens(&self, input: &ModelInput) -> Result<Vec<Tensor>> {
+        let mut out = Vec::with_capacity(self.config.num_hidden_layers + 1);
+        self.residual(None, input, |x| out.push(x.clone()))?;
+        Ok(out)
+    }
+
+    /// Embedding and every block; `each` sees the stream after the embedding and after each
+    /// block. Returns the last block's output (before the final norm).
+    fn residual(
+        &self,
+        tape: Option<&Tape>,
+        input: &ModelInput,
+        mut each: impl FnMut(&Tensor),
+    ) -> Result<Tensor> {
         let cfg = &self.config;
         let (b, t) = (input.batch(), input.seq_len());
         let (h, hkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
@@ -156,6 +176,7 @@ impl Llama {
         };
         let mask = AttentionMask { doc_ids: input.doc_ids.clone(), window: cfg.sliding_window };
         let mut x = ops::embedding(&input.ids, &self.w(tape, names::EMBED)?)?;
+        each(&x);
         for l in 0..cfg.num_hidden_layers {
             let name = |s: &str| names::layer_name(l, s);
             let hn = ops::rmsnorm(&x, &self.w(tape, &name("input_layernorm.weight"))?, cfg.rms_norm_eps)?;
@@ -171,8 +192,9 @@ impl Llama {
             let gate = lin(&hn, name("mlp.gate_proj.weight"))?;
             let up = lin(&hn, name("mlp.up_proj.weight"))?;
             x = ops::add(&x, &lin(&ops::swiglu(&gate, &up)?, name("mlp.down_proj.weight"))?)?;
+            each(&x);
         }
-        Ok(ops::rmsnorm(&x, &self.w(tape, names::FINAL_NORM)?, cfg.rms_norm_eps)?)
+        Ok(x)
     }
 
     /// Logits [B, T, V] (inference and tests; training uses `loss`).
