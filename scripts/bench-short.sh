@@ -9,5 +9,4 @@ echo "== criterion (short mode)"
 cargo bench --locked -p solar-benches --bench ops -- --warm-up-time 0.2 --measurement-time 0.5 --sample-size 10
 
 echo "== solar-train bench --device cpu --repeats 3"
-cargo build --locked --release -p solar-cli
-./target/release/solar-train bench --device cpu --repeats 3
+cargo run --locked --release --quiet --bin solar-train -- bench --device cpu --repeats 3
