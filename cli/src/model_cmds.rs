@@ -1,5 +1,6 @@
 //! The model subcommands: `init` (a random model as an HF folder), `upscale` (depth
-//! up-scaling), `eval` (language-model loss and perplexity) and `generate` (KV-cache sampling).
+//! up-scaling), `eval` (loss and perplexity, DPO metrics, exact match of greedy answers,
+//! multiple-choice accuracy, layer similarity) and `generate` (KV-cache sampling).
 //! Each parses its flags and calls solar_model / solar_train; nothing else lives here.
 
 use crate::common::{parse_save_dtype, parse_size, CliError, Common};
@@ -14,7 +15,12 @@ use solar_model::tokenizer::Tokenizer;
 use solar_model::{Llama, LlamaConfig};
 use solar_train::data::lm::read_token_sequences;
 use solar_train::data::pairs::load_pairs;
+use solar_train::data::sft::SftFormat;
+use solar_train::eval::choice::{eval_choice, load_choice_examples};
 use solar_train::eval::dpo::eval_dpo;
+use solar_train::eval::generate::{eval_generate, load_generate_examples};
+use solar_train::eval::heatmap::{default_cell, write_heatmap};
+use solar_train::eval::layers::{adjacent, format_table, layer_similarity};
 use solar_train::eval::lm::eval_lm;
 use std::path::{Path, PathBuf};
 
@@ -118,13 +124,36 @@ pub struct EvalArgs {
     /// The model folder (HF layout).
     #[arg(long)]
     pub model: PathBuf,
-    /// JSONL with {"text": ...} or {"input_ids": [...]} per line, or a .txt file.
+    /// JSONL with {"text": ...} or {"input_ids": [...]} per line, or a .txt file (lm, layers);
+    /// preference pairs (dpo); SFT data in --format (generate); {"context", "choices": [...],
+    /// "answer": index} per line (choice).
     #[arg(long)]
     pub data: PathBuf,
     /// What to measure: lm = mean next-token loss and perplexity; dpo = DPO loss and TRL's
-    /// reward metrics of --model against --ref on preference pairs.
-    #[arg(long, default_value = "lm", value_parser = PossibleValuesParser::new(["lm", "dpo"]))]
+    /// reward metrics of --model against --ref on preference pairs; generate = exact match of
+    /// greedy answers; choice = multiple-choice acc and acc_norm by log-likelihood
+    /// (lm-evaluation-harness); layers = mean cosine similarity between every pair of layers'
+    /// hidden states (the paper's layer distance).
+    #[arg(long, default_value = "lm",
+          value_parser = PossibleValuesParser::new(["lm", "dpo", "generate", "choice", "layers"]))]
     pub task: String,
+    /// The data's SFT format (--task generate).
+    #[arg(long, default_value = "alpaca", value_parser = PossibleValuesParser::new(SftFormat::NAMES))]
+    pub format: String,
+    /// Longest answer in tokens (--task generate).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_new_tokens: u64,
+    /// Text between the context and each choice (--task choice; lm-evaluation-harness's
+    /// target_delimiter).
+    #[arg(long, default_value = " ", allow_hyphen_values = true)]
+    pub target_delimiter: String,
+    /// Write details: per-example JSONL (generate, choice) or the similarity matrix as JSON
+    /// (layers).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Draw the similarity matrix as a PNG heatmap (--task layers).
+    #[arg(long, value_name = "FILE.png")]
+    pub image: Option<PathBuf>,
     /// The reference model for --task dpo.
     #[arg(long = "ref", value_name = "DIR", required_if_eq("task", "dpo"))]
     pub reference: Option<PathBuf>,
@@ -155,8 +184,12 @@ fn optional_tokenizer(dir: &Path) -> Result<Option<Tokenizer>, CliError> {
 }
 
 pub fn eval(args: &EvalArgs) -> Result<(), CliError> {
-    if args.task == "dpo" {
-        return eval_dpo_cmd(args);
+    match args.task.as_str() {
+        "dpo" => return eval_dpo_cmd(args),
+        "generate" => return eval_generate_cmd(args),
+        "choice" => return eval_choice_cmd(args),
+        "layers" => return eval_layers_cmd(args),
+        _ => {}
     }
     let model = Llama::load(&args.model)?;
     let tok = optional_tokenizer(&args.model)?;
@@ -235,6 +268,77 @@ fn eval_dpo_cmd(args: &EvalArgs) -> Result<(), CliError> {
             "loss {:.6}  rewards/chosen {:.4}  rewards/rejected {:.4}  rewards/accuracies {:.4}  rewards/margins {:.4}  ({} pairs)",
             r.loss, r.rewards_chosen, r.rewards_rejected, r.rewards_accuracies, r.rewards_margins, r.pairs
         );
+    }
+    Ok(())
+}
+
+/// Writes one JSON value a line to `path`.
+fn write_jsonl(path: &Path, lines: Vec<serde_json::Result<String>>) -> Result<(), CliError> {
+    let mut text = String::new();
+    for l in lines {
+        text += &l.map_err(|e| CliError(e.to_string()))?;
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| CliError(format!("{}: cannot write: {e}", path.display())))
+}
+
+fn eval_generate_cmd(args: &EvalArgs) -> Result<(), CliError> {
+    let format: SftFormat = args.format.parse().map_err(CliError)?;
+    let model = Llama::load(&args.model)?;
+    let tok = Tokenizer::from_model_dir(&args.model)?;
+    let examples = load_generate_examples(&args.data, format, &tok, &args.model, &model)?;
+    let r = eval_generate(&model, &tok, &examples, args.max_new_tokens as usize)?;
+    if let Some(out) = &args.out {
+        write_jsonl(out, r.outcomes.iter().map(serde_json::to_string).collect())?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&r).map_err(|e| CliError(e.to_string()))?);
+        return Ok(());
+    }
+    println!("exact_match {:.4}  ({} of {} examples)", r.exact_match, r.correct, r.examples);
+    Ok(())
+}
+
+fn eval_choice_cmd(args: &EvalArgs) -> Result<(), CliError> {
+    let model = Llama::load(&args.model)?;
+    let tok = Tokenizer::from_model_dir(&args.model)?;
+    let examples = load_choice_examples(&args.data)?;
+    let seq_len = args.seq_len.map_or(model.config.max_position_embeddings, |n| n as usize);
+    let r = eval_choice(&model, &tok, &examples, &args.target_delimiter, seq_len, &args.data)?;
+    if let Some(out) = &args.out {
+        write_jsonl(out, r.outcomes.iter().map(serde_json::to_string).collect())?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&r).map_err(|e| CliError(e.to_string()))?);
+        return Ok(());
+    }
+    println!("acc {:.4}  acc_norm {:.4}  ({} examples)", r.acc, r.acc_norm, r.examples);
+    Ok(())
+}
+
+fn eval_layers_cmd(args: &EvalArgs) -> Result<(), CliError> {
+    let model = Llama::load(&args.model)?;
+    let tok = optional_tokenizer(&args.model)?;
+    let seqs = read_token_sequences(&args.data, tok.as_ref(), model.config.vocab_size)?;
+    let seq_len = args.seq_len.map_or(model.config.max_position_embeddings, |n| n as usize);
+    let r = layer_similarity(&model, &seqs, seq_len)?;
+    if let Some(out) = &args.out {
+        let text = serde_json::to_string_pretty(&r).map_err(|e| CliError(e.to_string()))?;
+        std::fs::write(out, text + "\n")
+            .map_err(|e| CliError(format!("{}: cannot write: {e}", out.display())))?;
+    }
+    if let Some(image) = &args.image {
+        write_heatmap(image, &r.similarity, default_cell(r.layers))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&r).map_err(|e| CliError(e.to_string()))?);
+        return Ok(());
+    }
+    println!("mean cosine similarity between the outputs of layers i and j ({} tokens):", r.tokens);
+    println!("{}", format_table(&r));
+    let adj = adjacent(&r);
+    if let Some((i, v)) = adj.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)) {
+        println!("least alike neighbours: layers {i} and {} ({v:.4})", i + 1);
     }
     Ok(())
 }
