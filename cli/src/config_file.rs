@@ -96,19 +96,24 @@ fn file_flags(path: &Path, table: &toml::Table, sub: &Command) -> Result<Vec<OsS
 /// `init --config config.json` names the model's config (the spelling), not a TOML
 /// file of flags: it becomes `--model-config config.json`.
 fn init_model_config(args: Vec<OsString>) -> Vec<OsString> {
+    rename_config(args, &[".json"], "--model-config")
+}
+
+/// `--config FILE` becomes `FLAG FILE` when FILE ends with one of `exts`.
+fn rename_config(args: Vec<OsString>, exts: &[&str], flag: &str) -> Vec<OsString> {
     let mut out = Vec::with_capacity(args.len());
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let s = a.to_string_lossy().into_owned();
-        let json = |v: &str| v.ends_with(".json");
+        let matches = |v: &str| exts.iter().any(|e| v.ends_with(e));
         if s == "--config" {
             match it.next() {
-                Some(v) if json(&v.to_string_lossy()) => out.extend(["--model-config".into(), v]),
+                Some(v) if matches(&v.to_string_lossy()) => out.extend([flag.into(), v]),
                 Some(v) => out.extend([a, v]),
                 None => out.push(a),
             }
-        } else if s.strip_prefix("--config=").is_some_and(json) {
-            out.push(s.replacen("--config=", "--model-config=", 1).into());
+        } else if s.strip_prefix("--config=").is_some_and(matches) {
+            out.push(s.replacen("--config", flag, 1).into());
         } else {
             out.push(a);
         }
@@ -116,10 +121,13 @@ fn init_model_config(args: Vec<OsString>) -> Vec<OsString> {
     out
 }
 
-/// The command line with `init --config x.json` spelled `init --model-config x.json`.
+/// The command line with `init --config x.json` spelled `init --model-config x.json`, and
+/// `merge --config x.yml` spelled `merge --merge-config x.yml`.
 pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
     match subcommand_index(&args) {
         Some(i) if args[i] == "init" => init_model_config(args),
+        // `merge --config merge.yml` is a mergekit config, not a TOML file of flags.
+        Some(i) if args[i] == "merge" => rename_config(args, &[".yml", ".yaml"], "--merge-config"),
         _ => args,
     }
 }

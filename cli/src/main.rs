@@ -5,6 +5,7 @@
 mod bench;
 mod common;
 mod config_file;
+mod merge_cmd;
 mod model_cmds;
 mod train_cmds;
 
@@ -37,6 +38,9 @@ enum Command {
     Sft(train_cmds::SftArgs),
     /// Preference alignment (DPO, IPO, hinge) on {prompt, chosen, rejected} pairs.
     Dpo(train_cmds::DpoArgs),
+    /// Merge models as mergekit does (linear, slerp, task-arithmetic, ties, dare-ties,
+    /// dare-linear, passthrough), from flags or a mergekit YAML (--config merge.yml).
+    Merge(merge_cmd::MergeArgs),
     /// Time each op on representative shapes (median of repeated runs after a warm-up).
     Bench(bench::BenchArgs),
 }
@@ -67,6 +71,7 @@ fn run(cli: &Cli) -> Result<(), CliError> {
             common.select_device()?;
             train_cmds::dpo(args, &common)
         }
+        Command::Merge(args) => merge_cmd::run(args, &common),
         Command::Bench(args) => {
             let device = common.select_device()?;
             bench::run(args, &common, device)

@@ -3,7 +3,9 @@
 
 pub mod bench;
 pub mod data;
+pub mod demo;
 pub mod dpo;
 pub mod error;
 pub mod eval;
+pub mod merge;
 pub mod trainer;
