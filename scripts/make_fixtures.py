@@ -10,7 +10,8 @@ inputs, the f32 logits, the loss against labels with ignored (-100) positions, e
 gradient, and greedy generations. It also builds an up-scaled model by slicing a state dict
 (SOLAR's depth up-scaling) and a byte-level BPE tokenizer with reference encodings. For DPO, a
 policy and a reference with preference pairs and TRL's losses and metrics (dpo/); for the
-optimizer, five torch.optim.AdamW steps on a small model (adamw/).
+optimizer, five torch.optim.AdamW steps on a small model (adamw/). For merging, when mergekit is
+installed (pip install mergekit), mergekit's own output for a set of YAML configs (merge/).
 """
 import argparse
 import json
@@ -276,6 +277,144 @@ def write_adamw(out):
         json.dump(ref, f, indent=1)
 
 
+# Merging: three small random Llamas and, for each mergekit YAML below (model paths relative to
+# the case folder), what mergekit itself writes. Only the weights and config.json are kept.
+MERGE_SMALL = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=4,
+                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                   rms_norm_eps=1e-5, rope_theta=10000.0, bos_token_id=1, eos_token_id=2,
+                   initializer_range=0.3)
+
+MERGE_CASES = {
+    "linear": """models:
+  - model: ../a
+    parameters:
+      weight:
+        - filter: mlp
+          value: 0.2
+        - value: 0.6
+  - model: ../b
+    parameters:
+      weight: 0.5
+merge_method: linear
+dtype: float32
+""",
+    "linear_raw": """models:
+  - model: ../a
+    parameters: {weight: 1.5}
+  - model: ../b
+    parameters: {weight: -0.5}
+merge_method: linear
+parameters:
+  normalize: false
+dtype: float32
+""",
+    "slerp": """slices:
+  - sources:
+      - model: ../a
+        layer_range: [0, 4]
+      - model: ../b
+        layer_range: [0, 4]
+merge_method: slerp
+base_model: ../a
+parameters:
+  t:
+    - filter: self_attn
+      value: [0, 0.5, 0.3, 0.7, 1]
+    - filter: mlp
+      value: [1, 0.5, 0.7, 0.3, 0]
+    - value: 0.5
+dtype: float32
+""",
+    "task_arithmetic": """models:
+  - model: ../a
+    parameters: {weight: 0.7}
+  - model: ../b
+    parameters: {weight: 0.4}
+merge_method: task_arithmetic
+base_model: ../base
+parameters:
+  lambda: 0.8
+dtype: float32
+""",
+    "ties": """models:
+  - model: ../a
+    parameters: {weight: 1.0, density: 0.5}
+  - model: ../b
+    parameters: {weight: 0.6, density: [0.3, 0.7]}
+  - model: ../base
+merge_method: ties
+base_model: ../base
+parameters:
+  lambda: 1.2
+dtype: float32
+""",
+    "dare_ties_dense": """models:
+  - model: ../a
+    parameters: {weight: 0.8, density: 1.0}
+  - model: ../b
+    parameters: {weight: 0.5, density: 1.0}
+merge_method: dare_ties
+base_model: ../base
+dtype: float32
+""",
+    "passthrough_solar": """slices:
+  - sources:
+      - model: ../a
+        layer_range: [0, 3]
+  - sources:
+      - model: ../a
+        layer_range: [1, 4]
+merge_method: passthrough
+dtype: bfloat16
+""",
+}
+
+
+def write_merge(out):
+    """mergekit's own outputs for each MERGE_CASES config (mergekit must be installed)."""
+    import importlib.metadata
+
+    import yaml
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions, run_merge
+
+    folder = os.path.join(out, "merge")
+    shutil.rmtree(folder, ignore_errors=True)
+    for i, name in enumerate(["a", "b", "base"]):
+        torch.manual_seed(500 + i)
+        model = LlamaForCausalLM(LlamaConfig(**MERGE_SMALL))
+        with torch.no_grad():  # random norm weights, so norms differ between the models too
+            for pname, p in model.named_parameters():
+                if pname.endswith("norm.weight"):
+                    p.uniform_(0.5, 1.5)
+        model.save_pretrained(os.path.join(folder, name))
+    cwd = os.getcwd()
+    for name, text in MERGE_CASES.items():
+        case = os.path.join(folder, name)
+        os.makedirs(case)
+        with open(os.path.join(case, "merge.yml"), "w") as f:
+            f.write(text)
+        os.chdir(case)
+        try:
+            config = MergeConfiguration.model_validate(yaml.safe_load(text))
+            run_merge(config, "mergekit_out", options=MergeOptions(copy_tokenizer=False, write_model_card=False, quiet=True))
+        finally:
+            os.chdir(cwd)
+        produced = os.path.join(case, "mergekit_out")
+        expected = os.path.join(case, "expected")
+        os.makedirs(expected)
+        shards = sorted(f for f in os.listdir(produced) if f.endswith(".safetensors"))
+        from safetensors.torch import load_file
+        tensors = {}
+        for shard in shards:
+            tensors.update(load_file(os.path.join(produced, shard)))
+        save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, os.path.join(expected, "model.safetensors"))
+        shutil.copy(os.path.join(produced, "config.json"), os.path.join(expected, "config.json"))
+        shutil.rmtree(produced)
+    with open(os.path.join(folder, "reference.json"), "w") as f:
+        json.dump({"mergekit": importlib.metadata.version("mergekit"), "cases": list(MERGE_CASES)}, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "hf"))
@@ -288,6 +427,12 @@ def main():
     write_tokenizer(args.out)
     write_dpo(args.out)
     write_adamw(args.out)
+    try:
+        import mergekit  # noqa: F401
+    except ImportError:
+        print("mergekit is not installed: merge/ not rewritten")
+    else:
+        write_merge(args.out)
     print("done:", os.path.abspath(args.out))
 
 
