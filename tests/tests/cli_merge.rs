@@ -141,7 +141,7 @@ fn bad_input_exits_with_a_message_and_no_output() {
     let r = merge(&["--method", "linear", "--models", s(&a), s(&wide_vocab)]);
     fails(&r, 1, &["vocab", "model.embed_tokens.weight", "vocabulary"], &out);
     let r = merge(&["--method", "linear", "--models", s(&a), s(&wide)]);
-    fails(&r, 1, &["wide", "intermediate_size"], &out);
+    fails(&r, 1, &["wide", "model.layers.0.mlp.gate_proj.weight", "[200, 64]", "intermediate_size"], &out);
     let r = merge(&["--method", "linear", "--models", s(&a), s(&b), "--weights", "1,2,3"]);
     fails(&r, 1, &["--weights has 3 values for 2 models"], &out);
     let r = merge(&["--method", "slerp", "--models", s(&a), s(&b), "--t", "1.5"]);

@@ -140,13 +140,14 @@ impl MergePlan {
 /// Same shapes everywhere: hidden size, heads, FFN width and, above all, the vocabulary.
 fn check_architectures(dirs: &[PathBuf], models: &[Checkpoint], notes: &mut Vec<String>) -> Result<()> {
     let first = models[0].config();
+    // Each field with a tensor whose shape it sets, so the error can name one.
     let fields = |c: &LlamaConfig| {
         [
-            ("hidden_size", c.hidden_size),
-            ("intermediate_size", c.intermediate_size),
-            ("num_attention_heads", c.num_attention_heads),
-            ("num_key_value_heads", c.num_key_value_heads),
-            ("head_dim", c.head_dim),
+            ("hidden_size", c.hidden_size, EMBED),
+            ("intermediate_size", c.intermediate_size, "model.layers.0.mlp.gate_proj.weight"),
+            ("num_attention_heads", c.num_attention_heads, "model.layers.0.self_attn.q_proj.weight"),
+            ("num_key_value_heads", c.num_key_value_heads, "model.layers.0.self_attn.k_proj.weight"),
+            ("head_dim", c.head_dim, "model.layers.0.self_attn.q_proj.weight"),
         ]
     };
     for (dir, m) in dirs.iter().zip(models).skip(1) {
@@ -160,10 +161,12 @@ fn check_architectures(dirs: &[PathBuf], models: &[Checkpoint], notes: &mut Vec<
                 first.vocab_size
             )));
         }
-        for ((field, a), (_, b)) in fields(c).into_iter().zip(fields(first)) {
+        for ((field, a, tensor), (_, b, _)) in fields(c).into_iter().zip(fields(first)) {
             if a != b {
+                let (got, want) = (shape_of(m, tensor), shape_of(&models[0], tensor));
                 return Err(TrainError::Msg(format!(
-                    "merge: model {}: {field} = {a}, but {} has {b}: the models do not share an architecture, so their tensors' shapes differ",
+                    "merge: model {}: tensor `{tensor}` has shape {got:?}, but {} has {want:?} ({field} {a} vs {b}): \
+                     the models do not share an architecture",
                     dir.display(),
                     dirs[0].display()
                 )));
@@ -190,6 +193,10 @@ fn check_architectures(dirs: &[PathBuf], models: &[Checkpoint], notes: &mut Vec<
         }
     }
     Ok(())
+}
+
+fn shape_of(m: &Checkpoint, tensor: &str) -> Vec<usize> {
+    m.info(tensor).map(|i| i.shape.clone()).unwrap_or_default()
 }
 
 /// What each method needs of a slice's sources.

@@ -142,6 +142,12 @@ impl MergeSpec {
             }
             (None, _) => None,
         };
+        if method == MergeMethod::Slerp && slices[0].sources.len() != 2 {
+            return Err(msg(format!(
+                "--method slerp merges exactly two models, given {} (with --base)",
+                slices[0].sources.len()
+            )));
+        }
         if method == MergeMethod::Slerp && cli.t.is_none() {
             return Err(msg("--method slerp needs --t T (0 gives the first model, 1 the second)".into()));
         }
@@ -169,10 +175,12 @@ impl MergeSpec {
         for (i, s) in self.slices.iter().enumerate() {
             levels.push((format!("slices[{i}].parameters"), &s.params));
             for (j, src) in s.sources.iter().enumerate() {
-                levels.push((
-                    format!("slices[{i}].sources[{j}] ({}).parameters", src.model.display()),
-                    &src.params,
-                ));
+                // Whole models come from a `models:` list (or --models); ranges from `slices:`.
+                let at = match src.layers {
+                    None => format!("models[{j}] ({}).parameters", src.model.display()),
+                    Some(_) => format!("slices[{i}].sources[{j}] ({}).parameters", src.model.display()),
+                };
+                levels.push((at, &src.params));
             }
         }
         for (at, params) in levels {
