@@ -72,7 +72,8 @@ pub struct CommonArgs {
     #[arg(long, global = true, value_name = "N")]
     pub seed: Option<u64>,
     /// A TOML file with the same keys as the flags (flags given here override it). For `init`,
-    /// a .json file is the model's config.json instead.
+    /// a .json file is the model's config.json instead; for `merge`, a .yml/.yaml file is a
+    /// mergekit config.
     #[arg(long, global = true, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
 }

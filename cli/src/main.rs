@@ -5,6 +5,7 @@
 mod bench;
 mod common;
 mod config_file;
+mod demo_cmd;
 mod merge_cmd;
 mod model_cmds;
 mod train_cmds;
@@ -24,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The SOLAR pipeline in miniature, offline: base, upscale, pretrain, SFT, DPO, merge, eval.
+    Demo(demo_cmd::DemoArgs),
     /// Write a randomly initialized model (or only its config) as an HF folder.
     Init(model_cmds::InitArgs),
     /// Depth up-scaling: stack layer ranges of a base model (SOLAR: --remove 8 on 32 layers).
@@ -49,6 +52,10 @@ fn run(cli: &Cli) -> Result<(), CliError> {
     let common = cli.common.resolve();
     common.init_threads()?;
     match &cli.command {
+        Command::Demo(args) => {
+            common.select_device()?;
+            demo_cmd::demo(args, &common)
+        }
         Command::Init(args) => model_cmds::init(args, &common),
         Command::Upscale(args) => model_cmds::upscale_cmd(args),
         Command::Eval(args) => {
@@ -93,6 +100,13 @@ fn fail(e: CliError) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // A closed stdout (`solar-train eval ... | head`) ends the process quietly, as other
+    // command-line tools do, instead of panicking inside println!.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to the default before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = config_file::normalize(std::env::args_os().collect());
     let has_file = config_file::config_path(&args).is_some();
     let missing = |e: &clap::Error| e.kind() == clap::error::ErrorKind::MissingRequiredArgument;

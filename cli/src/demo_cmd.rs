@@ -1,0 +1,29 @@
+//! `solar-train demo`: the whole SOLAR pipeline in miniature, offline (solar_train::demo does
+//! the work). Progress goes to stderr as it runs; the table goes to stdout at the end.
+
+use crate::common::{CliError, Common};
+use clap::Args;
+use solar_train::demo::report::table;
+use solar_train::demo::{run_demo, DemoOptions};
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Where the models, data, report.md, report.json and images go.
+    #[arg(long, default_value = "runs/demo")]
+    pub out: PathBuf,
+    /// A smaller model and fewer steps (about a minute; what the tests run).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+pub fn demo(args: &DemoArgs, common: &Common) -> Result<(), CliError> {
+    let opts = DemoOptions { out: args.out.clone(), quick: args.quick, seed: common.seed };
+    let rows = run_demo(&opts, |line| eprintln!("demo {line}"))?;
+    println!("{}", table(&rows));
+    eprintln!(
+        "report: {} (and report.json, loss_*.png, layers_upscaled.png beside it)",
+        args.out.join("report.md").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! `solar-train demo`: the SOLAR recipe end to end, offline, in miniature. It generates its
+//! data (data.rs), runs every stage through the library code of the real subcommands
+//! (stages.rs), evaluates every model on every task on held-out data, checks the paper's
+//! claims against the numbers, and writes OUT/report.md, OUT/report.json and the images
+//! (report.rs, plot.rs). Default OUT: runs/demo. `quick` shrinks the model and the steps.
+
+pub mod data;
+pub mod plot;
+pub mod report;
+pub mod stages;
+
+use crate::data::lm::read_token_sequences;
+use crate::data::pairs::load_pairs;
+use crate::data::sft::SftFormat;
+use crate::dpo::{reference_logps, DpoConfig};
+use crate::error::{Result, TrainError};
+use crate::eval::choice::{eval_choice, load_choice_examples};
+use crate::eval::dpo::{eval_dpo, DpoEval};
+use crate::eval::generate::{eval_generate, load_generate_examples};
+use crate::eval::heatmap::{default_cell, write_heatmap};
+use crate::eval::layers::{adjacent, layer_similarity};
+use crate::eval::lm::eval_lm;
+use crate::merge::{merge, CliMerge, MergeSpec};
+use data::{choice_records, sum_distractors, sum_pairs, word_distractors, DemoData};
+use report::{Claim, Row};
+use serde_json::json;
+use solar_model::checkpoint::WriteOptions;
+use solar_model::tokenizer::Tokenizer;
+use solar_model::Llama;
+use stages::{model_dir, write_jsonl, Recipe};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub out: PathBuf,
+    pub quick: bool,
+    pub seed: u64,
+}
+
+/// The data files a run writes under OUT/data.
+struct Files {
+    pretrain: PathBuf,
+    heldout: PathBuf,
+    sft_add: PathBuf,
+    sft_rev: PathBuf,
+    sft_both: PathBuf,
+    pairs: PathBuf,
+    pairs_test: PathBuf,
+    add_test: PathBuf,
+    rev_test: PathBuf,
+    add_choice: PathBuf,
+    rev_choice: PathBuf,
+}
+
+fn write_data(dir: &Path, d: &DemoData, quick: bool, seed: u64) -> Result<Files> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::file(dir, format!("cannot create: {e}")))?;
+    let f = |n: &str| dir.join(n);
+    let files = Files {
+        pretrain: f("pretrain.jsonl"),
+        heldout: f("heldout.jsonl"),
+        sft_add: f("sft_add.jsonl"),
+        sft_rev: f("sft_reverse.jsonl"),
+        sft_both: f("sft_both.jsonl"),
+        pairs: f("pairs.jsonl"),
+        pairs_test: f("pairs_heldout.jsonl"),
+        add_test: f("add_heldout.jsonl"),
+        rev_test: f("reverse_heldout.jsonl"),
+        add_choice: f("add_choice.jsonl"),
+        rev_choice: f("reverse_choice.jsonl"),
+    };
+    let docs = if quick { 200 } else { 1500 };
+    write_jsonl(&files.pretrain, &d.pretrain_text(false, docs, seed))?;
+    write_jsonl(&files.heldout, &d.pretrain_text(true, 60, seed + 1))?;
+    write_jsonl(&files.sft_add, &data::sft_records(&d.add_train))?;
+    write_jsonl(&files.sft_rev, &data::sft_records(&d.rev_train))?;
+    let both: Vec<_> = d.add_train.iter().chain(&d.rev_train).cloned().collect();
+    write_jsonl(&files.sft_both, &data::sft_records(&both))?;
+    write_jsonl(&files.pairs, &sum_pairs(&d.add_train, seed + 2))?;
+    write_jsonl(&files.pairs_test, &sum_pairs(&d.add_test, seed + 3))?;
+    write_jsonl(&files.add_test, &data::sft_records(&d.add_test))?;
+    write_jsonl(&files.rev_test, &data::sft_records(&d.rev_test))?;
+    write_jsonl(&files.add_choice, &choice_records(&d.add_test, sum_distractors, seed + 4))?;
+    write_jsonl(&files.rev_choice, &choice_records(&d.rev_test, word_distractors, seed + 5))?;
+    Ok(files)
+}
+
+/// Every task's score of the model in `dir`.
+fn evaluate(dir: &Path, files: &Files, seq_len: usize) -> Result<BTreeMap<String, f64>> {
+    let model = Llama::load(dir)?;
+    let tok = Tokenizer::from_model_dir(dir)?;
+    let mut m = BTreeMap::new();
+    let seqs = read_token_sequences(&files.heldout, Some(&tok), model.config.vocab_size)?;
+    m.insert("heldout_loss".into(), eval_lm(&model, &seqs, seq_len)?.loss);
+    for (key, path) in [("add_em", &files.add_test), ("reverse_em", &files.rev_test)] {
+        let ex = load_generate_examples(path, SftFormat::PromptCompletion, &tok, dir, &model)?;
+        m.insert(key.into(), eval_generate(&model, &tok, &ex, 6)?.exact_match);
+    }
+    for (key, path) in [("add_choice_acc", &files.add_choice), ("reverse_choice_acc", &files.rev_choice)] {
+        let ex = load_choice_examples(path)?;
+        m.insert(key.into(), eval_choice(&model, &tok, &ex, "", seq_len, path)?.acc);
+    }
+    let (pairs, _) = load_pairs(&files.pairs_test, &tok, dir, &model.config, seq_len, false)?;
+    let lps = reference_logps(&model, &pairs, 16)?;
+    let prefer = lps.iter().filter(|r| r.chosen > r.rejected).count();
+    m.insert("pair_pref_acc".into(), prefer as f64 / lps.len().max(1) as f64);
+    Ok(m)
+}
+
+/// Runs the demo; `progress` gets one line per stage.
+pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> Result<Vec<Row>> {
+    let began = Instant::now();
+    let r = Recipe::new(opts.quick);
+    let out = &opts.out;
+    let seed = opts.seed;
+    let mut say = |s: &str| progress(&format!("[{:>5.1}s] {s}", began.elapsed().as_secs_f64()));
+    let d = DemoData::generate(seed);
+    let files = write_data(&out.join("data"), &d, opts.quick, seed)?;
+    let m = |name: &str| model_dir(out, name);
+
+    say("1/7 base: init and pretrain a small Llama");
+    let base_cfg = r.base_config();
+    stages::init_base(&m("init"), &base_cfg, seed)?;
+    stages::pretrain(&r, &m("init"), &files.pretrain, &m("base"), r.base_steps, seed)?;
+
+    let n = base_cfg.num_hidden_layers;
+    say(&format!("2/7 upscale: depth up-scaling, {n} layers, remove m = n/4"));
+    let layers = stages::upscale_base(&m("base"), &m("upscaled"), n)?;
+    let up = Llama::load(&m("upscaled"))?;
+    let tok = Tokenizer::from_model_dir(&m("upscaled"))?;
+    let seqs = read_token_sequences(&files.heldout, Some(&tok), up.config.vocab_size)?;
+    let sim = layer_similarity(&up, &seqs, r.seq_len)?;
+    write_heatmap(&out.join("layers_upscaled.png"), &sim.similarity, default_cell(sim.layers))?;
+    drop(up);
+
+    say(&format!(
+        "3/7 pretrain: continue the up-scaled model ({layers} layers) and the base, {} steps each",
+        r.extra_steps
+    ));
+    stages::pretrain(
+        &r,
+        &m("upscaled"),
+        &files.pretrain,
+        &m("upscaled_pretrained"),
+        r.extra_steps,
+        seed + 10,
+    )?;
+    stages::pretrain(&r, &m("base"), &files.pretrain, &m("base_pretrained"), r.extra_steps, seed + 10)?;
+
+    // The specialists share an ancestor, as the paper's merged candidates did: each continues
+    // the model tuned on both tasks on one task only, so they differ in strengths.
+    say("4/7 sft: one model on both tasks, then an add specialist and a reverse specialist from it");
+    stages::sft(&r, &m("upscaled_pretrained"), &files.sft_both, &m("sft_both"), seed + 22)?;
+    stages::sft(&r, &m("sft_both"), &files.sft_add, &m("sft_add"), seed + 20)?;
+    stages::sft(&r, &m("sft_both"), &files.sft_rev, &m("sft_reverse"), seed + 21)?;
+
+    say("5/7 dpo: on the model tuned on both tasks, preferring right sums to wrong ones");
+    stages::dpo(&r, &m("sft_both"), &files.pairs, &m("dpo"), seed + 30)?;
+
+    say("6/7 merge: average and SLERP of the two specialists");
+    let specialists = vec![m("sft_add"), m("sft_reverse")];
+    let overwrite = WriteOptions { overwrite: true, ..Default::default() };
+    let linear = CliMerge {
+        method: "linear".into(),
+        models: specialists.clone(),
+        weights: Some(vec![0.5, 0.5]),
+        seed,
+        ..Default::default()
+    };
+    merge(&MergeSpec::from_cli(&linear)?, &m("merge_average"), &overwrite)?;
+    let slerp =
+        CliMerge { method: "slerp".into(), models: specialists, t: Some(0.5), seed, ..Default::default() };
+    merge(&MergeSpec::from_cli(&slerp)?, &m("merge_slerp"), &overwrite)?;
+
+    say("7/7 eval: every model on every task (held-out data)");
+    let order = [
+        "base",
+        "base_pretrained",
+        "upscaled",
+        "upscaled_pretrained",
+        "sft_add",
+        "sft_reverse",
+        "sft_both",
+        "dpo",
+        "merge_average",
+        "merge_slerp",
+    ];
+    let mut rows = Vec::new();
+    for name in order {
+        let metrics = evaluate(&m(name), &files, r.seq_len)?;
+        rows.push(Row { stage: name.to_string(), model: format!("models/{name}"), metrics });
+    }
+    // TRL's reward accuracy of the DPO model against its SFT reference, on held-out pairs.
+    let dpo_held_out = {
+        let (policy, reference) = (Llama::load(&m("dpo"))?, Llama::load(&m("sft_both"))?);
+        let (pairs, _) = load_pairs(&files.pairs_test, &tok, &m("dpo"), &policy.config, r.seq_len, false)?;
+        let cfg = DpoConfig { beta: stages::DPO_BETA, ..Default::default() };
+        eval_dpo(&policy, &reference, &pairs, &cfg, 16)?
+    };
+    say("writing the report");
+    let claims = check_claims(&rows, &dpo_held_out);
+    let sections = images(out, &rows, &sim, &r)?;
+    report::write_markdown(&out.join("report.md"), &rows, &claims, &sections)?;
+    let run = json!({"quick": opts.quick, "seed": seed, "seconds": began.elapsed().as_secs_f64(),
+                     "dpo_heldout_vs_sft": dpo_held_out,
+                     "base_layers": n, "upscaled_layers": layers, "adjacent_layer_similarity": adjacent(&sim)});
+    report::write_json(&out.join("report.json"), &rows, &claims, run)?;
+    Ok(rows)
+}
+
+fn row<'a>(rows: &'a [Row], name: &str) -> &'a Row {
+    rows.iter().find(|r| r.stage == name).expect("every stage is evaluated")
+}
+
+/// The paper's claims, in miniature, against this run's numbers. `dpo` is the DPO model
+/// against its SFT reference on held-out pairs.
+pub fn check_claims(rows: &[Row], dpo: &DpoEval) -> Vec<Claim> {
+    let get = |n: &str, k: &str| row(rows, n).get(k);
+    let (up, base) = (get("upscaled_pretrained", "heldout_loss"), get("base_pretrained", "heldout_loss"));
+    let base_em = row(rows, "base_pretrained").mean_em().max(row(rows, "upscaled_pretrained").mean_em());
+    let sft_em = row(rows, "sft_both").mean_em();
+    let (sft_em_both, dpo_em_both) = (sft_em, row(rows, "dpo").mean_em());
+    let reward_acc = dpo.rewards_accuracies;
+    let spec = (row(rows, "sft_add").mean_em() + row(rows, "sft_reverse").mean_em()) / 2.0;
+    let spec_best = row(rows, "sft_add").mean_em().max(row(rows, "sft_reverse").mean_em());
+    let avg = row(rows, "merge_average").mean_em();
+    vec![
+        Claim {
+            claim: "Depth up-scaling then continued pretraining ends below the base trained as long (held-out loss).".into(),
+            holds: up < base,
+            numbers: format!("up-scaled {up:.4} vs base {base:.4}"),
+        },
+        Claim {
+            claim: "SFT raises task accuracy over the pretrained models.".into(),
+            holds: sft_em > base_em,
+            numbers: format!("mean exact match {sft_em:.3} after SFT vs {base_em:.3} before"),
+        },
+        Claim {
+            claim: "DPO raises reward accuracy on held-out pairs without costing more than a point of task accuracy."
+                .into(),
+            holds: reward_acc > 0.5 && dpo_em_both >= sft_em_both - 0.01,
+            numbers: format!(
+                "rewards/accuracies against the SFT model {reward_acc:.3} (the SFT model against itself: 0); \
+                 mean exact match {sft_em_both:.3} -> {dpo_em_both:.3} (one held-out add example moves it by {:.3})",
+                0.5 / 20.0
+            ),
+        },
+        Claim {
+            claim: "Averaging two specialists beats each specialist's mean accuracy over both tasks.".into(),
+            holds: avg > spec_best,
+            numbers: format!("average {avg:.3} vs specialists {:.3} and {:.3} (their mean {spec:.3})",
+                row(rows, "sft_add").mean_em(), row(rows, "sft_reverse").mean_em()),
+        },
+    ]
+}
+
+/// Loss curves and the heatmap, as Markdown sections that show the images.
+fn images(
+    out: &Path,
+    rows: &[Row],
+    sim: &crate::eval::layers::LayerSimilarity,
+    r: &Recipe,
+) -> Result<Vec<String>> {
+    let _ = rows;
+    let m = |name: &str| model_dir(out, name);
+    let mut sections = Vec::new();
+    let curves = [
+        (
+            "loss_pretrain.png",
+            "Continued pretraining",
+            vec![("up-scaled", "upscaled_pretrained"), ("base", "base_pretrained")],
+        ),
+        ("loss_sft.png", "SFT", vec![("add", "sft_add"), ("reverse", "sft_reverse"), ("both", "sft_both")]),
+        ("loss_dpo.png", "DPO", vec![("dpo", "dpo")]),
+    ];
+    for (file, title, series) in curves {
+        let data: Vec<Vec<(f64, f64)>> = series.iter().map(|(_, n)| stages::loss_curve(&m(n))).collect();
+        let ((x0, x1), (y0, y1)) = plot::line_chart(&out.join(file), &data)?;
+        let legend: Vec<String> = series
+            .iter()
+            .enumerate()
+            .map(|(i, (label, _))| {
+                let c = plot::COLORS[i % plot::COLORS.len()];
+                format!("{label} (rgb {},{},{})", c[0], c[1], c[2])
+            })
+            .collect();
+        sections.push(format!(
+            "## {title}: training loss\n\n![{title} loss]({file})\n\nSteps {x0:.0} to {x1:.0}, loss {y0:.3} to {y1:.3}; lines: {}.\n",
+            legend.join(", ")
+        ));
+    }
+    let adj: Vec<String> = adjacent(sim).iter().map(|v| format!("{v:.3}")).collect();
+    sections.push(format!(
+        "## Layer distance of the up-scaled model\n\n![layer similarity](layers_upscaled.png)\n\nMean cosine similarity between the hidden states after each pair of its {} layers (bright = similar), on the held-out text at {} tokens. Neighbours: {}. The seam sits where the two copies meet.\n",
+        sim.layers,
+        r.seq_len,
+        adj.join(", ")
+    ));
+    Ok(sections)
+}

@@ -1,0 +1,198 @@
+//! The demo's stages, each through the library code its subcommand runs: init, pretrain,
+//! upscale, sft, dpo, merge. Sizes and step counts come from `Recipe` (default and --quick).
+
+use crate::data::pairs::load_pairs;
+use crate::data::pretrain::load_pretrain;
+use crate::data::sft::{load_sft, SftFormat};
+use crate::dpo::{reference_logps, DpoConfig};
+use crate::error::{Result, TrainError};
+use crate::trainer::config::TrainConfig;
+use crate::trainer::objective::Objective;
+use crate::trainer::{train, RunOptions};
+use serde_json::{Map, Value};
+use solar_model::checkpoint::{SafeDType, WriteOptions};
+use solar_model::dus::{upscale, LayerSpec};
+use solar_model::init::{init_model_dir, InitOptions};
+use solar_model::presets::preset;
+use solar_model::tokenizer::Tokenizer;
+use solar_model::{Llama, LlamaConfig};
+use std::path::{Path, PathBuf};
+
+/// DPO's beta in the demo: a strong pull towards the SFT model, so a few steps of preference
+/// learning do not wash out what SFT taught.
+pub const DPO_BETA: f64 = 0.5;
+
+/// Model size and step counts of one demo run.
+#[derive(Clone, Debug)]
+pub struct Recipe {
+    pub layers: usize,
+    pub hidden: usize,
+    pub base_steps: usize,
+    pub extra_steps: usize,
+    pub sft_steps: usize,
+    pub dpo_steps: usize,
+    pub sft_lr: f64,
+    pub dpo_lr: f64,
+    pub batch: usize,
+    pub seq_len: usize,
+}
+
+impl Recipe {
+    pub fn new(quick: bool) -> Recipe {
+        if quick {
+            Recipe {
+                layers: 4,
+                hidden: 48,
+                base_steps: 40,
+                extra_steps: 20,
+                sft_steps: 30,
+                dpo_steps: 10,
+                sft_lr: 5e-4,
+                dpo_lr: 2e-5,
+                batch: 8,
+                seq_len: 96,
+            }
+        } else {
+            Recipe {
+                layers: 8,
+                hidden: 64,
+                base_steps: 300,
+                extra_steps: 150,
+                sft_steps: 200,
+                dpo_steps: 40,
+                sft_lr: 5e-4,
+                dpo_lr: 2e-5,
+                batch: 16,
+                seq_len: 128,
+            }
+        }
+    }
+
+    /// The base model: a small Llama with the byte-level tokenizer's vocabulary.
+    pub fn base_config(&self) -> LlamaConfig {
+        let mut cfg = preset("tiny").expect("the tiny preset exists");
+        cfg.num_hidden_layers = self.layers;
+        cfg.hidden_size = self.hidden;
+        cfg.head_dim = self.hidden / cfg.num_attention_heads;
+        cfg.intermediate_size = self.hidden * 8 / 3 / 8 * 8;
+        cfg.max_position_embeddings = 256;
+        cfg
+    }
+
+    fn train_config(&self, steps: usize, lr: f64, seed: u64) -> TrainConfig {
+        TrainConfig {
+            lr,
+            min_lr: lr / 10.0,
+            warmup: (steps / 10).max(1),
+            steps: Some(steps),
+            batch: self.batch,
+            seq_len: self.seq_len,
+            seed,
+            log_every: 0,
+            weight_decay: 0.0,
+            ..Default::default()
+        }
+    }
+}
+
+/// Writes records as JSONL.
+pub fn write_jsonl(path: &Path, records: &[Value]) -> Result<()> {
+    let text: Vec<String> = records.iter().map(Value::to_string).collect();
+    std::fs::write(path, text.join("\n") + "\n")
+        .map_err(|e| TrainError::file(path, format!("cannot write: {e}")))
+}
+
+pub fn init_base(dir: &Path, cfg: &LlamaConfig, seed: u64) -> Result<()> {
+    init_model_dir(cfg, dir, &InitOptions { seed, overwrite: true, ..Default::default() })?;
+    Ok(())
+}
+
+fn run_opts(out: &Path, from: &Path) -> RunOptions {
+    RunOptions {
+        out: out.to_path_buf(),
+        overwrite: true,
+        save_dtype: Some(SafeDType::F32),
+        copy_from: Some(from.to_path_buf()),
+        ..Default::default()
+    }
+}
+
+fn stage_identity(stage: &str) -> Map<String, Value> {
+    Map::from_iter([("stage".to_string(), Value::from(stage))])
+}
+
+/// Pretrains `from` on `data` into `out`.
+pub fn pretrain(r: &Recipe, from: &Path, data: &Path, out: &Path, steps: usize, seed: u64) -> Result<()> {
+    let cfg = Llama::load_config(from)?;
+    let tok = Tokenizer::from_model_dir(from)?;
+    let (rows, _) = load_pretrain(data, Some(&tok), &cfg, r.seq_len, false)?;
+    let obj = Objective::Lm { rows, eval: None };
+    train(
+        Llama::load(from)?,
+        &obj,
+        &r.train_config(steps, 3e-3, seed),
+        &run_opts(out, from),
+        stage_identity("pretrain"),
+    )?;
+    Ok(())
+}
+
+/// SOLAR's depth up-scaling with m = n/4.
+pub fn upscale_base(from: &Path, out: &Path, n: usize) -> Result<usize> {
+    let m = (n / 4).max(1);
+    let opts = WriteOptions { overwrite: true, ..Default::default() };
+    upscale(from, out, &LayerSpec::Remove(m), &opts)?;
+    Ok(2 * (n - m))
+}
+
+/// Instruction tuning on prompt-completion data (packed).
+pub fn sft(r: &Recipe, from: &Path, data: &Path, out: &Path, seed: u64) -> Result<()> {
+    let cfg = Llama::load_config(from)?;
+    let tok = Tokenizer::from_model_dir(from)?;
+    let (rows, _) = load_sft(data, SftFormat::PromptCompletion, &tok, from, &cfg, r.seq_len, true, false)?;
+    let obj = Objective::Lm { rows, eval: None };
+    train(
+        Llama::load(from)?,
+        &obj,
+        &r.train_config(r.sft_steps, r.sft_lr, seed),
+        &run_opts(out, from),
+        stage_identity("sft"),
+    )?;
+    Ok(())
+}
+
+/// DPO from `from` against itself as the reference.
+pub fn dpo(r: &Recipe, from: &Path, data: &Path, out: &Path, seed: u64) -> Result<()> {
+    let cfg = Llama::load_config(from)?;
+    let tok = Tokenizer::from_model_dir(from)?;
+    let (pairs, _) = load_pairs(data, &tok, from, &cfg, r.seq_len, false)?;
+    let model = Llama::load(from)?;
+    let refs = reference_logps(&model, &pairs, r.batch)?;
+    let dcfg = DpoConfig { beta: DPO_BETA, ..Default::default() };
+    let obj = Objective::Dpo { pairs, refs, cfg: dcfg, eval: None };
+    train(
+        model,
+        &obj,
+        &r.train_config(r.dpo_steps, r.dpo_lr, seed),
+        &run_opts(out, from),
+        stage_identity("dpo"),
+    )?;
+    Ok(())
+}
+
+/// The per-step losses a run wrote to metrics.jsonl, as (step, loss).
+pub fn loss_curve(out: &Path) -> Vec<(f64, f64)> {
+    std::fs::read_to_string(out.join(crate::trainer::metrics::METRICS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            Some((v["step"].as_f64()?, v["loss"].as_f64()?))
+        })
+        .collect()
+}
+
+/// Folder of a named model inside the demo's OUT.
+pub fn model_dir(out: &Path, name: &str) -> PathBuf {
+    out.join("models").join(name)
+}
