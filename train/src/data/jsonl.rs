@@ -13,27 +13,31 @@ pub struct Record {
     pub fields: Map<String, Value>,
 }
 
+/// One JSONL line as a Record: a JSON object, or an error naming FILE:LINE.
+pub fn parse_record(path: &Path, line: usize, text: &str) -> Result<Record> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(fields)) => Ok(Record { line, fields }),
+        Ok(other) => {
+            let kind = match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                _ => "not an object",
+            };
+            Err(TrainError::line(path, line, format!("expected a JSON object, got {kind}")))
+        }
+        Err(e) => Err(TrainError::line(path, line, format!("not valid JSON: {e}"))),
+    }
+}
+
 pub fn read_jsonl(path: &Path) -> Result<Vec<Record>> {
     let file = std::fs::File::open(path).map_err(|e| TrainError::file(path, format!("cannot open: {e}")))?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line_no = i + 1;
         let text = line.map_err(|e| TrainError::line(path, line_no, format!("cannot read: {e}")))?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Object(fields)) => out.push(Record { line: line_no, fields }),
-            Ok(other) => {
-                let kind = match other {
-                    Value::Array(_) => "an array",
-                    Value::String(_) => "a string",
-                    Value::Number(_) => "a number",
-                    _ => "not an object",
-                };
-                return Err(TrainError::line(path, line_no, format!("expected a JSON object, got {kind}")));
-            }
-            Err(e) => return Err(TrainError::line(path, line_no, format!("not valid JSON: {e}"))),
+        if !text.trim().is_empty() {
+            out.push(parse_record(path, line_no, &text)?);
         }
     }
     if out.is_empty() {

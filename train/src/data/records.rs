@@ -3,7 +3,7 @@
 //! FILE:LINE or, with skip_bad_lines, skipped and counted; the statistics every loader reports,
 //! so a run can say what its data became; and the checks on token sequences.
 
-use crate::data::jsonl::{str_field, Record};
+use crate::data::jsonl::{parse_record, str_field, Record};
 use crate::data::rows::LmRow;
 use crate::error::{Result, TrainError};
 use serde_json::Value;
@@ -108,19 +108,7 @@ pub fn read_records<T>(
     stats: &mut DataStats,
     mut make: impl FnMut(&Record) -> Result<Option<T>>,
 ) -> Result<Vec<T>> {
-    read_lines(path, skip_bad_lines, stats, |line, text| match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(fields)) => make(&Record { line, fields }),
-        Ok(other) => {
-            let kind = match other {
-                Value::Array(_) => "an array",
-                Value::String(_) => "a string",
-                Value::Number(_) => "a number",
-                _ => "not an object",
-            };
-            Err(TrainError::line(path, line, format!("expected a JSON object, got {kind}")))
-        }
-        Err(e) => Err(TrainError::line(path, line, format!("not valid JSON: {e}"))),
-    })
+    read_lines(path, skip_bad_lines, stats, |line, text| make(&parse_record(path, line, text)?))
 }
 
 /// An error unless every id is inside the model's vocabulary.
