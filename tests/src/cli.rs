@@ -64,3 +64,21 @@ fn build_solar_train() -> PathBuf {
     assert!(bin.exists(), "cargo built solar-train but {} is missing", bin.display());
     bin
 }
+
+/// A fresh, empty folder `root/name` for one test (root: the test's CARGO_TARGET_TMPDIR).
+pub fn scratch_dir(root: &str, name: &str) -> PathBuf {
+    let d = Path::new(root).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create a scratch folder");
+    d
+}
+
+/// A test path as text (test paths are UTF-8).
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// Asserts the run succeeded, showing its stderr when it did not.
+pub fn assert_ok(run: &Run) {
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+}

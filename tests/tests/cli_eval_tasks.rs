@@ -3,18 +3,11 @@
 //! with `generate` run by hand, and bad data exits 1 naming FILE:LINE. `lm` keeps working.
 
 use serde_json::Value;
-use solar_tests::cli::{solar_train, Run};
+use solar_tests::cli::{path_str as s, scratch_dir, solar_train, Run};
 use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli_eval_tasks_{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("cli_eval_tasks_{name}"))
 }
 
 fn json(run: &Run) -> Value {

@@ -5,22 +5,11 @@
 //! failure exits 1 (2 for a bad flag), names the model, tensor or key, and leaves no output.
 
 use solar_model::checkpoint::Checkpoint;
-use solar_tests::cli::{solar_train, Run};
+use solar_tests::cli::{assert_ok as ok, path_str as s, scratch_dir, solar_train, Run};
 use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli_merge_{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(run: &Run) {
-    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("cli_merge_{name}"))
 }
 
 /// Exit `code` with every one of `parts` in stderr, and `out` not created (nor a temporary).

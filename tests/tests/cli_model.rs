@@ -5,27 +5,16 @@
 
 use serde_json::Value;
 use solar_model::Llama;
-use solar_tests::cli::{solar_train, Run};
+use solar_tests::cli::{assert_ok as ok, path_str as s, scratch_dir, solar_train, Run};
 use std::path::{Path, PathBuf};
 
 /// A fresh scratch folder for one test.
 fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli_model_{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("cli_model_{name}"))
 }
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hf").join(name)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(run: &Run) {
-    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
 }
 
 fn json(run: &Run) -> Value {

@@ -4,22 +4,11 @@
 //! rewards/accuracies on them; `eval --task dpo --json` prints exactly TRL's keys.
 
 use serde_json::Value;
-use solar_tests::cli::{solar_train, Run};
+use solar_tests::cli::{assert_ok as ok, path_str as s, scratch_dir, solar_train};
 use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli_stages_{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(run: &Run) {
-    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("cli_stages_{name}"))
 }
 
 fn losses(out: &Path) -> Vec<f64> {

@@ -5,23 +5,12 @@
 //! intact, and the occupied-OUT refusal.
 
 use serde_json::Value;
-use solar_tests::cli::{solar_train, solar_train_path, Run};
+use solar_tests::cli::{assert_ok as ok, path_str as s, scratch_dir, solar_train, solar_train_path};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli_train_{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(run: &Run) {
-    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("cli_train_{name}"))
 }
 
 /// A tiny base model and a JSONL of token-id documents of varied lengths.
