@@ -148,3 +148,19 @@ fn nan_steps_stop_the_run_and_keep_the_last_checkpoint() {
     again.push("--overwrite");
     ok(&solar_train(&again));
 }
+
+#[test]
+fn the_same_seed_gives_bitwise_the_same_weights_at_any_thread_count() {
+    let d = scratch("threads");
+    let (base, data) = setup(&d);
+    let mut outs = Vec::new();
+    for threads in ["1", "2", "3"] {
+        let out = d.join(format!("t{threads}"));
+        let mut a = args(&base, &data, &out, "4");
+        a.extend(["--threads", threads]);
+        ok(&solar_train(&a));
+        outs.push(weights(&out));
+    }
+    assert_eq!(outs[0], outs[1], "1 vs 2 threads");
+    assert_eq!(outs[0], outs[2], "1 vs 3 threads");
+}
