@@ -52,45 +52,23 @@ impl Llama {
     pub fn forward_cached(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
         let cfg = &self.config;
         let (t, past) = (ids.len(), cache.len);
-        let (h, hkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
-        let p = |name: &str| self.param(name).cloned().expect("validated at load");
-        let lin = |x: &Tensor, name: String| ops::matmul_t(x, &p(&name), false, true);
+        let (hkv, d) = (cfg.num_key_value_heads, cfg.head_dim);
         let positions = Tensor::from_vec((past..past + t).map(|i| i as u32).collect::<Vec<_>>(), [1, t])?;
-        let mut x = ops::embedding(&Tensor::from_vec(ids.to_vec(), [1, t])?, &p(names::EMBED))?;
+        let mut x = ops::embedding(&Tensor::from_vec(ids.to_vec(), [1, t])?, &self.w(None, names::EMBED)?)?;
         for l in 0..cfg.num_hidden_layers {
-            let name = |s: &str| names::layer_name(l, s);
-            let hn = ops::rmsnorm(&x, &p(&name("input_layernorm.weight")), cfg.rms_norm_eps)?;
-            let q = ops::rope(
-                &lin(&hn, name("self_attn.q_proj.weight"))?.reshape([1, t, h, d])?,
-                &positions,
-                cfg.rope_theta,
-            )?;
-            let k = ops::rope(
-                &lin(&hn, name("self_attn.k_proj.weight"))?.reshape([1, t, hkv, d])?,
-                &positions,
-                cfg.rope_theta,
-            )?;
-            let v = lin(&hn, name("self_attn.v_proj.weight"))?;
-            cache.keys[l].extend(k.to_vec::<f32>()?);
-            cache.values[l].extend(v.to_vec::<f32>()?);
-            let total = past + t;
-            let kc = Tensor::from_vec(cache.keys[l].clone(), [1, total, hkv, d])?;
-            let vc = Tensor::from_vec(cache.values[l].clone(), [1, total, hkv, d])?;
-            let a = ops::attention_decode(&q, &kc, &vc, cfg.sliding_window)?.reshape([1, t, h * d])?;
-            x = ops::add(&x, &lin(&a, name("self_attn.o_proj.weight"))?)?;
-            let hn = ops::rmsnorm(&x, &p(&name("post_attention_layernorm.weight")), cfg.rms_norm_eps)?;
-            let mlp = ops::swiglu(
-                &lin(&hn, name("mlp.gate_proj.weight"))?,
-                &lin(&hn, name("mlp.up_proj.weight"))?,
-            )?;
-            x = ops::add(&x, &lin(&mlp, name("mlp.down_proj.weight"))?)?;
+            x = self.block(None, l, &x, &positions, |l, q, k, v| {
+                cache.keys[l].extend(k.to_vec::<f32>()?);
+                cache.values[l].extend(v.to_vec::<f32>()?);
+                let kc = Tensor::from_vec(cache.keys[l].clone(), [1, past + t, hkv, d])?;
+                let vc = Tensor::from_vec(cache.values[l].clone(), [1, past + t, hkv, d])?;
+                Ok(ops::attention_decode(q, &kc, &vc, cfg.sliding_window)?)
+            })?;
         }
         cache.len += t;
         let c = cfg.hidden_size;
         let last = Tensor::from_vec(x.to_vec::<f32>()?[(t - 1) * c..].to_vec(), [1, c])?;
-        let hn = ops::rmsnorm(&last, &p(names::FINAL_NORM), cfg.rms_norm_eps)?;
-        let head = if cfg.tie_word_embeddings { names::EMBED } else { names::LM_HEAD };
-        Ok(ops::matmul_t(&hn, &p(head), false, true)?.to_vec::<f32>()?)
+        let hn = ops::rmsnorm(&last, &self.w(None, names::FINAL_NORM)?, cfg.rms_norm_eps)?;
+        Ok(ops::matmul_t(&hn, &self.head(None)?, false, true)?.to_vec::<f32>()?)
     }
 
     /// Generates up to `max_new_tokens` after `prompt`; returns the new tokens only.

@@ -133,7 +133,7 @@ impl Llama {
         self.names.iter().map(String::as_str).zip(self.params.iter_mut())
     }
 
-    fn w(&self, tape: Option<&Tape>, name: &str) -> Result<Tensor> {
+    pub(crate) fn w(&self, tape: Option<&Tape>, name: &str) -> Result<Tensor> {
         let t = self.param(name).ok_or_else(|| ModelError::Msg(format!("no parameter {name}")))?;
         Ok(match tape {
             Some(tape) => tape.watch(t),
@@ -142,7 +142,7 @@ impl Llama {
     }
 
     /// The output projection: lm_head, or the embedding when tied.
-    fn head(&self, tape: Option<&Tape>) -> Result<Tensor> {
+    pub(crate) fn head(&self, tape: Option<&Tape>) -> Result<Tensor> {
         self.w(tape, if self.config.tie_word_embeddings { names::EMBED } else { names::LM_HEAD })
     }
 
@@ -168,33 +168,48 @@ impl Llama {
         input: &ModelInput,
         mut each: impl FnMut(&Tensor),
     ) -> Result<Tensor> {
-        let cfg = &self.config;
-        let (b, t) = (input.batch(), input.seq_len());
-        let (h, hkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
-        let lin = |x: &Tensor, name: String| -> Result<Tensor> {
-            Ok(ops::matmul_t(x, &self.w(tape, &name)?, false, true)?)
-        };
-        let mask = AttentionMask { doc_ids: input.doc_ids.clone(), window: cfg.sliding_window };
+        let mask = AttentionMask { doc_ids: input.doc_ids.clone(), window: self.config.sliding_window };
         let mut x = ops::embedding(&input.ids, &self.w(tape, names::EMBED)?)?;
         each(&x);
-        for l in 0..cfg.num_hidden_layers {
-            let name = |s: &str| names::layer_name(l, s);
-            let hn = ops::rmsnorm(&x, &self.w(tape, &name("input_layernorm.weight"))?, cfg.rms_norm_eps)?;
-            let q = lin(&hn, name("self_attn.q_proj.weight"))?.reshape([b, t, h, d])?;
-            let k = lin(&hn, name("self_attn.k_proj.weight"))?.reshape([b, t, hkv, d])?;
-            let v = lin(&hn, name("self_attn.v_proj.weight"))?.reshape([b, t, hkv, d])?;
-            let q = ops::rope(&q, &input.positions, cfg.rope_theta)?;
-            let k = ops::rope(&k, &input.positions, cfg.rope_theta)?;
-            let a = ops::attention(&q, &k, &v, &mask)?.reshape([b, t, h * d])?;
-            x = ops::add(&x, &lin(&a, name("self_attn.o_proj.weight"))?)?;
-            let hn =
-                ops::rmsnorm(&x, &self.w(tape, &name("post_attention_layernorm.weight"))?, cfg.rms_norm_eps)?;
-            let gate = lin(&hn, name("mlp.gate_proj.weight"))?;
-            let up = lin(&hn, name("mlp.up_proj.weight"))?;
-            x = ops::add(&x, &lin(&ops::swiglu(&gate, &up)?, name("mlp.down_proj.weight"))?)?;
+        for l in 0..self.config.num_hidden_layers {
+            x =
+                self.block(tape, l, &x, &input.positions, |_, q, k, v| Ok(ops::attention(q, k, v, &mask)?))?;
             each(&x);
         }
         Ok(x)
+    }
+
+    /// Decoder block `l` on the residual stream x [B, T, C] at `positions` [B, T]. `attend(l, q,
+    /// k, v)` gets the rotated q [B, T, H, D] and k, v [B, T, Hkv, D] and returns [B, T, H, D]:
+    /// masked attention when training, the KV cache when generating.
+    pub(crate) fn block(
+        &self,
+        tape: Option<&Tape>,
+        l: usize,
+        x: &Tensor,
+        positions: &Tensor,
+        mut attend: impl FnMut(usize, &Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (b, t) = (x.dims()[0], x.dims()[1]);
+        let (h, hkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let name = |s: &str| names::layer_name(l, s);
+        let lin = |x: &Tensor, suffix: &str| -> Result<Tensor> {
+            Ok(ops::matmul_t(x, &self.w(tape, &name(suffix))?, false, true)?)
+        };
+        let hn = ops::rmsnorm(x, &self.w(tape, &name("input_layernorm.weight"))?, cfg.rms_norm_eps)?;
+        let q = lin(&hn, "self_attn.q_proj.weight")?.reshape([b, t, h, d])?;
+        let k = lin(&hn, "self_attn.k_proj.weight")?.reshape([b, t, hkv, d])?;
+        let v = lin(&hn, "self_attn.v_proj.weight")?.reshape([b, t, hkv, d])?;
+        let q = ops::rope(&q, positions, cfg.rope_theta)?;
+        let k = ops::rope(&k, positions, cfg.rope_theta)?;
+        let a = attend(l, &q, &k, &v)?.reshape([b, t, h * d])?;
+        let x = ops::add(x, &lin(&a, "self_attn.o_proj.weight")?)?;
+        let hn =
+            ops::rmsnorm(&x, &self.w(tape, &name("post_attention_layernorm.weight"))?, cfg.rms_norm_eps)?;
+        let gate = lin(&hn, "mlp.gate_proj.weight")?;
+        let up = lin(&hn, "mlp.up_proj.weight")?;
+        Ok(ops::add(&x, &lin(&ops::swiglu(&gate, &up)?, "mlp.down_proj.weight")?)?)
     }
 
     /// Logits [B, T, V] (inference and tests; training uses `loss`).
