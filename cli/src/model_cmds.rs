@@ -174,12 +174,10 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-/// The model folder's tokenizer, if it has one (data given as input_ids needs none).
-fn optional_tokenizer(dir: &Path) -> Result<Option<Tokenizer>, CliError> {
-    if dir.join("tokenizer.json").exists() {
-        Ok(Some(Tokenizer::from_model_dir(dir)?))
-    } else {
-        Ok(None)
+impl EvalArgs {
+    /// `--seq-len`, or the model's maximum context.
+    fn context(&self, model: &Llama) -> usize {
+        self.seq_len.map_or(model.config.max_position_embeddings, |n| n as usize)
     }
 }
 
@@ -192,9 +190,9 @@ pub fn eval(args: &EvalArgs) -> Result<(), CliError> {
         _ => {}
     }
     let model = Llama::load(&args.model)?;
-    let tok = optional_tokenizer(&args.model)?;
+    let tok = Tokenizer::from_model_dir_if_present(&args.model)?;
     let seqs = read_token_sequences(&args.data, tok.as_ref(), model.config.vocab_size)?;
-    let seq_len = args.seq_len.map_or(model.config.max_position_embeddings, |n| n as usize);
+    let seq_len = args.context(&model);
     let r = eval_lm(&model, &seqs, seq_len)?;
     if args.json {
         println!("{}", serde_json::json!({"loss": r.loss, "ppl": r.ppl, "tokens": r.tokens}));
@@ -258,7 +256,7 @@ fn eval_dpo_cmd(args: &EvalArgs) -> Result<(), CliError> {
     let ref_dir = args.reference.as_ref().ok_or_else(|| CliError("--task dpo needs --ref DIR".into()))?;
     let reference = Llama::load(ref_dir)?;
     let tok = Tokenizer::from_model_dir(&args.model)?;
-    let seq_len = args.seq_len.map_or(policy.config.max_position_embeddings, |n| n as usize);
+    let seq_len = args.context(&policy);
     let (pairs, _) = load_pairs(&args.data, &tok, &args.model, &policy.config, seq_len, false)?;
     let r = eval_dpo(&policy, &reference, &pairs, &cfg, args.batch as usize)?;
     if args.json {
@@ -303,7 +301,7 @@ fn eval_choice_cmd(args: &EvalArgs) -> Result<(), CliError> {
     let model = Llama::load(&args.model)?;
     let tok = Tokenizer::from_model_dir(&args.model)?;
     let examples = load_choice_examples(&args.data)?;
-    let seq_len = args.seq_len.map_or(model.config.max_position_embeddings, |n| n as usize);
+    let seq_len = args.context(&model);
     let r = eval_choice(&model, &tok, &examples, &args.target_delimiter, seq_len, &args.data)?;
     if let Some(out) = &args.out {
         write_jsonl(out, r.outcomes.iter().map(serde_json::to_string).collect())?;
@@ -318,9 +316,9 @@ fn eval_choice_cmd(args: &EvalArgs) -> Result<(), CliError> {
 
 fn eval_layers_cmd(args: &EvalArgs) -> Result<(), CliError> {
     let model = Llama::load(&args.model)?;
-    let tok = optional_tokenizer(&args.model)?;
+    let tok = Tokenizer::from_model_dir_if_present(&args.model)?;
     let seqs = read_token_sequences(&args.data, tok.as_ref(), model.config.vocab_size)?;
-    let seq_len = args.seq_len.map_or(model.config.max_position_embeddings, |n| n as usize);
+    let seq_len = args.context(&model);
     let r = layer_similarity(&model, &seqs, seq_len)?;
     if let Some(out) = &args.out {
         let text = serde_json::to_string_pretty(&r).map_err(|e| CliError(e.to_string()))?;

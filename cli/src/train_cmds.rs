@@ -156,10 +156,6 @@ fn report(what: &str, path: &Path, s: &DataStats) {
     );
 }
 
-fn optional_tokenizer(dir: &Path) -> Result<Option<Tokenizer>, CliError> {
-    Ok(if dir.join("tokenizer.json").exists() { Some(Tokenizer::from_model_dir(dir)?) } else { None })
-}
-
 /// Runs the trainer on LM rows and says where the model went.
 fn run_lm(
     flags: &TrainFlags,
@@ -192,7 +188,7 @@ pub struct PretrainArgs {
 pub fn pretrain(args: &PretrainArgs, common: &Common) -> Result<(), CliError> {
     let f = &args.train;
     let cfg = Llama::load_config(&f.model)?;
-    let tok = optional_tokenizer(&f.model)?;
+    let tok = Tokenizer::from_model_dir_if_present(&f.model)?;
     let (rows, stats) =
         solar_train::data::pretrain::load_pretrain(&f.data, tok.as_ref(), &cfg, f.seq_len, f.skip_bad_lines)?;
     report("data", &f.data, &stats);

@@ -31,6 +31,15 @@ impl Tokenizer {
         Self::from_file(&path)
     }
 
+    /// tokenizer.json of an HF model folder if it has one (data given as token ids needs none).
+    pub fn from_model_dir_if_present(dir: &Path) -> Result<Option<Tokenizer>> {
+        if dir.join("tokenizer.json").exists() {
+            Self::from_model_dir(dir).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Token ids of `text`; with `add_special_tokens` the post-processor adds BOS/EOS as configured.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         let enc = self

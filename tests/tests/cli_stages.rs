@@ -11,12 +11,17 @@ fn scratch(name: &str) -> PathBuf {
     scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("cli_stages_{name}"))
 }
 
-fn losses(out: &Path) -> Vec<f64> {
+/// Every record of OUT/metrics.jsonl.
+fn metrics(out: &Path) -> Vec<Value> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).unwrap()["loss"].as_f64())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .collect()
+}
+
+fn losses(out: &Path) -> Vec<f64> {
+    metrics(out).iter().filter_map(|r| r["loss"].as_f64()).collect()
 }
 
 fn base(d: &Path) -> PathBuf {
@@ -67,12 +72,7 @@ fn sft_on_alpaca_lowers_the_loss() {
     ]));
     let l = losses(&out);
     assert_eq!(l.len(), 40);
-    let evals: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|x| serde_json::from_str::<Value>(x).unwrap())
-        .filter(|v| v.get("eval_loss").is_some())
-        .collect();
+    let evals: Vec<Value> = metrics(&out).into_iter().filter(|v| v.get("eval_loss").is_some()).collect();
     assert_eq!(evals.iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), [20, 40]);
     let kept: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
         .unwrap()
@@ -144,10 +144,7 @@ fn dpo_starts_at_ln2_and_learns_its_pairs() {
     let after = dpo_eval(&out, &b, &data);
     assert!(after["rewards/accuracies"].as_f64().unwrap() >= 0.75, "{after}");
     assert!(after["loss"].as_f64().unwrap() < std::f64::consts::LN_2, "{after}");
-    let first: Value = serde_json::from_str(
-        std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().next().unwrap(),
-    )
-    .unwrap();
+    let first = metrics(&out).remove(0);
     for k in [
         "rewards/chosen",
         "rewards/rejected",
