@@ -1,3 +1,53 @@
-//! solar-kernels: the CUDA C sources (one `.cu` per op family) and their NVRTC compilation and
-//! on-disk cache. Empty until the CUDA backend issue lands: the engine has no CUDA storage yet
-//! and `Device::Cuda` answers a clear error, so nothing here pretends to work.
+//! solar-kernels: the CUDA C sources (one `.cu` per op family, forward and backward side by
+//! side) and how they become loadable code: NVRTC compiles a source for one real architecture
+//! (sm_80, sm_90, ...) to a cubin at first use, and the cubin is cached on disk keyed by the
+//! source hash, the architecture and the NVRTC version. No nvcc at build time: `cargo build`
+//! works on any machine, and the compile checks run wherever NVRTC can be loaded.
+
+pub mod cache;
+pub mod nvrtc;
+pub mod report;
+pub mod sources;
+pub mod toolkit;
+
+pub use cache::{cubin_for, CacheOutcome};
+pub use report::{parse_ptxas_log, KernelReport};
+pub use sources::{Source, SOURCES};
+pub use toolkit::Toolkit;
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("NVRTC is not available: {0}")]
+    NvrtcMissing(String),
+    #[error("NVRTC: {0}")]
+    Nvrtc(String),
+    #[error("NVRTC could not compile {file}.cu:\n{log}")]
+    Compile { file: String, log: String },
+    #[error("no kernel source named '{0}'")]
+    UnknownSource(String),
+    #[error("kernel cache {path}: {msg}")]
+    Cache { path: String, msg: String },
+}
+
+/// NVRTC options for `arch` (e.g. "sm_90"): a cubin for exactly that architecture, since a
+/// newer NVRTC than the driver makes PTX the driver cannot load; -Xptxas -v so the log has each
+/// kernel's registers, shared memory and spills.
+pub fn compile_options(arch: &str, include: &std::path::Path) -> Vec<String> {
+    vec![
+        format!("--gpu-architecture={arch}"),
+        "--std=c++17".into(),
+        "--use_fast_math".into(),
+        "--fmad=true".into(),
+        "-lineinfo".into(),
+        "--ptxas-options=-v".into(),
+        format!("--include-path={}", include.display()),
+        format!("-DSOLAR_ARCH={}", arch.trim_start_matches("sm_").trim_end_matches('a')),
+    ]
+}
+
+/// Compiles `source` for `arch` now (no cache): the cubin and the NVRTC log.
+pub fn compile(source: &Source, arch: &str) -> Result<nvrtc::Compiled, KernelError> {
+    let tk = Toolkit::get()?;
+    let headers = sources::headers();
+    tk.nvrtc.compile(source.name, source.code, &headers, &compile_options(arch, &tk.include))
+}

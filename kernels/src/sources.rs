@@ -1,0 +1,52 @@
+//! The kernel sources, embedded in the binary so a bundle copied to a device machine needs no
+//! source tree. One entry per op family; the engine loads kernels by name from its module.
+//! `common.cuh` is passed to NVRTC as an in-memory header (`#include "common.cuh"`).
+
+use crate::nvrtc::Header;
+
+/// One `.cu` file: its name (the module name) and its text.
+#[derive(Clone, Copy, Debug)]
+pub struct Source {
+    pub name: &'static str,
+    pub code: &'static str,
+}
+
+pub const COMMON: &str = include_str!("../cu/common.cuh");
+
+pub const SOURCES: &[Source] = &[
+    Source { name: "elementwise", code: include_str!("../cu/elementwise.cu") },
+    Source { name: "matmul", code: include_str!("../cu/matmul.cu") },
+    Source { name: "rmsnorm", code: include_str!("../cu/rmsnorm.cu") },
+    Source { name: "rope", code: include_str!("../cu/rope.cu") },
+    Source { name: "swiglu", code: include_str!("../cu/swiglu.cu") },
+    Source { name: "embedding", code: include_str!("../cu/embedding.cu") },
+    Source { name: "attention", code: include_str!("../cu/attention.cu") },
+    Source { name: "cross_entropy", code: include_str!("../cu/cross_entropy.cu") },
+    Source { name: "adamw", code: include_str!("../cu/adamw.cu") },
+    Source { name: "reduce", code: include_str!("../cu/reduce.cu") },
+];
+
+/// The source named `name`.
+pub fn source(name: &str) -> Option<&'static Source> {
+    SOURCES.iter().find(|s| s.name == name)
+}
+
+/// The in-memory headers every source may include.
+pub fn headers() -> Vec<Header<'static>> {
+    vec![Header { name: "common.cuh", code: COMMON }]
+}
+
+/// A stable 64-bit FNV-1a hash (the cache key must not change between Rust releases, which
+/// std's hasher does not promise).
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff; // separates parts so ("ab","c") and ("a","bc") differ
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
