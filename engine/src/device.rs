@@ -34,15 +34,24 @@ impl FromStr for Device {
 }
 
 impl Device {
-    /// The CUDA backend lands with its own issue; until then asking for it is a clear error.
+    /// Ok when tensors can be put on this device; for CUDA the error says what is missing
+    /// (driver, device, NVRTC).
     pub fn ensure_available(self) -> crate::Result<()> {
         match self {
             Device::Cpu => Ok(()),
-            Device::Cuda(_) => Err(crate::Error::DeviceUnavailable {
-                op: "device",
-                device: self,
-                msg: "this build of Solar has no CUDA backend yet; use --device cpu".into(),
-            }),
+            Device::Cuda(n) => crate::cuda::Gpu::get(n).map(|_| ()),
         }
+    }
+
+    /// `--device auto`: the first GPU when one is usable, else the CPU with the reason why not.
+    pub fn auto() -> (Device, Option<String>) {
+        match crate::cuda::Gpu::get(0) {
+            Ok(_) => (Device::Cuda(0), None),
+            Err(e) => (Device::Cpu, Some(e.to_string())),
+        }
+    }
+
+    pub fn is_cuda(self) -> bool {
+        matches!(self, Device::Cuda(_))
     }
 }

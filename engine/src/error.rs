@@ -23,6 +23,9 @@ pub enum Error {
     #[error("{op}: {device} is not available: {msg}")]
     DeviceUnavailable { op: &'static str, device: Device, msg: String },
 
+    #[error("{op}: the tensor is on {device}: {msg}")]
+    WrongDevice { op: &'static str, device: Device, msg: String },
+
     #[error(
         "{op} has no backward, but one of its inputs needs a gradient; \
          detach the input or run it outside the tape"

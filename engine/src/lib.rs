@@ -1,8 +1,10 @@
 //! solar-engine: Solar's tensor engine. Tensors (contiguous, row-major, Arc-shared), a tape
 //! autograd, and every op SOLAR training needs with forward and backward side by side. The CPU
 //! backend is the reference: a loop oracle (`oracle`) and a parallel fast path (`ops`) that is
-//! bitwise deterministic at any thread count. The CUDA backend arrives with its own issue.
+//! bitwise deterministic at any thread count. The CUDA backend (`cuda`) keeps tensors in device
+//! memory and runs each op with Solar's own kernels (kernels/cu) on the same tape.
 
+pub mod cuda;
 pub mod device;
 pub mod dtype;
 pub mod error;

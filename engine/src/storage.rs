@@ -1,6 +1,6 @@
-//! Tensor storage. One enum per device; an op matches on it to pick its backend. The CUDA
-//! variant arrives with the CUDA backend.
+//! Tensor storage. One enum per device; an op matches on it to pick its backend.
 
+use crate::cuda::CudaStorage;
 use crate::dtype::{DType, Element};
 use crate::Device;
 use half::bf16;
@@ -8,6 +8,19 @@ use half::bf16;
 #[derive(Clone, Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    Cuda(CudaStorage),
+}
+
+impl From<CpuStorage> for Storage {
+    fn from(c: CpuStorage) -> Storage {
+        Storage::Cpu(c)
+    }
+}
+
+impl From<CudaStorage> for Storage {
+    fn from(c: CudaStorage) -> Storage {
+        Storage::Cuda(c)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -23,16 +36,19 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(c) => Device::Cuda(c.gpu.ordinal),
         }
     }
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(c) => c.dtype(),
+            Storage::Cuda(c) => c.dtype(),
         }
     }
     pub fn len(&self) -> usize {
         match self {
             Storage::Cpu(c) => c.len(),
+            Storage::Cuda(c) => c.len(),
         }
     }
     pub fn is_empty(&self) -> bool {

@@ -9,9 +9,9 @@
 use crate::error::{Error, Result};
 use crate::ops::{
     attention, binary, cross_entropy, embedding, layout, linear_cross_entropy, logprob, matmul, reduce,
-    rmsnorm, rope, softmax, swiglu, unary,
+    rmsnorm, rope, softmax, swiglu, transfer, unary,
 };
-use crate::storage::{CpuStorage, Storage};
+use crate::storage::Storage;
 use crate::tensor::{Tensor, TensorId};
 use crate::Shape;
 use std::collections::{HashMap, HashSet};
@@ -33,6 +33,7 @@ pub(crate) enum Op {
     CrossEntropy(cross_entropy::Saved),
     LinearCrossEntropy(linear_cross_entropy::Saved),
     LogProb(logprob::Saved),
+    Transfer(transfer::Saved),
 }
 
 /// Gradients of the inputs, in input order; `None` where an input needs none.
@@ -54,6 +55,7 @@ fn backward_of(op: &Op, g: &Tensor, needs: &[bool]) -> Result<InputGrads> {
         Op::CrossEntropy(s) => cross_entropy::backward(s, g),
         Op::LinearCrossEntropy(s) => linear_cross_entropy::backward(s, g, needs),
         Op::LogProb(s) => logprob::backward(s, g),
+        Op::Transfer(s) => transfer::backward(s, g),
     }
 }
 
@@ -123,7 +125,7 @@ impl Tape {
             inner.consumed = true;
             (std::mem::take(&mut inner.nodes), inner.leaves.clone())
         };
-        let seed = Tensor::ones(loss.shape().clone(), loss.dtype());
+        let seed = Tensor::ones(loss.shape().clone(), loss.dtype()).to_device(loss.device())?;
         let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
         pending.insert(loss.id(), seed);
         for node in nodes.into_iter().rev() {
@@ -200,19 +202,20 @@ fn common_tape(op: &'static str, inputs: &[&Tensor]) -> Result<Option<Tape>> {
     Ok(found.cloned())
 }
 
-/// Wraps an op's CPU result as its output tensor and, when an input is on a tape, records the
+/// Wraps an op's result (CPU or CUDA storage) as its output tensor and, when an input is on a tape, records the
 /// op there. `saved` gets the (detached) output and is called only when recording.
 pub(crate) fn record(
     op: &'static str,
     inputs: &[&Tensor],
-    out: CpuStorage,
+    out: impl Into<Storage>,
     shape: Shape,
     saved: impl FnOnce(&Tensor) -> Op,
 ) -> Result<Tensor> {
+    let out = out.into();
     match common_tape(op, inputs)? {
-        None => Ok(Tensor::from_cpu(out, shape)),
+        None => Ok(Tensor::from_parts(out, shape, None)),
         Some(tape) => {
-            let y = Tensor::from_parts(Storage::Cpu(out), shape, Some(tape.clone()));
+            let y = Tensor::from_parts(out, shape, Some(tape.clone()));
             let node = Node {
                 output: y.id(),
                 inputs: inputs.iter().map(|x| (x.id(), x.needs_grad())).collect(),

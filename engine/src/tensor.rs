@@ -2,6 +2,7 @@
 //! A tensor carries the tape it was recorded on, if any; `detach` drops it. Its id keys
 //! gradients, so views that share an id (a watched parameter, a detached copy) share gradients.
 
+use crate::cuda::{CudaData, CudaStorage, Gpu};
 use crate::dtype::{DType, Element, Float};
 use crate::error::{Error, Result};
 use crate::storage::{CpuStorage, Storage};
@@ -130,12 +131,61 @@ impl Tensor {
         self.0.tape.is_some()
     }
 
-    /// The CPU storage (every tensor is on the CPU until the CUDA backend lands; `op` names
-    /// the caller in the error a device mismatch will give then).
+    /// The CPU storage; a CUDA tensor is an error naming `op` (an op with no CUDA kernel).
     pub fn cpu(&self, op: &'static str) -> Result<&CpuStorage> {
-        let _ = op;
         match self.storage() {
             Storage::Cpu(c) => Ok(c),
+            Storage::Cuda(_) => Err(Error::WrongDevice {
+                op,
+                device: self.device(),
+                msg: "this op runs on the CPU only; move the tensor with to_device(Device::Cpu)".into(),
+            }),
+        }
+    }
+
+    /// The CUDA storage; a CPU tensor is an error naming `op`.
+    pub fn cuda(&self, op: &'static str) -> Result<&CudaStorage> {
+        match self.storage() {
+            Storage::Cuda(c) => Ok(c),
+            Storage::Cpu(_) => Err(Error::WrongDevice {
+                op,
+                device: Device::Cpu,
+                msg: "the other inputs are on a GPU; move this one with to_device".into(),
+            }),
+        }
+    }
+
+    pub fn is_cuda(&self) -> bool {
+        matches!(self.storage(), Storage::Cuda(_))
+    }
+
+    pub(crate) fn from_cuda(storage: CudaStorage, shape: Shape) -> Tensor {
+        Self::from_parts(Storage::Cuda(storage), shape, None)
+    }
+
+    /// Zeros of `shape` on `device` (allocated there directly, no host copy).
+    pub fn zeros_on(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
+        let shape = shape.into();
+        match device {
+            Device::Cpu => Ok(Self::zeros(shape, dtype)),
+            Device::Cuda(n) => {
+                let gpu = Gpu::get(n)?;
+                let len = shape.elem_count();
+                let data = match dtype {
+                    DType::F32 => CudaData::F32(gpu.zeros(len)?),
+                    DType::BF16 => CudaData::BF16(gpu.zeros(len)?),
+                    DType::I32 => CudaData::I32(gpu.zeros(len)?),
+                    DType::U32 => CudaData::U32(gpu.zeros(len)?),
+                    DType::F64 => {
+                        return Err(Error::DType {
+                            op: "zeros_on",
+                            got: dtype,
+                            expected: "a GPU dtype (not f64)",
+                        })
+                    }
+                };
+                Ok(Self::from_cuda(CudaStorage::new(gpu, data), shape))
+            }
         }
     }
 
@@ -145,11 +195,26 @@ impl Tensor {
         T::slice(c).ok_or(Error::DType { op, got: c.dtype(), expected: T::DTYPE.name() })
     }
 
+    /// The elements as `T` (a CUDA tensor is copied to the host first).
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
-        Ok(self.data::<T>("to_vec")?.to_vec())
+        match self.storage() {
+            Storage::Cpu(_) => Ok(self.data::<T>("to_vec")?.to_vec()),
+            Storage::Cuda(c) => {
+                let host = c.download()?;
+                T::slice(&host).map(|s| s.to_vec()).ok_or(Error::DType {
+                    op: "to_vec",
+                    got: c.dtype(),
+                    expected: T::DTYPE.name(),
+                })
+            }
+        }
     }
+    /// Every element as f64 (a CUDA tensor is copied to the host first).
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
-        Ok(self.cpu("to_vec_f64")?.to_f64_vec())
+        match self.storage() {
+            Storage::Cpu(c) => Ok(c.to_f64_vec()),
+            Storage::Cuda(c) => Ok(c.download()?.to_f64_vec()),
+        }
     }
     /// The value of a one-element tensor.
     pub fn to_scalar(&self) -> Result<f64> {
@@ -184,7 +249,13 @@ impl Tensor {
     pub fn update_in_place<F: Float>(&mut self, f: impl FnOnce(&mut [F])) -> Result<()> {
         let inner = Arc::make_mut(&mut self.0);
         let storage = Arc::make_mut(&mut inner.storage);
-        let Storage::Cpu(c) = storage;
+        let Storage::Cpu(c) = storage else {
+            return Err(Error::WrongDevice {
+                op: "update_in_place",
+                device: storage.device(),
+                msg: "host closures cannot update device memory; use the CUDA optimizer".into(),
+            });
+        };
         let dtype = c.dtype();
         let data = F::slice_mut(c).ok_or(Error::DType {
             op: "update_in_place",
@@ -196,17 +267,43 @@ impl Tensor {
     }
 
     /// Replaces the data, keeping id and shape (the optimizer writing a bf16 copy, say).
-    pub fn set_storage(&mut self, storage: CpuStorage) -> Result<()> {
+    pub fn set_storage(&mut self, storage: impl Into<Storage>) -> Result<()> {
+        let storage = storage.into();
         if storage.len() != self.elem_count() {
             return Err(Error::bad_shape("set_storage", self.shape(), "element count differs"));
         }
         let inner = Arc::make_mut(&mut self.0);
-        inner.storage = Arc::new(Storage::Cpu(storage));
+        inner.storage = Arc::new(storage);
         Ok(())
     }
 
+    /// The CUDA storage for writing in place, keeping the id (the CUDA optimizer's update).
+    /// Copies first if the buffer is shared, like `update_in_place`.
+    pub fn cuda_mut(&mut self, op: &'static str) -> Result<&mut CudaStorage> {
+        let inner = Arc::make_mut(&mut self.0);
+        match Arc::make_mut(&mut inner.storage) {
+            Storage::Cuda(c) => Ok(c),
+            Storage::Cpu(_) => {
+                Err(Error::WrongDevice { op, device: Device::Cpu, msg: "expected a CUDA tensor".into() })
+            }
+        }
+    }
+
+    /// This tensor on `device` (a copy when it moves). On a tape the move is recorded, and its
+    /// backward moves the gradient back, so a loss may mix devices (small heads on the CPU).
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
-        device.ensure_available()?;
-        Ok(self.clone())
+        crate::ops::transfer::to_device(self, device)
+    }
+
+    /// The raw move behind `to_device`: the same data on `device`, not recorded.
+    pub(crate) fn moved_storage(&self, device: Device) -> Result<Storage> {
+        Ok(match (self.storage(), device) {
+            (Storage::Cpu(c), Device::Cuda(n)) => Storage::Cuda(CudaStorage::upload(&Gpu::get(n)?, c)?),
+            (Storage::Cuda(c), Device::Cpu) => Storage::Cpu(c.download()?),
+            (Storage::Cuda(c), Device::Cuda(n)) if c.gpu.ordinal != n => {
+                Storage::Cuda(CudaStorage::upload(&Gpu::get(n)?, &c.download()?)?)
+            }
+            (s, _) => s.clone(),
+        })
     }
 }

@@ -51,3 +51,17 @@ extern "C" __global__ void fill_bf16(bf16* y, float v, long n) {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
         y[i] = f2bf(v);
 }
+
+// Column sums: x [R, N] -> y [N], y[j] = sum over r of x[r, j], in row order (deterministic).
+// One thread a column; neighbouring threads read neighbouring columns, so loads coalesce. This
+// is the backward of a broadcast add (a bias or weight row), where R*N is one activation.
+template <typename T>
+__device__ void sum_rows(const T* x, T* y, long rows, long n) {
+    for (long j = blockIdx.x * (long)blockDim.x + threadIdx.x; j < n; j += (long)gridDim.x * blockDim.x) {
+        float acc = 0.0f;
+        for (long r = 0; r < rows; ++r) acc += ld(x, r * n + j);
+        st(y, j, acc);
+    }
+}
+extern "C" __global__ void sum_rows_f32(const float* x, float* y, long rows, long n) { sum_rows(x, y, rows, n); }
+extern "C" __global__ void sum_rows_bf16(const bf16* x, bf16* y, long rows, long n) { sum_rows(x, y, rows, n); }

@@ -2,6 +2,7 @@
 //! and a dimension of 1 (or a missing one) stretches. Backward sums the gradient back down to
 //! each input's shape (`sum_to_shape`), in a fixed sequential order.
 
+use crate::cuda::elementwise as cuda_ew;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::ops::check_float;
@@ -85,9 +86,41 @@ fn forward<F: Float>(kind: BinaryKind, a: &Tensor, b: &Tensor, out: &Shape) -> R
     Ok(F::into_storage(o))
 }
 
+/// The CUDA path: same shapes, or `b` broadcast over the leading dims of `a` (its shape a
+/// suffix of `a`'s: a bias or a weight row). Other broadcasts run on the CPU.
+fn forward_cuda(
+    kind: BinaryKind,
+    op: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+) -> Result<crate::cuda::CudaStorage> {
+    let out = broadcast_shape(op, a.shape(), b.shape())?;
+    let suffix = b.rank() <= a.rank() && a.dims()[a.rank() - b.rank()..] == *b.dims();
+    if &out != a.shape() || !suffix {
+        return Err(Error::mismatch(
+            op,
+            a.shape(),
+            b.shape(),
+            "on CUDA the right side must equal the left or a suffix of its shape",
+        ));
+    }
+    let k = match kind {
+        BinaryKind::Add => cuda_ew::Binary::Add,
+        BinaryKind::Sub => cuda_ew::Binary::Sub,
+        BinaryKind::Mul => cuda_ew::Binary::Mul,
+    };
+    cuda_ew::binary(k, a.cuda(op)?, b.cuda(op)?)
+}
+
 fn binary(kind: BinaryKind, op: &'static str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.dtype() != b.dtype() {
         return Err(Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() });
+    }
+    if a.is_cuda() || b.is_cuda() {
+        let out = forward_cuda(kind, op, a, b)?;
+        return record(op, &[a, b], out, a.shape().clone(), |_| {
+            Op::Binary(Saved { kind, a: a.detach(), b: b.detach() })
+        });
     }
     check_float(op, a)?;
     let out_shape = broadcast_shape(op, a.shape(), b.shape())?;
@@ -127,6 +160,22 @@ fn sum_to<F: Float>(g: &Tensor, shape: &Shape) -> Result<CpuStorage> {
 pub fn sum_to_shape(g: &Tensor, shape: &Shape) -> Result<Tensor> {
     if g.shape() == shape {
         return Ok(g.clone());
+    }
+    if g.is_cuda() {
+        // Summing over the leading dims is a column sum: [rows, n] -> [n].
+        let n = shape.elem_count();
+        let rows = g.elem_count() / n.max(1);
+        let suffix = shape.rank() <= g.rank() && g.dims()[g.rank() - shape.rank()..] == *shape.dims();
+        if !suffix {
+            return Err(Error::mismatch(
+                "sum_to_shape",
+                g.shape(),
+                shape,
+                "on CUDA only a suffix shape is summed to",
+            ));
+        }
+        let cols = cuda_ew::sum_rows(g.cuda("sum_to_shape")?, rows, n)?;
+        return Ok(Tensor::from_cuda(cols, shape.clone()));
     }
     let out = match g.dtype() {
         DType::F32 => sum_to::<f32>(g, shape)?,

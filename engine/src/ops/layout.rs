@@ -34,7 +34,10 @@ impl Tensor {
         if self.needs_grad() && !dtype.is_float() {
             return Err(Error::NoBackward { op: "to_dtype (to an integer type)" });
         }
-        let out = self.cpu("to_dtype")?.cast(dtype);
+        let out: crate::storage::Storage = match self.storage() {
+            crate::storage::Storage::Cuda(c) => crate::cuda::elementwise::cast(c, dtype)?.into(),
+            crate::storage::Storage::Cpu(c) => c.cast(dtype).into(),
+        };
         let from = self.dtype();
         record("to_dtype", &[self], out, self.shape().clone(), |_| Op::Layout(Saved::Cast { from }))
     }

@@ -18,6 +18,7 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod softmax;
 pub mod swiglu;
+pub mod transfer;
 pub mod unary;
 
 pub use attention::{attention, AttentionMask};

@@ -5,7 +5,7 @@
 //! Each saves its input and output; the backward uses whichever makes the derivative cheap.
 
 use crate::dtype::Float;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::check_float;
 use crate::par;
 use crate::storage::CpuStorage;
@@ -74,6 +74,25 @@ fn forward<F: Float>(kind: UnaryKind, x: &Tensor) -> Result<CpuStorage> {
 }
 
 fn unary(kind: UnaryKind, op: &'static str, x: &Tensor) -> Result<Tensor> {
+    if x.is_cuda() {
+        // Only the affine maps have a kernel; the rest act on small tensors (losses) that
+        // callers move to the CPU first.
+        let out = match kind {
+            UnaryKind::Scale(s) => crate::cuda::elementwise::affine(x.cuda(op)?, s as f32, 0.0)?,
+            UnaryKind::AddScalar(c) => crate::cuda::elementwise::affine(x.cuda(op)?, 1.0, c as f32)?,
+            _ => {
+                return Err(Error::WrongDevice {
+                    op,
+                    device: x.device(),
+                    msg: "no CUDA kernel for this op; move the (small) tensor with to_device(Device::Cpu)"
+                        .into(),
+                })
+            }
+        };
+        return record(op, &[x], out, x.shape().clone(), |y| {
+            Op::Unary(Saved { kind, x: x.detach(), y: y.clone() })
+        });
+    }
     check_float(op, x)?;
     let out = match x.dtype() {
         DType::F32 => forward::<f32>(kind, x)?,
@@ -120,6 +139,12 @@ fn grad<F: Float>(s: &Saved, g: &Tensor) -> Result<CpuStorage> {
 }
 
 pub(crate) fn backward(s: &Saved, g: &Tensor) -> Result<InputGrads> {
+    match s.kind {
+        // Linear maps: the gradient is the input gradient scaled (works on either device).
+        UnaryKind::Scale(c) if g.is_cuda() => return Ok(vec![Some(scale(g, c)?)]),
+        UnaryKind::AddScalar(_) if g.is_cuda() => return Ok(vec![Some(g.clone())]),
+        _ => {}
+    }
     let out = match g.dtype() {
         DType::F32 => grad::<f32>(s, g)?,
         _ => grad::<f64>(s, g)?,
