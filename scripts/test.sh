@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README, CI): builds the workspace and runs every test on a fresh clone.
-# It installs what the tests need; today that is only the Rust toolchain already on the machine.
-# (The CUDA issue adds the NVRTC/ptxas wheels here for the kernel compile checks.)
+# It installs what the tests need: the Rust toolchain is on the machine; NVRTC, the CUDA headers
+# and nvdisasm come from NVIDIA's wheels (scripts/cuda-wheels.sh) unless a CUDA toolkit is
+# present, and SOLAR_REQUIRE_NVRTC=1 makes the kernel compile checks fail rather than skip
+# without them. GPU tests skip, saying so, on a machine without a GPU (CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +11,12 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found; install Rust (https://rustup.rs) first" >&2
   exit 1
 fi
+
+if [[ -z "${SOLAR_NVRTC:-}" && ! -e /usr/local/cuda/include/cuda_bf16.h && -z "${CUDA_HOME:-}" ]]; then
+  SOLAR_CUDA_WHEELS="$(bash scripts/cuda-wheels.sh)"
+  export SOLAR_CUDA_WHEELS
+fi
+export SOLAR_REQUIRE_NVRTC=1
 
 echo "== build (all targets)"
 cargo build --workspace --all-targets --locked

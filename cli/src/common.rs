@@ -82,6 +82,8 @@ pub struct CommonArgs {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Common {
     pub device: DeviceChoice,
+    /// The device `--device` resolved to (set by the subcommands that compute).
+    pub run_on: Device,
     /// `None`: rayon's default, one per core.
     pub threads: Option<usize>,
     pub seed: u64,
@@ -91,6 +93,7 @@ impl CommonArgs {
     pub fn resolve(&self) -> Common {
         Common {
             device: self.device.unwrap_or(DeviceChoice::Auto),
+            run_on: Device::Cpu,
             threads: self.threads.map(|n| n as usize),
             seed: self.seed.unwrap_or(0),
         }
@@ -98,15 +101,18 @@ impl CommonArgs {
 }
 
 impl Common {
-    /// The device to run on: `auto` says on stderr which one it picked, and an unavailable
-    /// device (CUDA, for now) is an error.
+    /// The device to run on: `auto` takes the first GPU when one is usable and otherwise says
+    /// on stderr why it runs on the CPU; an unavailable explicit device is an error naming what
+    /// is missing (driver, device, NVRTC).
     pub fn select_device(&self) -> Result<Device, CliError> {
         match self.device {
             DeviceChoice::Auto => {
-                eprintln!(
-                    "note: --device auto: this build of Solar has no CUDA backend yet; running on the CPU"
-                );
-                Ok(Device::Cpu)
+                let (device, why_not) = Device::auto();
+                match why_not {
+                    Some(reason) => eprintln!("note: --device auto: running on the CPU ({reason})"),
+                    None => eprintln!("note: --device auto: running on {device}"),
+                }
+                Ok(device)
             }
             DeviceChoice::Fixed(d) => {
                 d.ensure_available()?;
@@ -123,6 +129,11 @@ impl Common {
             .build_global()
             .map_err(|e| CliError(format!("cannot start {n} worker threads: {e}")))
     }
+}
+
+/// Loads an HF model folder onto `device`.
+pub fn load_model(dir: &std::path::Path, device: Device) -> Result<solar_model::Llama, CliError> {
+    Ok(solar_model::Llama::load(dir)?.to_device(device)?)
 }
 
 /// A byte size: a plain number of bytes or a number with KB, MB, GB (powers of 1000, as

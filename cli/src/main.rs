@@ -49,33 +49,33 @@ enum Command {
 }
 
 fn run(cli: &Cli) -> Result<(), CliError> {
-    let common = cli.common.resolve();
+    let mut common = cli.common.resolve();
     common.init_threads()?;
     match &cli.command {
         Command::Demo(args) => {
-            common.select_device()?;
+            common.run_on = common.select_device()?;
             demo_cmd::demo(args, &common)
         }
         Command::Init(args) => model_cmds::init(args, &common),
         Command::Upscale(args) => model_cmds::upscale_cmd(args),
         Command::Eval(args) => {
-            common.select_device()?;
-            model_cmds::eval(args)
+            common.run_on = common.select_device()?;
+            model_cmds::eval(args, common.run_on)
         }
         Command::Generate(args) => {
-            common.select_device()?;
+            common.run_on = common.select_device()?;
             model_cmds::generate(args, &common)
         }
         Command::Pretrain(args) => {
-            common.select_device()?;
+            common.run_on = common.select_device()?;
             train_cmds::pretrain(args, &common)
         }
         Command::Sft(args) => {
-            common.select_device()?;
+            common.run_on = common.select_device()?;
             train_cmds::sft(args, &common)
         }
         Command::Dpo(args) => {
-            common.select_device()?;
+            common.run_on = common.select_device()?;
             train_cmds::dpo(args, &common)
         }
         Command::Merge(args) => merge_cmd::run(args, &common),

@@ -3,9 +3,10 @@
 //! multiple-choice accuracy, layer similarity) and `generate` (KV-cache sampling).
 //! Each parses its flags and calls solar_model / solar_train; nothing else lives here.
 
-use crate::common::{parse_save_dtype, parse_size, CliError, Common};
+use crate::common::{load_model, parse_save_dtype, parse_size, CliError, Common};
 use clap::builder::PossibleValuesParser;
 use clap::{ArgGroup, Args};
+use solar_engine::Device;
 use solar_model::checkpoint::{SafeDType, WriteOptions};
 use solar_model::dus::{upscale, LayerSpec};
 use solar_model::generate::GenerateOptions;
@@ -181,15 +182,15 @@ impl EvalArgs {
     }
 }
 
-pub fn eval(args: &EvalArgs) -> Result<(), CliError> {
+pub fn eval(args: &EvalArgs, device: Device) -> Result<(), CliError> {
     match args.task.as_str() {
-        "dpo" => return eval_dpo_cmd(args),
-        "generate" => return eval_generate_cmd(args),
-        "choice" => return eval_choice_cmd(args),
-        "layers" => return eval_layers_cmd(args),
+        "dpo" => return eval_dpo_cmd(args, device),
+        "generate" => return eval_generate_cmd(args, device),
+        "choice" => return eval_choice_cmd(args, device),
+        "layers" => return eval_layers_cmd(args, device),
         _ => {}
     }
-    let model = Llama::load(&args.model)?;
+    let model = load_model(&args.model, device)?;
     let tok = Tokenizer::from_model_dir_if_present(&args.model)?;
     let seqs = read_token_sequences(&args.data, tok.as_ref(), model.config.vocab_size)?;
     let seq_len = args.context(&model);
@@ -230,7 +231,7 @@ pub fn generate(args: &GenerateArgs, common: &Common) -> Result<(), CliError> {
     if !(args.temperature >= 0.0) || !(args.top_p > 0.0 && args.top_p <= 1.0) {
         return Err(CliError("--temperature must be >= 0 and --top-p in (0, 1]".into()));
     }
-    let model = Llama::load(&args.model)?;
+    let model = load_model(&args.model, common.run_on)?;
     let tok = Tokenizer::from_model_dir(&args.model)?;
     let prompt = tok.encode(&args.prompt, true)?;
     let opts = GenerateOptions {
@@ -250,11 +251,11 @@ pub fn generate(args: &GenerateArgs, common: &Common) -> Result<(), CliError> {
     Ok(())
 }
 
-fn eval_dpo_cmd(args: &EvalArgs) -> Result<(), CliError> {
+fn eval_dpo_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
     let cfg = crate::train_cmds::dpo_config(args.beta, &args.loss, 0.0)?;
-    let policy = Llama::load(&args.model)?;
+    let policy = load_model(&args.model, device)?;
     let ref_dir = args.reference.as_ref().ok_or_else(|| CliError("--task dpo needs --ref DIR".into()))?;
-    let reference = Llama::load(ref_dir)?;
+    let reference = load_model(ref_dir, device)?;
     let tok = Tokenizer::from_model_dir(&args.model)?;
     let seq_len = args.context(&policy);
     let (pairs, _) = load_pairs(&args.data, &tok, &args.model, &policy.config, seq_len, false)?;
@@ -280,9 +281,9 @@ fn write_jsonl(path: &Path, lines: Vec<serde_json::Result<String>>) -> Result<()
     std::fs::write(path, text).map_err(|e| CliError(format!("{}: cannot write: {e}", path.display())))
 }
 
-fn eval_generate_cmd(args: &EvalArgs) -> Result<(), CliError> {
+fn eval_generate_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
     let format: SftFormat = args.format.parse().map_err(CliError)?;
-    let model = Llama::load(&args.model)?;
+    let model = load_model(&args.model, device)?;
     let tok = Tokenizer::from_model_dir(&args.model)?;
     let examples = load_generate_examples(&args.data, format, &tok, &args.model, &model)?;
     let r = eval_generate(&model, &tok, &examples, args.max_new_tokens as usize)?;
@@ -297,8 +298,8 @@ fn eval_generate_cmd(args: &EvalArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn eval_choice_cmd(args: &EvalArgs) -> Result<(), CliError> {
-    let model = Llama::load(&args.model)?;
+fn eval_choice_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
+    let model = load_model(&args.model, device)?;
     let tok = Tokenizer::from_model_dir(&args.model)?;
     let examples = load_choice_examples(&args.data)?;
     let seq_len = args.context(&model);
@@ -314,8 +315,8 @@ fn eval_choice_cmd(args: &EvalArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn eval_layers_cmd(args: &EvalArgs) -> Result<(), CliError> {
-    let model = Llama::load(&args.model)?;
+fn eval_layers_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
+    let model = load_model(&args.model, device)?;
     let tok = Tokenizer::from_model_dir_if_present(&args.model)?;
     let seqs = read_token_sequences(&args.data, tok.as_ref(), model.config.vocab_size)?;
     let seq_len = args.context(&model);

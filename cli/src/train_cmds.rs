@@ -3,9 +3,10 @@
 //! (`TrainFlags`), load the model, tokenizer and data, and hand over to solar_train's trainer.
 //! `dpo` trains on preference pairs against reference log-probs computed before training.
 
-use crate::common::{parse_save_dtype, CliError, Common};
+use crate::common::{load_model, parse_save_dtype, CliError, Common};
 use clap::Args;
 use serde_json::{json, Map};
+use solar_engine::Device;
 use solar_model::checkpoint::{Checkpoint, SafeDType};
 use solar_model::names::EMBED;
 use solar_model::tokenizer::Tokenizer;
@@ -130,7 +131,7 @@ impl TrainFlags {
         }
     }
 
-    fn run_options(&self) -> Result<RunOptions, CliError> {
+    fn run_options(&self, device: Device) -> Result<RunOptions, CliError> {
         // The finished model keeps the input's dtype unless told otherwise.
         let input_dtype = Checkpoint::open(&self.model)?.dtype_of(EMBED)?;
         Ok(RunOptions {
@@ -139,6 +140,7 @@ impl TrainFlags {
             overwrite: self.overwrite,
             save_dtype: Some(self.save_dtype.unwrap_or(input_dtype)),
             copy_from: Some(self.model.clone()),
+            device,
         })
     }
 }
@@ -165,11 +167,12 @@ fn run_lm(
     eval: Option<Vec<LmRow>>,
     extra: Map<String, serde_json::Value>,
 ) -> Result<(), CliError> {
-    let model = Llama::load(&flags.model)?;
+    let model = load_model(&flags.model, common.run_on)?;
     let cfg = flags.config(common.seed);
     let mut identity = extra;
     identity.insert("stage".into(), json!(stage));
-    let report = train(model, &Objective::Lm { rows, eval }, &cfg, &flags.run_options()?, identity)?;
+    let report =
+        train(model, &Objective::Lm { rows, eval }, &cfg, &flags.run_options(common.run_on)?, identity)?;
     eprintln!(
         "{stage}: {} steps, last loss {:.4}; model written to {}",
         report.steps,
@@ -282,7 +285,7 @@ pub fn dpo(args: &DpoArgs, common: &Common) -> Result<(), CliError> {
     };
     let ref_dir = args.reference.clone().unwrap_or_else(|| f.model.clone());
     let (refs, eval) = {
-        let reference = Llama::load(&ref_dir)?;
+        let reference = load_model(&ref_dir, common.run_on)?;
         eprintln!("reference log-probs of {} pairs from {}", pairs.len(), ref_dir.display());
         let refs = reference_logps(&reference, &pairs, f.batch)?;
         let eval = match eval_pairs {
@@ -294,7 +297,7 @@ pub fn dpo(args: &DpoArgs, common: &Common) -> Result<(), CliError> {
         };
         (refs, eval)
     };
-    let model = Llama::load(&f.model)?;
+    let model = load_model(&f.model, common.run_on)?;
     let objective = Objective::Dpo { pairs, refs, cfg: dcfg.clone(), eval };
     let identity = Map::from_iter([
         ("stage".to_string(), json!("dpo")),
@@ -302,7 +305,7 @@ pub fn dpo(args: &DpoArgs, common: &Common) -> Result<(), CliError> {
         ("loss".to_string(), json!(args.loss)),
         ("label_smoothing".to_string(), json!(dcfg.label_smoothing)),
     ]);
-    let report = train(model, &objective, &f.config(common.seed), &f.run_options()?, identity)?;
+    let report = train(model, &objective, &f.config(common.seed), &f.run_options(common.run_on)?, identity)?;
     eprintln!(
         "dpo: {} steps, last loss {:.4}; model written to {}",
         report.steps,

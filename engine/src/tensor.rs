@@ -295,6 +295,16 @@ impl Tensor {
         crate::ops::transfer::to_device(self, device)
     }
 
+    /// Moves the data to `device` in place, keeping the id (a model's parameters, an
+    /// optimizer's moments: what is keyed by id must survive the move). Not recorded.
+    pub fn move_to(&mut self, device: Device) -> Result<()> {
+        if self.device() != device {
+            let storage = self.moved_storage(device)?;
+            self.set_storage(storage)?;
+        }
+        Ok(())
+    }
+
     /// The raw move behind `to_device`: the same data on `device`, not recorded.
     pub(crate) fn moved_storage(&self, device: Device) -> Result<Storage> {
         Ok(match (self.storage(), device) {

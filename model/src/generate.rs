@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::llama::Llama;
 use crate::names;
 use solar_engine::ops;
-use solar_engine::{Rng, Tensor};
+use solar_engine::{DType, Rng, Tensor};
 
 /// Per layer, the keys and values of every token so far: [1, T, Hkv, D] flattened.
 pub struct KvCache {
@@ -54,21 +54,27 @@ impl Llama {
         let (t, past) = (ids.len(), cache.len);
         let (hkv, d) = (cfg.num_key_value_heads, cfg.head_dim);
         let positions = Tensor::from_vec((past..past + t).map(|i| i as u32).collect::<Vec<_>>(), [1, t])?;
-        let mut x = ops::embedding(&Tensor::from_vec(ids.to_vec(), [1, t])?, &self.w(None, names::EMBED)?)?;
+        let positions = self.on_device(&positions)?;
+        let ids = self.on_device(&Tensor::from_vec(ids.to_vec(), [1, t])?)?;
+        let mut x = ops::embedding(&ids, &self.w(None, names::EMBED)?)?;
+        let host_f32 = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.to_vec::<f32>()?) };
         for l in 0..cfg.num_hidden_layers {
             x = self.block(None, l, &x, &positions, |l, q, k, v| {
-                cache.keys[l].extend(k.to_vec::<f32>()?);
-                cache.values[l].extend(v.to_vec::<f32>()?);
+                cache.keys[l].extend(host_f32(k)?);
+                cache.values[l].extend(host_f32(v)?);
                 let kc = Tensor::from_vec(cache.keys[l].clone(), [1, past + t, hkv, d])?;
                 let vc = Tensor::from_vec(cache.values[l].clone(), [1, past + t, hkv, d])?;
-                Ok(ops::attention_decode(q, &kc, &vc, cfg.sliding_window)?)
+                // The cache lives on the host (f32) and decode attention runs there; on CUDA
+                // the query goes over and the result comes back.
+                let q = Tensor::from_vec(host_f32(q)?, q.dims())?;
+                self.activation(&ops::attention_decode(&q, &kc, &vc, cfg.sliding_window)?)
             })?;
         }
         cache.len += t;
         let c = cfg.hidden_size;
-        let last = Tensor::from_vec(x.to_vec::<f32>()?[(t - 1) * c..].to_vec(), [1, c])?;
-        let hn = ops::rmsnorm(&last, &self.w(None, names::FINAL_NORM)?, cfg.rms_norm_eps)?;
-        Ok(ops::matmul_t(&hn, &self.head(None)?, false, true)?.to_vec::<f32>()?)
+        let last = Tensor::from_vec(host_f32(&x)?[(t - 1) * c..].to_vec(), [1, c])?;
+        let hn = ops::rmsnorm(&self.activation(&last)?, &self.w(None, names::FINAL_NORM)?, cfg.rms_norm_eps)?;
+        host_f32(&ops::matmul_t(&hn, &self.head(None)?, false, true)?)
     }
 
     /// Generates up to `max_new_tokens` after `prompt`; returns the new tokens only.

@@ -6,13 +6,16 @@
 //!   h = rmsnorm(x); logits = h W^T (W = lm_head, or the embedding when tied)
 //! The loss goes through the fused lm_head + cross-entropy, so a batch's logits never exist.
 //! With a tape every parameter is watched (same id), so gradients come back keyed by it.
+//! On CUDA the parameters stay f32 (the master weights the optimizer updates) and each use
+//! casts them to bf16, so activations and matmuls run in bf16 while gradients arrive in f32
+//! through the cast's backward and accumulate over micro-batches in f32.
 
 use crate::checkpoint::{save_model, Checkpoint, WriteOptions, WriteReport};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::names::{self, parameter_shapes};
 use solar_engine::ops::{self, AttentionMask, CrossEntropy};
-use solar_engine::{DType, Rng, Tape, Tensor};
+use solar_engine::{DType, Device, Rng, Tape, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -133,12 +136,46 @@ impl Llama {
         self.names.iter().map(String::as_str).zip(self.params.iter_mut())
     }
 
+    /// Where the parameters live.
+    pub fn device(&self) -> Device {
+        self.params.first().map_or(Device::Cpu, |p| p.device())
+    }
+
+    /// The model with every parameter moved to `device` (f32 there too; see the file header),
+    /// keeping each parameter's id so optimizer state keyed by it still applies.
+    pub fn to_device(mut self, device: Device) -> Result<Llama> {
+        for p in &mut self.params {
+            p.move_to(device)?;
+        }
+        Ok(self)
+    }
+
+    /// The dtype activations are computed in: f32 on the CPU, bf16 on CUDA.
+    pub fn compute_dtype(&self) -> DType {
+        if self.device().is_cuda() {
+            DType::BF16
+        } else {
+            DType::F32
+        }
+    }
+
+    /// `t` (inputs built on the host: ids, positions, masks, targets) on the model's device.
+    pub(crate) fn on_device(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.to_device(self.device())?)
+    }
+
+    /// An activation made on the host (f32) in the model's device and compute dtype.
+    pub(crate) fn activation(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.to_device(self.device())?.to_dtype(self.compute_dtype())?)
+    }
+
     pub(crate) fn w(&self, tape: Option<&Tape>, name: &str) -> Result<Tensor> {
         let t = self.param(name).ok_or_else(|| ModelError::Msg(format!("no parameter {name}")))?;
-        Ok(match tape {
+        let t = match tape {
             Some(tape) => tape.watch(t),
             None => t.clone(),
-        })
+        };
+        Ok(t.to_dtype(self.compute_dtype())?)
     }
 
     /// The output projection: lm_head, or the embedding when tied.
@@ -154,10 +191,20 @@ impl Llama {
 
     /// The residual stream without a tape, [B, T, C] each: the embedding output, then the
     /// output of every block (L+1 tensors; no final norm). For layer-similarity analysis.
+    /// They come back as f32 on the CPU whatever the model's device.
     pub fn layer_hiddens(&self, input: &ModelInput) -> Result<Vec<Tensor>> {
         let mut out = Vec::with_capacity(self.config.num_hidden_layers + 1);
-        self.residual(None, input, |x| out.push(x.clone()))?;
-        Ok(out)
+        let mut failed = None;
+        self.residual(None, input, |x| {
+            match x.to_dtype(DType::F32).and_then(|x| x.to_device(Device::Cpu)) {
+                Ok(x) => out.push(x),
+                Err(e) => failed = Some(e),
+            }
+        })?;
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(out),
+        }
     }
 
     /// Embedding and every block; `each` sees the stream after the embedding and after each
@@ -168,12 +215,13 @@ impl Llama {
         input: &ModelInput,
         mut each: impl FnMut(&Tensor),
     ) -> Result<Tensor> {
-        let mask = AttentionMask { doc_ids: input.doc_ids.clone(), window: self.config.sliding_window };
-        let mut x = ops::embedding(&input.ids, &self.w(tape, names::EMBED)?)?;
+        let doc_ids = input.doc_ids.as_ref().map(|d| self.on_device(d)).transpose()?;
+        let mask = AttentionMask { doc_ids, window: self.config.sliding_window };
+        let positions = self.on_device(&input.positions)?;
+        let mut x = ops::embedding(&self.on_device(&input.ids)?, &self.w(tape, names::EMBED)?)?;
         each(&x);
         for l in 0..self.config.num_hidden_layers {
-            x =
-                self.block(tape, l, &x, &input.positions, |_, q, k, v| Ok(ops::attention(q, k, v, &mask)?))?;
+            x = self.block(tape, l, &x, &positions, |_, q, k, v| Ok(ops::attention(q, k, v, &mask)?))?;
             each(&x);
         }
         Ok(x)
@@ -212,10 +260,12 @@ impl Llama {
         Ok(ops::add(&x, &lin(&ops::swiglu(&gate, &up)?, "mlp.down_proj.weight")?)?)
     }
 
-    /// Logits [B, T, V] (inference and tests; training uses `loss`).
+    /// Logits [B, T, V] in f32 (inference and tests; training uses `loss`). On CUDA they come
+    /// back to the CPU, where the inference code that reads them runs.
     pub fn logits(&self, tape: Option<&Tape>, input: &ModelInput) -> Result<Tensor> {
         let hidden = self.hidden(tape, input)?;
-        Ok(ops::matmul_t(&hidden, &self.head(tape)?, false, true)?)
+        let logits = ops::matmul_t(&hidden, &self.head(tape)?, false, true)?;
+        Ok(logits.to_dtype(DType::F32)?.to_device(Device::Cpu)?)
     }
 
     /// Summed cross-entropy against `targets` [B, T] (i32, -100 ignored) and the count of
@@ -224,7 +274,8 @@ impl Llama {
         let hidden = self.hidden(tape, input)?;
         let rows = input.batch() * input.seq_len();
         let h2 = hidden.reshape([rows, self.config.hidden_size])?;
-        Ok(ops::linear_cross_entropy(&h2, &self.head(tape)?, &targets.reshape([rows])?)?)
+        let targets = self.on_device(&targets.reshape([rows])?)?;
+        Ok(ops::linear_cross_entropy(&h2, &self.head(tape)?, &targets)?)
     }
 }
 

@@ -4,5 +4,5 @@
 pub mod adamw;
 pub mod clip;
 
-pub use adamw::{AdamW, AdamWConfig};
+pub use adamw::{AdamW, AdamWConfig, Moments};
 pub use clip::{clip_grad_norm, global_grad_norm};

@@ -116,10 +116,14 @@ impl TensorSink<'_> {
         Ok(())
     }
 
-    /// Writes a whole engine tensor (f32 or bf16) of the planned shape.
+    /// Writes a whole engine tensor (f32 or bf16) of the planned shape; a GPU tensor is copied
+    /// to the host first, one tensor at a time.
     pub fn write_tensor(&mut self, t: &Tensor) -> Result<()> {
         if t.dims() != self.shape {
             return Err(self.error(format!("tensor has shape {:?}, planned {:?}", t.dims(), self.shape)));
+        }
+        if t.is_cuda() {
+            return self.write_tensor(&t.to_device(solar_engine::Device::Cpu)?);
         }
         match t.dtype() {
             DType::F32 => self.write_f32(t.data::<f32>("save")?),

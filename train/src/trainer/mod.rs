@@ -22,8 +22,9 @@ use config::{differences, TrainConfig};
 use metrics::{format_step, MetricsLog};
 use objective::{Objective, StepLoss};
 use serde_json::{json, Map, Value};
+use solar_engine::optim::Moments;
 use solar_engine::optim::{clip_grad_norm, global_grad_norm, AdamW, AdamWConfig};
-use solar_engine::{Grads, Rng};
+use solar_engine::{Device, Grads, Rng};
 use solar_model::checkpoint::{SafeDType, WriteOptions};
 use solar_model::names::is_norm;
 use solar_model::Llama;
@@ -40,6 +41,8 @@ pub struct RunOptions {
     pub save_dtype: Option<SafeDType>,
     /// Tokenizer and generation files are copied from here into OUT.
     pub copy_from: Option<PathBuf>,
+    /// Where training runs; a resumed checkpoint (read on the host) is moved here.
+    pub device: Device,
 }
 
 #[derive(Debug)]
@@ -99,7 +102,15 @@ fn start(
     let fresh = |model| (model, AdamW::new(adamw_config(cfg)), TrainState::empty(identity.clone()), None);
     if run.resume {
         if let Some((step, dir)) = list_checkpoints(out).pop() {
-            let (m, opt, state) = load_checkpoint(&dir, adamw_config(cfg))?;
+            let (m, mut opt, state) = load_checkpoint(&dir, adamw_config(cfg))?;
+            let m = m.to_device(run.device)?;
+            for (_, p) in m.named_params() {
+                if let Some(Moments { m: mut m1, v: mut v1 }) = opt.moments(p.id()).cloned() {
+                    m1.move_to(run.device)?;
+                    v1.move_to(run.device)?;
+                    opt.set_moments(p.id(), Moments { m: m1, v: v1 });
+                }
+            }
             let diff = differences(identity, &state.identity);
             if !diff.is_empty() {
                 return Err(TrainError::file(
