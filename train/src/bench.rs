@@ -6,6 +6,7 @@
 //! benchmarks in benches/ time the same cases, so the two never drift apart.
 
 mod cases;
+pub mod gpu;
 
 pub use cases::{cases, Case, Runner, Work};
 
@@ -46,6 +47,13 @@ pub struct BenchResult {
     pub tflops: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gbps: Option<f64>,
+    /// GPU only: percent of the device's ceiling (measured copy bandwidth for GB/s rows, the
+    /// spec dense bf16 peak for TFLOP/s rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pct_of_ceiling: Option<f64>,
+    /// Why the case could not run (GPU suite: the other rows still run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What `bench --json` prints.
@@ -53,7 +61,20 @@ pub struct BenchResult {
 pub struct BenchReport {
     pub device: String,
     pub threads: usize,
+    /// GPU only: the device's name, measured copy bandwidth and spec bf16 peak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuInfo>,
     pub results: Vec<BenchResult>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GpuInfo {
+    pub name: String,
+    pub arch: String,
+    /// Device-to-device copy, bytes read plus written per second.
+    pub copy_gbps: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_bf16_tflops: Option<f64>,
 }
 
 /// How to time the suite.
@@ -86,6 +107,38 @@ pub fn check_op_name(name: &str) -> Result<()> {
     } else {
         Err(Error::invalid("bench", format!("unknown op '{name}'; known ops: {}", OP_NAMES.join(", "))))
     }
+}
+
+/// Times every GPU case (or those of `opts.op`) on `opts.device`, calling `progress` with each
+/// label first; also measures the copy bandwidth the memory-bound rows are judged against.
+pub fn run_gpu_suite(
+    opts: &BenchOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<(GpuInfo, Vec<BenchResult>)> {
+    let Device::Cuda(n) = opts.device else {
+        return Err(Error::invalid("bench", "run_gpu_suite needs a CUDA device"));
+    };
+    if let Some(op) = &opts.op {
+        check_op_name(op)?;
+    }
+    let g = solar_engine::cuda::Gpu::get(n)?;
+    let copy_gbps = solar_engine::cuda::timing::copy_gbps(&g, 1 << 30, 20)?;
+    let info = GpuInfo {
+        name: g.name.clone(),
+        arch: g.arch.clone(),
+        copy_gbps,
+        peak_bf16_tflops: gpu::spec_bf16_tflops(&g.name),
+    };
+    let repeats = opts.repeats.unwrap_or(20);
+    let mut results = Vec::new();
+    for case in gpu::gpu_cases() {
+        if opts.op.as_deref().is_some_and(|op| op != case.op) {
+            continue;
+        }
+        progress(&format!("{} ({})", case.op, case.label));
+        results.push(gpu::time_gpu_case(&case, &g, opts.seed, repeats, copy_gbps));
+    }
+    Ok((info, results))
 }
 
 /// Times every case of the suite (or of `opts.op`), calling `progress` before each one.
@@ -139,6 +192,8 @@ pub fn time_case(case: &Case, opts: &BenchOptions) -> Result<BenchResult> {
         runs,
         tflops,
         gbps,
+        pct_of_ceiling: None,
+        error: None,
     })
 }
 
@@ -158,18 +213,22 @@ pub fn median(xs: &mut [f64]) -> f64 {
 
 /// The human-readable table: one aligned row per result.
 pub fn format_table(results: &[BenchResult]) -> String {
-    let header = ["op", "case", "shape", "dtype", "median", "throughput"].map(String::from);
+    let header = ["op", "case", "shape", "dtype", "median", "throughput", "% ceiling"].map(String::from);
     let mut rows = vec![header];
     for r in results {
         let shape = r.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
-        let rate = match (r.tflops, r.gbps) {
-            (Some(t), _) => format!("{:.1} GFLOP/s", t * 1e3),
-            (_, Some(g)) => format!("{g:.1} GB/s"),
+        let rate = match (r.tflops, r.gbps, &r.error) {
+            (_, _, Some(e)) => format!("error: {e}"),
+            (Some(t), _, _) if t >= 1.0 => format!("{t:.1} TFLOP/s"),
+            (Some(t), _, _) => format!("{:.1} GFLOP/s", t * 1e3),
+            (_, Some(g), _) => format!("{g:.1} GB/s"),
             _ => String::new(),
         };
-        rows.push([r.op.clone(), r.case.clone(), shape, r.dtype.clone(), format_seconds(r.median_s), rate]);
+        let pct = r.pct_of_ceiling.map_or(String::new(), |p| format!("{p:.0}%"));
+        let median = if r.error.is_some() { String::new() } else { format_seconds(r.median_s) };
+        rows.push([r.op.clone(), r.case.clone(), shape, r.dtype.clone(), median, rate, pct]);
     }
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 7];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
