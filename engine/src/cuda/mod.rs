@@ -16,6 +16,7 @@ pub mod norm;
 pub mod optim;
 pub mod reduce;
 mod storage;
+pub mod timing;
 
 pub use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
 pub use storage::{CudaData, CudaStorage};
