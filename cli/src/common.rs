@@ -171,11 +171,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cuda_is_a_runtime_error_until_the_backend_lands() {
+    fn a_missing_cuda_device_is_a_runtime_error_naming_it() {
         let args =
-            CommonArgs { device: Some("cuda:1".parse().unwrap()), threads: None, seed: None, config: None };
+            CommonArgs { device: Some("cuda:7".parse().unwrap()), threads: None, seed: None, config: None };
         let e = args.resolve().select_device().unwrap_err();
-        assert!(e.to_string().contains("CUDA"), "{e}");
+        assert!(e.to_string().contains("cuda:7"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds everything scripts/gpu-check.sh runs on a device machine (which has no Rust toolchain
+# and no internet) into gpu-bundle/ (git-ignored): the release solar-train binary, the
+# train_step example and every GPU test executable, stripped, plus the commit they came from.
+# Then: the device tool's run with carry ["gpu-bundle"] and command "bash scripts/gpu-check.sh".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -rf gpu-bundle && mkdir -p gpu-bundle/tests
+cargo build --release --locked --bin solar-train -p solar-cli
+cargo build --release --locked -p solar-train --example train_step
+cp target/release/solar-train target/release/examples/train_step gpu-bundle/
+# Test executables: the JSON stream names each one; keep those that hold GPU tests or the
+# kernel compile checks.
+cargo test --release --locked --no-run --message-format=json \
+    -p solar-engine -p solar-train -p solar-kernels -p solar-tests 2>/dev/null |
+  python3 -c '
+import json, sys, shutil
+want = ("cuda_", "compile", "cli_bench")
+for line in sys.stdin:
+    m = json.loads(line)
+    exe, name = m.get("executable"), m.get("target", {}).get("name", "")
+    if exe and m.get("profile", {}).get("test") and name.startswith(want):
+        shutil.copy(exe, "gpu-bundle/tests/" + name)
+        print("bundled", name)
+'
+strip gpu-bundle/solar-train gpu-bundle/train_step gpu-bundle/tests/* 2>/dev/null || true
+git rev-parse HEAD > gpu-bundle/COMMIT
+git status --porcelain --untracked-files=no | grep -q . && echo "dirty" >> gpu-bundle/COMMIT || true
+du -sh gpu-bundle
