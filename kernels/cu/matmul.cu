@@ -1,2 +1,379 @@
-// matmul.cu: kernels arrive with the CUDA backend work (issue 6).
+// matmul.cu: bf16 GEMM on tensor cores (sm_80 / sm_90), row-major everywhere.
+//
+//   C[b] (M x N) = op(A[b]) op(B[b])  (+ C[b] when accumulate != 0),  b = blockIdx.z
+//   A is [M, K], or [K, M] when transposed; B is [K, N], or [N, K] when transposed.
+//   Batch strides are in elements; strideB = 0 shares one B across the batch. (A shared B with
+//   an untransposed A is better launched as one matmul over batch*M rows.)
+//
+// Kernels: matmul_{nn,nt,tn,tt}_bf16[_f32out][_s]
+//   first letter: A transposed (t) or not (n); second: B. Inputs are bf16, accumulation f32.
+//   _f32out: C is f32 (else bf16, rounded to nearest even once, after the accumulate add).
+//   no suffix: 128x256 tile (8 warps, 2x4, each 64x64), 98304 B dynamic smem, 1 block/SM.
+//   _s:        128x128 tile (8 warps, 2x4, each 64x32), 65536 B dynamic smem, for grids that
+//              would not fill the GPU with the big tile.
+// Parameters (every kernel): (const bf16* A, const bf16* B, OUT* C, int M, int N, int K,
+//   long strideA, long strideB, long strideC, int accumulate)
+// Launch: grid (ceil(N/BN), ceil(M/BM), batch), block 256, dynamic smem as above (over 48 KB:
+//   the caller sets CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES once per function). M, N >= 1;
+//   K >= 0 (K = 0 writes zeros, or leaves C unchanged when accumulating); ceil(M/BM) and batch
+//   at most 65535 (grid y and z); C does not overlap A or B. Any M, N, K, alignment and stride.
+//
+// Algorithm: each block owns a BM x BN tile of C and walks K in steps of 32 through a 4-stage
+// cp.async ring in shared memory (the copy of step k+3 is in flight while step k is multiplied).
+// A warp owns a 64 x (BN/4) sub-tile: per 16-wide k slice it loads its A fragments and B
+// fragments with ldmatrix (.trans where the stored layout is MN-contiguous) and issues
+// mma.sync m16n8k16 bf16 -> f32. Shared tiles are XOR-swizzled in 16-byte chunks so both the
+// cp.async writes and the ldmatrix reads of 8 rows hit 8 different bank groups (no padding).
+// Loads: when every row of A and B starts 16-byte aligned (the contiguous dim of each stored
+// matrix a multiple of 8, aligned base pointers and batch strides) tiles arrive by cp.async with
+// zero fill past the edges; otherwise (odd K, say) the same tiles are filled by bounds-checked
+// 2-byte loads, so no shape reads past a row. Out-of-range k is zero in both A and B, so padded
+// products add exact zeros. Each C element is summed by one thread in a fixed order:
+// deterministic, no split-K, no atomics. Blocks are visited in groups of 8 tile rows so
+// neighbouring blocks share A and B tiles in L2.
 #include "common.cuh"
+
+namespace mm {
+
+constexpr int THREADS = 256;
+constexpr int BK = 32;      // k per stage: a K-contiguous tile row is 64 bytes = 4 chunks
+constexpr int STAGES = 4;
+constexpr int GROUP_M = 8;  // tile rows per L2 raster group
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, bypassing L1; `bytes` = 0 writes 16 zero bytes and reads nothing.
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+// d += a (16x16, row) * b (16x8, col), f32 accumulators.
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Byte offsets inside one stage tile of EXT (M or N) x BK elements, by 16-byte chunk.
+// K-contiguous tile [EXT][32]: a row is 4 chunks, two rows share a 128-byte bank line, so the
+// chunk is XORed with (row / 2) % 4: 8 consecutive rows at one chunk land in 8 bank groups.
+__device__ __forceinline__ int off_kc(int row, int chunk) {
+    return row * (BK * 2) + ((chunk ^ ((row >> 1) & 3)) << 4);
+}
+// MN-contiguous tile [32][EXT] (EXT >= 64): every row starts a bank line, so the chunk is
+// XORed with row % 8.
+template <int EXT>
+__device__ __forceinline__ int off_mn(int row, int chunk) {
+    return row * (EXT * 2) + ((chunk ^ (row & 7)) << 4);
+}
+
+// Fills the stage tiles of one operand, one k-tile after the other. KC: the stored matrix is
+// [MN][K] (K contiguous), else [K][MN]. A thread copies PER chunks of 16 bytes, RSTEP stored
+// rows apart, so its chunks share one column and one swizzle key: their shared offsets differ
+// by constants and their global addresses by RSTEP rows. With ALIGNED the contiguous bound is a
+// multiple of 8, so a chunk is all in or all out and cp.async zero-fills the outs; otherwise
+// 2-byte loads check each element.
+template <bool KC, int EXT>
+struct TileLoader {
+    static constexpr int CPR = KC ? BK / 8 : EXT / 8;  // chunks per stored tile row
+    static constexpr int PER = EXT * BK / 8 / THREADS;
+    static constexpr int RSTEP = THREADS / CPR;
+    static_assert(PER * THREADS * 8 == EXT * BK && RSTEP % 8 == 0, "chunks divide over the block");
+
+    const bf16* base;  // the matrix: a safe address for the copies that read nothing
+    const bf16* p;     // this thread's first chunk of the next k-tile (may point past the matrix)
+    long step;         // elements between this thread's chunks
+    long advance;      // elements from one k-tile to the next
+    int row, col;      // stored-matrix coordinates of the first chunk of the next k-tile
+    int rows, cols;    // stored-matrix bounds
+    int smem_off;      // of the first chunk inside a stage tile
+
+    __device__ __forceinline__ TileLoader(const bf16* m, long ld, int mn0, int MN, int K, int tid) {
+        const int r = tid / CPR, c = tid % CPR;
+        base = m;
+        step = RSTEP * ld;
+        advance = KC ? BK : BK * ld;
+        row = KC ? mn0 + r : r;
+        col = KC ? c * 8 : mn0 + c * 8;
+        rows = KC ? MN : K;
+        cols = KC ? K : MN;
+        p = m + (long)row * ld + col;
+        smem_off = KC ? off_kc(r, c) : off_mn<EXT>(r, c);
+    }
+
+    template <bool ALIGNED>
+    __device__ __forceinline__ void next(unsigned char* tile) {
+        const unsigned dst = smem_u32(tile) + smem_off;
+#pragma unroll
+        for (int i = 0; i < PER; i++) {
+            const bool row_ok = row + i * RSTEP < rows;
+            const int off = i * RSTEP * (KC ? BK * 2 : EXT * 2);
+            if (ALIGNED) {
+                const bool ok = row_ok && col < cols;
+                cp_async16(dst + off, ok ? p + i * step : base, ok ? 16 : 0);
+            } else {
+                const unsigned short* q = reinterpret_cast<const unsigned short*>(p + i * step);
+                unsigned w[4];
+#pragma unroll
+                for (int e = 0; e < 8; e += 2) {
+                    const unsigned lo = (row_ok && col + e < cols) ? q[e] : 0u;
+                    const unsigned hi = (row_ok && col + e + 1 < cols) ? q[e + 1] : 0u;
+                    w[e / 2] = lo | (hi << 16);
+                }
+                *reinterpret_cast<uint4*>(tile + smem_off + off) = make_uint4(w[0], w[1], w[2], w[3]);
+            }
+        }
+        p += advance;
+        if (KC) col += BK;
+        else row += BK;
+    }
+};
+
+__device__ __forceinline__ void store2(float* c, long i, float x, float y, bool two, bool vec, bool acc) {
+    if (vec && two) {
+        float2* p = reinterpret_cast<float2*>(c + i);
+        float2 v = make_float2(x, y);
+        if (acc) {
+            const float2 o = *p;
+            v.x += o.x;
+            v.y += o.y;
+        }
+        *p = v;
+    } else {
+        c[i] = acc ? c[i] + x : x;
+        if (two) c[i + 1] = acc ? c[i + 1] + y : y;
+    }
+}
+__device__ __forceinline__ void store2(bf16* c, long i, float x, float y, bool two, bool vec, bool acc) {
+    if (vec && two) {
+        bf16x2* p = reinterpret_cast<bf16x2*>(c + i);
+        if (acc) {
+            const float2 o = __bfloat1622float2(*p);
+            x += o.x;
+            y += o.y;
+        }
+        *p = __floats2bfloat162_rn(x, y);
+    } else {
+        c[i] = f2bf(acc ? bf2f(c[i]) + x : x);
+        if (two) c[i + 1] = f2bf(acc ? bf2f(c[i + 1]) + y : y);
+    }
+}
+
+// A block tile shape: BM x BN of C, WM x WN warps, each owning WTM x WTN = MI x NI mma tiles.
+template <int BM_, int BN_, int WM_, int WN_>
+struct Tile {
+    static constexpr int BM = BM_, BN = BN_, WM = WM_, WN = WN_;
+    static constexpr int WTM = BM / WM, WTN = BN / WN, MI = WTM / 16, NI = WTN / 8;
+    static constexpr int A_BYTES = BM * BK * 2, B_BYTES = BN * BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
+    static constexpr int SMEM = STAGES * STAGE_BYTES;
+    static_assert(WM * WN * 32 == THREADS && NI % 2 == 0 && MI >= 1, "8 warps, n tiles in pairs");
+};
+typedef Tile<128, 256, 2, 4> Big;    // 98304 B smem
+typedef Tile<128, 128, 2, 4> Small;  // 65536 B smem
+
+// The K loop of one block: acc += op(A)[m0.., :] op(B)[:, n0..]. ALIGNED picks cp.async over
+// checked 2-byte loads for the whole loop, so the fast path has no per-copy branch.
+template <bool TA, bool TB, class T, bool ALIGNED>
+__device__ __forceinline__ void mainloop(float (&acc)[T::MI][T::NI][4], unsigned char* smem,
+                                         const bf16* __restrict__ A, const bf16* __restrict__ B, int M,
+                                         int N, int K, int m0, int n0) {
+    constexpr int BM = T::BM, BN = T::BN, MI = T::MI, NI = T::NI, WTM = T::WTM, WTN = T::WTN;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = warp / T::WN, wn = warp % T::WN;
+    const long lda = TA ? M : K, ldb = TB ? K : N;
+
+    const int ktiles = (K + BK - 1) / BK;
+    TileLoader<!TA, BM> la(A, lda, m0, M, K, tid);
+    TileLoader<TB, BN> lb(B, ldb, n0, N, K, tid);
+    // Loads k-tiles in order 0, 1, 2, ... (the loaders keep the position).
+    auto load_stage = [&](int stage) {
+        unsigned char* s = smem + stage * T::STAGE_BYTES;
+        la.template next<ALIGNED>(s);
+        lb.template next<ALIGNED>(s + T::A_BYTES);
+    };
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < ktiles) load_stage(s);
+        cp_async_commit();
+    }
+
+    // Per-lane ldmatrix offsets inside a stage tile. x4 loads four 8x8 matrices; lane l gives
+    // the address of row l % 8 of matrix l / 8. Written so the parts that vary with the mma
+    // tile (i, p) or the k slice (kk) are compile-time constants where the swizzle allows.
+    const int q8 = lane >> 3, r8 = lane & 7;
+    // A: a_off[kk] + i * a_step (untransposed) or a_off[i] + kk * a_step (transposed).
+    int a_off[TA ? MI : 2];
+    if (!TA) {
+        // [BM][BK]: matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15) = a0 a1 a2 a3; the swizzle key
+        // (row / 2) % 4 does not change with i.
+        const int row = wm * WTM + (lane & 15);
+#pragma unroll
+        for (int kk = 0; kk < 2; kk++) a_off[kk] = off_kc(row, kk * 2 + (lane >> 4));
+    } else {
+        // [BK][BM]: stored rows are k, .trans gives the row-major fragment; the key is k % 8 = r8.
+        const int k = r8 + ((q8 >> 1) << 3);
+#pragma unroll
+        for (int i = 0; i < MI; i++) a_off[i] = off_mn<BM>(k, (wm * WTM + i * 16 + ((q8 & 1) << 3)) >> 3);
+    }
+    constexpr int a_step = TA ? 16 * BM * 2 : 16 * BK * 2;
+    // B: matrices (k 0-7, n 0-7) (k 8-15, n 0-7) (k 0-7, n 8-15) (k 8-15, n 8-15) = b0 b1 of
+    // n tile 2p, then of 2p+1. b_off[p] + kk * b_step (untransposed) or b_off[kk] + p * b_step.
+    int b_off[TB ? 2 : NI / 2];
+    if (!TB) {
+        // [BK][BN] with .trans; the key is k % 8 = r8.
+        const int k = r8 + ((q8 & 1) << 3);
+#pragma unroll
+        for (int p = 0; p < NI / 2; p++) b_off[p] = off_mn<BN>(k, (wn * WTN + p * 16 + ((q8 >> 1) << 3)) >> 3);
+    } else {
+        // [BN][BK], no transpose; the key (n / 2) % 4 does not change with p.
+        const int n = wn * WTN + r8 + ((q8 >> 1) << 3);
+#pragma unroll
+        for (int kk = 0; kk < 2; kk++) b_off[kk] = off_kc(n, kk * 2 + (q8 & 1));
+    }
+    constexpr int b_step = TB ? 16 * BK * 2 : 16 * BN * 2;
+    const unsigned smem_base = smem_u32(smem);
+
+    for (int kt = 0; kt < ktiles; kt++) {
+        // Stage kt has landed (this thread's copies), and the barrier publishes everyone's and
+        // retires stage kt-1, which the prefetch below overwrites.
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();
+
+        // The first k slice's fragments go ahead of the prefetch, so the ldmatrix latency hides
+        // behind its address arithmetic (the checked loads hold too many registers for that:
+        // they go first); the second slice's load overlaps the first slice's mma.
+        if (!ALIGNED && kt + STAGES - 1 < ktiles) load_stage((kt + STAGES - 1) % STAGES);
+        const unsigned sa = smem_base + (kt % STAGES) * T::STAGE_BYTES, sb = sa + T::A_BYTES;
+        unsigned af[BK / 16][MI][4], bfr[BK / 16][NI][2];
+        auto load_frags = [&](int kk) {
+#pragma unroll
+            for (int i = 0; i < MI; i++) {
+                if (!TA) ldsm_x4(af[kk][i], sa + a_off[kk] + i * a_step);
+                else ldsm_x4_t(af[kk][i], sa + a_off[i] + kk * a_step);
+            }
+#pragma unroll
+            for (int p = 0; p < NI / 2; p++) {
+                unsigned t[4];
+                if (!TB) ldsm_x4_t(t, sb + b_off[p] + kk * b_step);
+                else ldsm_x4(t, sb + b_off[kk] + p * b_step);
+                bfr[kk][2 * p][0] = t[0];
+                bfr[kk][2 * p][1] = t[1];
+                bfr[kk][2 * p + 1][0] = t[2];
+                bfr[kk][2 * p + 1][1] = t[3];
+            }
+        };
+        load_frags(0);
+        if (ALIGNED && kt + STAGES - 1 < ktiles) load_stage((kt + STAGES - 1) % STAGES);
+        cp_async_commit();
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++) {
+            if (kk + 1 < BK / 16) load_frags(kk + 1);
+#pragma unroll
+            for (int i = 0; i < MI; i++)
+#pragma unroll
+                for (int j = 0; j < NI; j++) mma16816(acc[i][j], af[kk][i], bfr[kk][j][0], bfr[kk][j][1]);
+        }
+    }
+    cp_async_wait<0>();
+}
+
+// One block: find its tile, run the K loop, write C.
+template <bool TA, bool TB, class T, typename OutT>
+__device__ __forceinline__ void gemm(const bf16* __restrict__ A, const bf16* __restrict__ B, OutT* __restrict__ C,
+                                     int M, int N, int K, long sA, long sB, long sC, int accumulate) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    constexpr int MI = T::MI, NI = T::NI;
+
+    // Raster: consecutive blocks walk down GROUP_M tile rows, then across, for L2 reuse.
+    const int tiles_n = gridDim.x, tiles_m = gridDim.y;
+    const int lin = blockIdx.y * tiles_n + blockIdx.x;
+    const int per_group = GROUP_M * tiles_n;
+    const int first_m = (lin / per_group) * GROUP_M;
+    const int gsize = min(tiles_m - first_m, GROUP_M);
+    const int tm = first_m + (lin % per_group) % gsize;
+    const int tn = (lin % per_group) / gsize;
+    const int m0 = tm * T::BM, n0 = tn * T::BN;
+
+    const long z = blockIdx.z;
+    A += z * sA;
+    B += z * sB;
+    C += z * sC;
+    const long lda = TA ? M : K, ldb = TB ? K : N;
+    const bool aligned = ((lda | ldb | sA | sB) & 7) == 0 &&
+                         ((reinterpret_cast<unsigned long long>(A) | reinterpret_cast<unsigned long long>(B)) & 15) == 0;
+
+    float acc[MI][NI][4];
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int j = 0; j < NI; j++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) acc[i][j][q] = 0.0f;
+    if (aligned) mainloop<TA, TB, T, true>(acc, smem, A, B, M, N, K, m0, n0);
+    else mainloop<TA, TB, T, false>(acc, smem, A, B, M, N, K, m0, n0);
+
+    // Epilogue straight from the accumulators: lane (g, t4) of a warp holds rows g and g+8,
+    // columns 2*t4 and 2*t4+1 of each 16x8 tile. Pairs go out as one store when aligned.
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int wm = warp / T::WN, wn = warp % T::WN;
+    const bool vec = (N & 1) == 0 && (sC & 1) == 0 &&
+                     (reinterpret_cast<unsigned long long>(C) & (2 * sizeof(OutT) - 1)) == 0;
+    const bool accum = accumulate != 0;
+    const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int i = 0; i < MI; i++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int row = m0 + wm * T::WTM + i * 16 + g + h * 8;
+            if (row >= M) continue;
+#pragma unroll
+            for (int j = 0; j < NI; j++) {
+                const int col = n0 + wn * T::WTN + j * 8 + t4 * 2;
+                if (col >= N) continue;
+                store2(C, (long)row * N + col, acc[i][j][2 * h], acc[i][j][2 * h + 1], col + 1 < N, vec, accum);
+            }
+        }
+    }
+}
+
+}  // namespace mm
+
+// The entry points: layout x output type x tile, each the one template above.
+// clang-format off
+extern "C" __global__ void __launch_bounds__(256, 1) matmul_nn_bf16(const bf16* A, const bf16* B, bf16* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<false, false, mm::Big>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 1) matmul_nt_bf16(const bf16* A, const bf16* B, bf16* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<false, true, mm::Big>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 1) matmul_tn_bf16(const bf16* A, const bf16* B, bf16* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<true, false, mm::Big>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 1) matmul_tt_bf16(const bf16* A, const bf16* B, bf16* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<true, true, mm::Big>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 1) matmul_nn_bf16_f32out(const bf16* A, const bf16* B, float* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<false, false, mm::Big>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 1) matmul_nt_bf16_f32out(const bf16* A, const bf16* B, float* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<false, true, mm::Big>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 1) matmul_tn_bf16_f32out(const bf16* A, const bf16* B, float* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<true, false, mm::Big>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 1) matmul_tt_bf16_f32out(const bf16* A, const bf16* B, float* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<true, true, mm::Big>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 2) matmul_nn_bf16_s(const bf16* A, const bf16* B, bf16* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<false, false, mm::Small>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 2) matmul_nt_bf16_s(const bf16* A, const bf16* B, bf16* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<false, true, mm::Small>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 2) matmul_tn_bf16_s(const bf16* A, const bf16* B, bf16* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<true, false, mm::Small>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 2) matmul_tt_bf16_s(const bf16* A, const bf16* B, bf16* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<true, true, mm::Small>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 2) matmul_nn_bf16_f32out_s(const bf16* A, const bf16* B, float* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<false, false, mm::Small>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 2) matmul_nt_bf16_f32out_s(const bf16* A, const bf16* B, float* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<false, true, mm::Small>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 2) matmul_tn_bf16_f32out_s(const bf16* A, const bf16* B, float* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<true, false, mm::Small>(A, B, C, M, N, K, sA, sB, sC, acc); }
+extern "C" __global__ void __launch_bounds__(256, 2) matmul_tt_bf16_f32out_s(const bf16* A, const bf16* B, float* C, int M, int N, int K, long sA, long sB, long sC, int acc) { mm::gemm<true, true, mm::Small>(A, B, C, M, N, K, sA, sB, sC, acc); }
+// clang-format on

@@ -1,1 +1,166 @@
-//! CUDA launchers for this op family (see kernels/cu/); filled in with the CUDA backend work.
+//! Launchers of kernels/cu/matmul.cu: C = op(A) op(B) on tensor cores, bf16 in, f32 accumulation,
+//! bf16 or f32 out, optionally added into C. Row-major; a transpose is a flag, never a copy.
+//! Tile choice depends on the sizes and the device only, so two runs are bitwise equal.
+
+use super::{launch_err, CudaData, CudaSlice, CudaStorage, DeviceRepr, Gpu, LaunchConfig, PushKernelArg};
+use crate::error::{Error, Result};
+use crate::ops::matmul::MatmulDims;
+use cudarc::driver::{sys, CudaFunction};
+use half::bf16;
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+
+/// The C element types the kernels write.
+pub trait GemmOut: DeviceRepr {
+    /// Kernel name part after `_bf16` ("" or "_f32out").
+    const SUFFIX: &'static str;
+}
+impl GemmOut for bf16 {
+    const SUFFIX: &'static str = "";
+}
+impl GemmOut for f32 {
+    const SUFFIX: &'static str = "_f32out";
+}
+
+/// A block tile of the kernels: (BM, BN, kernel name suffix, dynamic shared memory bytes).
+#[derive(Clone, Copy, Debug)]
+struct Tile {
+    bm: usize,
+    bn: usize,
+    suffix: &'static str,
+    smem: usize,
+}
+/// 128x256, 4 stages of (128 + 256) x 32 bf16.
+const BIG: Tile = Tile { bm: 128, bn: 256, suffix: "", smem: 4 * (128 + 256) * 32 * 2 };
+/// 128x128, 4 stages of (128 + 128) x 32 bf16.
+const SMALL: Tile = Tile { bm: 128, bn: 128, suffix: "_s", smem: 4 * (128 + 128) * 32 * 2 };
+
+/// The big tile once it gives at least one block per SM, else the small one (more blocks).
+fn pick_tile(gpu: &Gpu, batch: usize, m: usize, n: usize) -> Tile {
+    let big_blocks = batch * m.div_ceil(BIG.bm) * n.div_ceil(BIG.bn);
+    if big_blocks >= gpu.sm_count {
+        BIG
+    } else {
+        SMALL
+    }
+}
+
+/// Lets `f` (named `name`) take `bytes` of dynamic shared memory, once per device and kernel.
+fn allow_smem(op: &'static str, gpu: &Gpu, f: &CudaFunction, name: &str, bytes: usize) -> Result<()> {
+    static DONE: OnceLock<Mutex<HashSet<(usize, String)>>> = OnceLock::new();
+    let done = DONE.get_or_init(Default::default);
+    if done.lock().unwrap().contains(&(gpu.ordinal, name.to_string())) {
+        return Ok(());
+    }
+    let max = gpu
+        .ctx
+        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+        .map_err(launch_err(op))? as usize;
+    if bytes > max {
+        return Err(Error::invalid(op, format!("{name} needs {bytes} bytes of shared memory a block; this device has {max}")));
+    }
+    f.set_attribute(sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+        .map_err(launch_err(op))?;
+    done.lock().unwrap().insert((gpu.ordinal, name.to_string()));
+    Ok(())
+}
+
+fn dim_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::invalid(op, format!("{what} = {v} exceeds the matmul kernels' i32 range")))
+}
+
+/// C = op(A) op(B) (+ C when `accumulate`) for every batch, with the sizes of `d` (see
+/// ops::matmul): A is [batch, M, K] ([batch, K, M] when `ta`), B [batch, K, N] ([batch, N, K]
+/// when `tb`) or one 2-D B shared by the batch (`d.b_shared`), C [batch, M, N].
+#[allow(clippy::too_many_arguments)]
+pub fn gemm<O: GemmOut>(
+    gpu: &Gpu,
+    a: &CudaSlice<bf16>,
+    b: &CudaSlice<bf16>,
+    c: &mut CudaSlice<O>,
+    d: MatmulDims,
+    ta: bool,
+    tb: bool,
+    accumulate: bool,
+) -> Result<()> {
+    let op = "matmul";
+    let MatmulDims { batch, m, n, k, b_shared } = d;
+    let b_len = if b_shared { k * n } else { batch * k * n };
+    if a.len() != batch * m * k || b.len() != b_len || c.len() != batch * m * n {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "buffers of {}, {} and {} elements for batch {batch}, [{m}, {k}] x [{k}, {n}]{}",
+                a.len(),
+                b.len(),
+                c.len(),
+                if b_shared { " (B shared)" } else { "" }
+            ),
+        ));
+    }
+    if batch == 0 || m == 0 || n == 0 {
+        return Ok(());
+    }
+    // A B shared by an untransposed A: one matmul over batch*M rows. (matmul_dims refuses a
+    // batched transposed A with a shared B, so otherwise batch is 1 or B is per batch.)
+    let (batch, m) = if b_shared && !ta { (1, batch * m) } else { (batch, m) };
+    let (s_a, s_b, s_c) = ((m * k) as i64, if b_shared { 0 } else { (k * n) as i64 }, (m * n) as i64);
+
+    let tile = pick_tile(gpu, batch, m, n);
+    let (tiles_m, tiles_n) = (m.div_ceil(tile.bm), n.div_ceil(tile.bn));
+    if tiles_m > 65535 || batch > 65535 || tiles_m * tiles_n > i32::MAX as usize {
+        return Err(Error::invalid(
+            op,
+            format!("a grid of {tiles_n} x {tiles_m} x {batch} tiles exceeds CUDA's limits (y and z at most 65535)"),
+        ));
+    }
+    let (m32, n32, k32) = (dim_i32(op, "M", m)?, dim_i32(op, "N", n)?, dim_i32(op, "K", k)?);
+    let name = format!(
+        "matmul_{}{}_bf16{}{}",
+        if ta { 't' } else { 'n' },
+        if tb { 't' } else { 'n' },
+        O::SUFFIX,
+        tile.suffix
+    );
+    let f = gpu.func("matmul", &name)?;
+    allow_smem(op, gpu, &f, &name, tile.smem)?;
+    let config = LaunchConfig {
+        grid_dim: (tiles_n as u32, tiles_m as u32, batch as u32),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: tile.smem as u32,
+    };
+    let acc = accumulate as i32;
+    // SAFETY: the lengths were checked above against batch*M*K, (batch*)K*N and batch*M*N; the
+    // kernel reads A and B within those bounds (bounds-checked or zero-filled at every edge) and
+    // writes (and with `acc` reads) exactly the batch*M*N elements of C.
+    unsafe {
+        gpu.stream
+            .launch_builder(&f)
+            .arg(a)
+            .arg(b)
+            .arg(c)
+            .arg(&m32)
+            .arg(&n32)
+            .arg(&k32)
+            .arg(&s_a)
+            .arg(&s_b)
+            .arg(&s_c)
+            .arg(&acc)
+            .launch(config)
+    }
+    .map_err(launch_err(op))?;
+    Ok(())
+}
+
+/// op(A) op(B) of two bf16 tensors on one GPU: a fresh bf16 C [batch, M, N].
+pub fn matmul(a: &CudaStorage, b: &CudaStorage, d: MatmulDims, ta: bool, tb: bool) -> Result<CudaStorage> {
+    let op = "matmul";
+    if a.gpu.ordinal != b.gpu.ordinal {
+        return Err(Error::invalid(op, format!("inputs on cuda:{} and cuda:{}", a.gpu.ordinal, b.gpu.ordinal)));
+    }
+    let (x, y) = (a.bf16(op)?, b.bf16(op)?);
+    let gpu = &a.gpu;
+    let mut c = gpu.alloc::<bf16>(d.batch * d.m * d.n)?;
+    gemm(gpu, x, y, &mut c, d, ta, tb, false)?;
+    Ok(CudaStorage::new(gpu.clone(), CudaData::BF16(c)))
+}

@@ -9,7 +9,11 @@
 //!   Di = dO_i . O_i,  dS_ij = P_ij (dO_i . v_j - Di)
 //!   dq_i = scale sum_j dS_ij k_j,  dk_j = scale sum_{h in group, i} dS_ij q_i,  dv_j = sum P_ij dO_i
 //! The CPU kernels (tiled, deterministic at any thread count) are in attention_cpu.rs.
+//! On CUDA (q, k, v bf16 on one GPU, D 16, 32, 64 or 128): flash attention on tensor cores
+//! (kernels/cu/attention.cu via cuda::attention); the logsumexp stays on the device as f32
+//! [B, H, T] for the backward, and document ids are read there (uploaded when given on the CPU).
 
+use crate::cuda::{self, CudaData, CudaSlice, CudaStorage};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::ops::check_float;
@@ -72,9 +76,22 @@ pub(crate) struct Saved {
     out: Tensor,
     lse: Vec<f64>,
     geom: AttnGeom,
+    /// What the CUDA backward reads (q, k, v on a GPU); `lse` above is then empty.
+    cuda: Option<CudaSaved>,
 }
 
-fn geometry(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask) -> Result<AttnGeom> {
+/// The device side of a CUDA attention's saved state.
+pub(crate) struct CudaSaved {
+    /// Logsumexp of every score row, f32 [B, H, T].
+    lse: CudaSlice<f32>,
+    /// Document ids [B, T] (i32 or u32) on the GPU.
+    doc: Option<Tensor>,
+    dims: cuda::attention::AttnDims,
+}
+
+/// Shapes, dtypes and the mask checked; document ids read into the geometry when `host_doc`
+/// (the CPU path; the CUDA path reads them on the device and leaves `doc` None).
+fn geometry(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask, host_doc: bool) -> Result<AttnGeom> {
     let op = "attention";
     if q.rank() != 4 || k.rank() != 4 {
         return Err(Error::mismatch(
@@ -103,7 +120,11 @@ fn geometry(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask) -> Result<
             if ids.elem_count() != qd[0] * qd[1] {
                 return Err(Error::mismatch(op, q.shape(), ids.shape(), "document ids must be [B, T]"));
             }
-            Some(crate::ops::embedding::ids_as_indices(op, ids, usize::MAX)?)
+            if host_doc {
+                Some(crate::ops::embedding::ids_as_indices(op, ids, usize::MAX)?)
+            } else {
+                None
+            }
         }
     };
     if mask.window == Some(0) {
@@ -120,15 +141,117 @@ fn forward<F: Float>(q: &Tensor, k: &Tensor, v: &Tensor, g: &AttnGeom) -> Result
 
 /// Causal attention; see the file header for shapes and the mask.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
+    if q.is_cuda() {
+        return attention_cuda(q, k, v, mask);
+    }
     check_float("attention", q)?;
-    let geom = geometry(q, k, v, mask)?;
+    let geom = geometry(q, k, v, mask, true)?;
     let (out, lse) = match q.dtype() {
         DType::F32 => forward::<f32>(q, k, v, &geom)?,
         _ => forward::<f64>(q, k, v, &geom)?,
     };
     record("attention", &[q, k, v], out, q.shape().clone(), |y| {
-        Op::Attention(Saved { q: q.detach(), k: k.detach(), v: v.detach(), out: y.clone(), lse, geom })
+        Op::Attention(Saved {
+            q: q.detach(),
+            k: k.detach(),
+            v: v.detach(),
+            out: y.clone(),
+            lse,
+            geom,
+            cuda: None,
+        })
     })
+}
+
+/// The CUDA storage of `t` in `want`'s GPU, or an error naming the op.
+fn on_gpu<'a>(op: &'static str, t: &'a Tensor, gpu: &CudaStorage) -> Result<&'a CudaStorage> {
+    let c = t.cuda(op)?;
+    if c.gpu.ordinal != gpu.gpu.ordinal {
+        return Err(Error::WrongDevice {
+            op,
+            device: t.device(),
+            msg: format!("the other inputs are on cuda:{}", gpu.gpu.ordinal),
+        });
+    }
+    Ok(c)
+}
+
+fn attention_cuda(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
+    let op = "attention";
+    let geom = geometry(q, k, v, mask, false)?;
+    if q.dtype() != DType::BF16 {
+        return Err(Error::DType {
+            op,
+            got: q.dtype(),
+            expected: "bf16 q, k, v on CUDA (cast with to_dtype)",
+        });
+    }
+    let qc = q.cuda(op)?;
+    let (kc, vc) = (on_gpu(op, k, qc)?, on_gpu(op, v, qc)?);
+    let doc = match &mask.doc_ids {
+        None => None,
+        Some(ids) if ids.is_cuda() => {
+            on_gpu(op, ids, qc)?;
+            Some(ids.detach())
+        }
+        Some(ids) => Some(ids.detach().to_device(q.device())?),
+    };
+    let dims = cuda::attention::AttnDims {
+        b: geom.b,
+        t: geom.t,
+        h: geom.h,
+        hkv: geom.hkv,
+        d: geom.d,
+        window: geom.window,
+    };
+    let docs = match &doc {
+        None => cuda::attention::DocIds::None,
+        Some(t) => cuda::attention::DocIds::of(op, t.cuda(op)?)?,
+    };
+    let (out, lse) =
+        cuda::attention::forward(&qc.gpu, qc.bf16(op)?, kc.bf16(op)?, vc.bf16(op)?, &docs, &dims)?;
+    let out = CudaStorage::new(qc.gpu.clone(), CudaData::BF16(out));
+    record(op, &[q, k, v], out, q.shape().clone(), |y| {
+        Op::Attention(Saved {
+            q: q.detach(),
+            k: k.detach(),
+            v: v.detach(),
+            out: y.clone(),
+            lse: Vec::new(),
+            geom,
+            cuda: Some(CudaSaved { lse, doc, dims }),
+        })
+    })
+}
+
+fn grad_cuda(s: &Saved, cs: &CudaSaved, g: &Tensor) -> Result<[Tensor; 3]> {
+    let op = "attention backward";
+    // The output's gradient is used as bf16 on the output's GPU; anything else is made so.
+    let g = if g.device() == s.out.device() && g.dtype() == DType::BF16 {
+        g.clone()
+    } else {
+        g.detach().to_dtype(DType::BF16)?.to_device(s.out.device())?
+    };
+    let qc = s.q.cuda(op)?;
+    let docs = match &cs.doc {
+        None => cuda::attention::DocIds::None,
+        Some(t) => cuda::attention::DocIds::of(op, t.cuda(op)?)?,
+    };
+    let (dq, dk, dv) = cuda::attention::backward(
+        &qc.gpu,
+        qc.bf16(op)?,
+        s.k.cuda(op)?.bf16(op)?,
+        s.v.cuda(op)?.bf16(op)?,
+        &docs,
+        s.out.cuda(op)?.bf16(op)?,
+        &cs.lse,
+        g.cuda(op)?.bf16(op)?,
+        &cs.dims,
+    )?;
+    let wrap = |x, t: &Tensor| {
+        Tensor::from_cuda(CudaStorage::new(qc.gpu.clone(), CudaData::BF16(x)), t.shape().clone())
+    };
+    Ok([wrap(dq, &s.q), wrap(dk, &s.k), wrap(dv, &s.v)])
 }
 
 fn grad<F: Float>(s: &Saved, g: &Tensor) -> Result<[CpuStorage; 3]> {
@@ -147,6 +270,10 @@ fn grad<F: Float>(s: &Saved, g: &Tensor) -> Result<[CpuStorage; 3]> {
 }
 
 pub(crate) fn backward(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<InputGrads> {
+    if let Some(cs) = &s.cuda {
+        let [dq, dk, dv] = grad_cuda(s, cs, g)?;
+        return Ok(vec![needs[0].then_some(dq), needs[1].then_some(dk), needs[2].then_some(dv)]);
+    }
     let [dq, dk, dv] = match g.dtype() {
         DType::F32 => grad::<f32>(s, g)?,
         _ => grad::<f64>(s, g)?,

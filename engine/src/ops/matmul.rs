@@ -2,7 +2,8 @@
 //! A is [.., M, K] ([.., K, M] transposed), B is [.., K, N] ([.., N, K] transposed) with the
 //! same leading dims, or 2-D and shared by every batch (activations times a weight).
 //! CPU fast path: the `gemm` crate, which splits work over output tiles only, so each output
-//! element sums over K in a fixed order whatever the thread count.
+//! element sums over K in a fixed order whatever the thread count. CUDA: bf16 in and out on
+//! tensor cores (cuda/matmul.rs, kernels/cu/matmul.cu), f32 accumulation.
 //! Backward (the transpose flags keep every case copy-free):
 //!   dA = dC op(B)^T  (or op(B) dC^T when A is transposed)
 //!   dB = op(A)^T dC  (or dC^T op(A) when B is transposed)
@@ -112,16 +113,22 @@ pub fn matmul_t(a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Result<Tensor> {
     if a.dtype() != b.dtype() {
         return Err(Error::DTypeMismatch { op: "matmul", lhs: a.dtype(), rhs: b.dtype() });
     }
+    let mut dims = a.dims()[..a.rank() - 2].to_vec();
+    dims.extend([d.m, d.n]);
+    let saved = |_: &Tensor| Op::Matmul(Saved { a: a.detach(), b: b.detach(), ta, tb });
+    if a.is_cuda() || b.is_cuda() {
+        if a.dtype() != DType::BF16 {
+            return Err(Error::DType { op: "matmul", got: a.dtype(), expected: "bf16 on CUDA" });
+        }
+        let out = crate::cuda::matmul::matmul(a.cuda("matmul")?, b.cuda("matmul")?, d, ta, tb)?;
+        return record("matmul", &[a, b], out, Shape::from(dims), saved);
+    }
     let out = match a.dtype() {
         DType::F32 => forward::<f32>(a, b, d, ta, tb)?,
         DType::F64 => forward::<f64>(a, b, d, ta, tb)?,
         got => return Err(Error::DType { op: "matmul", got, expected: "f32 or f64" }),
     };
-    let mut dims = a.dims()[..a.rank() - 2].to_vec();
-    dims.extend([d.m, d.n]);
-    record("matmul", &[a, b], out, Shape::from(dims), |_| {
-        Op::Matmul(Saved { a: a.detach(), b: b.detach(), ta, tb })
-    })
+    record("matmul", &[a, b], out, Shape::from(dims), saved)
 }
 
 /// A B.
