@@ -18,7 +18,8 @@ pub struct DemoArgs {
 }
 
 pub fn demo(args: &DemoArgs, common: &Common) -> Result<(), CliError> {
-    let opts = DemoOptions { out: args.out.clone(), quick: args.quick, seed: common.seed };
+    let opts =
+        DemoOptions { out: args.out.clone(), quick: args.quick, seed: common.seed, device: common.run_on };
     let rows = run_demo(&opts, |line| eprintln!("demo {line}"))?;
     println!("{}", table(&rows));
     eprintln!(

@@ -26,7 +26,6 @@ use report::{Claim, Row};
 use serde_json::json;
 use solar_model::checkpoint::WriteOptions;
 use solar_model::tokenizer::Tokenizer;
-use solar_model::Llama;
 use stages::{model_dir, write_jsonl, Recipe};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +36,7 @@ pub struct DemoOptions {
     pub out: PathBuf,
     pub quick: bool,
     pub seed: u64,
+    pub device: solar_engine::Device,
 }
 
 /// The data files a run writes under OUT/data.
@@ -87,8 +87,8 @@ fn write_data(dir: &Path, d: &DemoData, quick: bool, seed: u64) -> Result<Files>
 }
 
 /// Every task's score of the model in `dir`.
-fn evaluate(dir: &Path, files: &Files, seq_len: usize) -> Result<BTreeMap<String, f64>> {
-    let model = Llama::load(dir)?;
+fn evaluate(r: &Recipe, dir: &Path, files: &Files, seq_len: usize) -> Result<BTreeMap<String, f64>> {
+    let model = stages::load(r, dir)?;
     let tok = Tokenizer::from_model_dir(dir)?;
     let mut m = BTreeMap::new();
     let seqs = read_token_sequences(&files.heldout, Some(&tok), model.config.vocab_size)?;
@@ -111,7 +111,7 @@ fn evaluate(dir: &Path, files: &Files, seq_len: usize) -> Result<BTreeMap<String
 /// Runs the demo; `progress` gets one line per stage.
 pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> Result<Vec<Row>> {
     let began = Instant::now();
-    let r = Recipe::new(opts.quick);
+    let r = Recipe { device: opts.device, ..Recipe::new(opts.quick) };
     let out = &opts.out;
     let seed = opts.seed;
     let mut say = |s: &str| progress(&format!("[{:>5.1}s] {s}", began.elapsed().as_secs_f64()));
@@ -127,7 +127,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> Result<Ve
     let n = base_cfg.num_hidden_layers;
     say(&format!("2/7 upscale: depth up-scaling, {n} layers, remove m = n/4"));
     let layers = stages::upscale_base(&m("base"), &m("upscaled"), n)?;
-    let up = Llama::load(&m("upscaled"))?;
+    let up = stages::load(&r, &m("upscaled"))?;
     let tok = Tokenizer::from_model_dir(&m("upscaled"))?;
     let seqs = read_token_sequences(&files.heldout, Some(&tok), up.config.vocab_size)?;
     let sim = layer_similarity(&up, &seqs, r.seq_len)?;
@@ -188,12 +188,12 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> Result<Ve
     ];
     let mut rows = Vec::new();
     for name in order {
-        let metrics = evaluate(&m(name), &files, r.seq_len)?;
+        let metrics = evaluate(&r, &m(name), &files, r.seq_len)?;
         rows.push(Row { stage: name.to_string(), model: format!("models/{name}"), metrics });
     }
     // TRL's reward accuracy of the DPO model against its SFT reference, on held-out pairs.
     let dpo_held_out = {
-        let (policy, reference) = (Llama::load(&m("dpo"))?, Llama::load(&m("sft_both"))?);
+        let (policy, reference) = (stages::load(&r, &m("dpo"))?, stages::load(&r, &m("sft_both"))?);
         let (pairs, _) = load_pairs(&files.pairs_test, &tok, &m("dpo"), &policy.config, r.seq_len, false)?;
         let cfg = DpoConfig { beta: stages::DPO_BETA, ..Default::default() };
         eval_dpo(&policy, &reference, &pairs, &cfg, 16)?

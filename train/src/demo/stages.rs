@@ -10,6 +10,7 @@ use crate::trainer::config::TrainConfig;
 use crate::trainer::objective::Objective;
 use crate::trainer::{train, RunOptions};
 use serde_json::{Map, Value};
+use solar_engine::Device;
 use solar_model::checkpoint::{SafeDType, WriteOptions};
 use solar_model::dus::{upscale, LayerSpec};
 use solar_model::init::{init_model_dir, InitOptions};
@@ -35,6 +36,8 @@ pub struct Recipe {
     pub dpo_lr: f64,
     pub batch: usize,
     pub seq_len: usize,
+    /// Where every stage trains and evaluates.
+    pub device: Device,
 }
 
 impl Recipe {
@@ -51,6 +54,7 @@ impl Recipe {
                 dpo_lr: 2e-5,
                 batch: 8,
                 seq_len: 96,
+                device: Device::Cpu,
             }
         } else {
             Recipe {
@@ -64,6 +68,7 @@ impl Recipe {
                 dpo_lr: 2e-5,
                 batch: 16,
                 seq_len: 128,
+                device: Device::Cpu,
             }
         }
     }
@@ -107,8 +112,14 @@ pub fn init_base(dir: &Path, cfg: &LlamaConfig, seed: u64) -> Result<()> {
     Ok(())
 }
 
-fn run_opts(out: &Path, from: &Path) -> RunOptions {
+/// The model in `dir`, on the recipe's device.
+pub fn load(r: &Recipe, dir: &Path) -> Result<Llama> {
+    Ok(Llama::load(dir)?.to_device(r.device)?)
+}
+
+fn run_opts(r: &Recipe, out: &Path, from: &Path) -> RunOptions {
     RunOptions {
+        device: r.device,
         out: out.to_path_buf(),
         overwrite: true,
         save_dtype: Some(SafeDType::F32),
@@ -128,10 +139,10 @@ pub fn pretrain(r: &Recipe, from: &Path, data: &Path, out: &Path, steps: usize, 
     let (rows, _) = load_pretrain(data, Some(&tok), &cfg, r.seq_len, false)?;
     let obj = Objective::Lm { rows, eval: None };
     train(
-        Llama::load(from)?,
+        load(r, from)?,
         &obj,
         &r.train_config(steps, 3e-3, seed),
-        &run_opts(out, from),
+        &run_opts(r, out, from),
         stage_identity("pretrain"),
     )?;
     Ok(())
@@ -152,10 +163,10 @@ pub fn sft(r: &Recipe, from: &Path, data: &Path, out: &Path, seed: u64) -> Resul
     let (rows, _) = load_sft(data, SftFormat::PromptCompletion, &tok, from, &cfg, r.seq_len, true, false)?;
     let obj = Objective::Lm { rows, eval: None };
     train(
-        Llama::load(from)?,
+        load(r, from)?,
         &obj,
         &r.train_config(r.sft_steps, r.sft_lr, seed),
-        &run_opts(out, from),
+        &run_opts(r, out, from),
         stage_identity("sft"),
     )?;
     Ok(())
@@ -166,7 +177,7 @@ pub fn dpo(r: &Recipe, from: &Path, data: &Path, out: &Path, seed: u64) -> Resul
     let cfg = Llama::load_config(from)?;
     let tok = Tokenizer::from_model_dir(from)?;
     let (pairs, _) = load_pairs(data, &tok, from, &cfg, r.seq_len, false)?;
-    let model = Llama::load(from)?;
+    let model = load(r, from)?;
     let refs = reference_logps(&model, &pairs, r.batch)?;
     let dcfg = DpoConfig { beta: DPO_BETA, ..Default::default() };
     let obj = Objective::Dpo { pairs, refs, cfg: dcfg, eval: None };
@@ -174,7 +185,7 @@ pub fn dpo(r: &Recipe, from: &Path, data: &Path, out: &Path, seed: u64) -> Resul
         model,
         &obj,
         &r.train_config(r.dpo_steps, r.dpo_lr, seed),
-        &run_opts(out, from),
+        &run_opts(r, out, from),
         stage_identity("dpo"),
     )?;
     Ok(())
