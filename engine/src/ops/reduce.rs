@@ -1,11 +1,14 @@
 //! Reductions: sum and mean of all elements (to a scalar), and over the last dimension
 //! (keeping it as size 1, so the result broadcasts back). Sums over all elements add fixed-size
-//! chunk partials in chunk order: the same bits at any thread count.
+//! chunk partials in chunk order: the same bits at any thread count. On CUDA (f32 or bf16):
+//! kernels/cu/reduce.cu's fixed two-stage tree (all elements) or one warp or block per row
+//! (last dim), accumulated in f32 and stored in the input's dtype; argmax too.
 
+use crate::cuda::{self, CudaData, CudaStorage};
 use crate::dtype::Float;
 use crate::error::Result;
 use crate::ops::check_float;
-use crate::storage::CpuStorage;
+use crate::storage::{CpuStorage, Storage};
 use crate::tape::{ensure_no_grad, record, InputGrads, Op};
 use crate::{DType, Shape, Tensor};
 use rayon::prelude::*;
@@ -43,8 +46,25 @@ fn forward<F: Float>(kind: ReduceKind, x: &Tensor) -> Result<CpuStorage> {
     Ok(F::into_storage(out))
 }
 
+fn forward_cuda(kind: ReduceKind, op: &'static str, x: &Tensor) -> Result<CudaStorage> {
+    let c = x.cuda(op)?;
+    match kind {
+        ReduceKind::All { scale } => {
+            let sum = cuda::reduce::sum_all(&c.gpu, &c.data, scale as f32)?;
+            let out = CudaStorage::new(c.gpu.clone(), CudaData::F32(sum));
+            cuda::elementwise::cast(&out, x.dtype())
+        }
+        ReduceKind::Last { scale } => {
+            let cols = x.shape().last();
+            cuda::reduce::sum_last(c, x.elem_count() / cols.max(1), cols, scale as f32)
+        }
+    }
+}
+
 fn reduce(kind: ReduceKind, op: &'static str, x: &Tensor) -> Result<Tensor> {
-    check_float(op, x)?;
+    if !x.is_cuda() {
+        check_float(op, x)?;
+    }
     let out_shape = match kind {
         ReduceKind::All { .. } => Shape::new(&[]),
         ReduceKind::Last { .. } => {
@@ -55,9 +75,10 @@ fn reduce(kind: ReduceKind, op: &'static str, x: &Tensor) -> Result<Tensor> {
             Shape::from(d)
         }
     };
-    let out = match x.dtype() {
-        DType::F32 => forward::<f32>(kind, x)?,
-        _ => forward::<f64>(kind, x)?,
+    let out: Storage = match x.dtype() {
+        _ if x.is_cuda() => forward_cuda(kind, op, x)?.into(),
+        DType::F32 => forward::<f32>(kind, x)?.into(),
+        _ => forward::<f64>(kind, x)?.into(),
     };
     record(op, &[x], out, out_shape, |_| Op::Reduce(Saved { kind, in_shape: x.shape().clone() }))
 }
@@ -87,6 +108,10 @@ pub fn argmax_last(x: &Tensor) -> Result<Tensor> {
     let v = x.shape().last();
     if x.rank() == 0 || v == 0 {
         return Err(crate::Error::bad_shape(op, x.shape(), "needs a non-empty last dim"));
+    }
+    if x.is_cuda() {
+        let idx = cuda::reduce::argmax_last(x.cuda(op)?, x.elem_count() / v, v)?;
+        return Ok(Tensor::from_cuda(idx, Shape::from(&x.dims()[..x.rank() - 1])));
     }
     let xs = x.to_vec_f64()?;
     let idx: Vec<u32> = xs
@@ -118,6 +143,15 @@ fn grad<F: Float>(s: &Saved, g: &Tensor) -> Result<CpuStorage> {
 }
 
 pub(crate) fn backward(s: &Saved, g: &Tensor) -> Result<InputGrads> {
+    if g.is_cuda() {
+        let n = s.in_shape.elem_count();
+        let (c, scale) = match s.kind {
+            ReduceKind::All { scale } => (n, scale),
+            ReduceKind::Last { scale } => (s.in_shape.last(), scale),
+        };
+        let dx = cuda::reduce::broadcast_back(g.cuda("reduce backward")?, n, c, scale as f32)?;
+        return Ok(vec![Some(Tensor::from_cuda(dx, s.in_shape.clone()))]);
+    }
     let out = match g.dtype() {
         DType::F32 => grad::<f32>(s, g)?,
         _ => grad::<f64>(s, g)?,

@@ -2,6 +2,8 @@
 //! x is [.., C] (rows N = B*T), w is [C]; the forward saves rstd [N] for the backward:
 //!   xhat = x * rstd,  dx = rstd * (dy*w - xhat * mean(dy*w*xhat)),  dw = sum over rows of dy*xhat
 //! dw is summed in fixed row blocks whose partials are added in block order (deterministic).
+//! CUDA: bf16 x, w, y, dx, dw with f32 statistics; rstd [N] f32 stays on the device
+//! (cuda/norm.rs, kernels/cu/rmsnorm.cu).
 
 use crate::dtype::Float;
 use crate::error::{Error, Result};
@@ -9,12 +11,19 @@ use crate::ops::{check_float, kernels};
 use crate::par;
 use crate::storage::CpuStorage;
 use crate::tape::{record, InputGrads, Op};
+use crate::cuda::{self, CudaSlice};
 use crate::{DType, Tensor};
 
 pub(crate) struct Saved {
     x: Tensor,
     w: Tensor,
-    rstd: Vec<f64>,
+    rstd: Rstd,
+}
+
+/// The forward's 1 / rms per row [N], where the forward ran.
+enum Rstd {
+    Cpu(Vec<f64>),
+    Cuda(CudaSlice<f32>),
 }
 
 fn forward<F: Float>(x: &Tensor, w: &Tensor, eps: f64) -> Result<(CpuStorage, Vec<f64>)> {
@@ -39,18 +48,31 @@ fn forward<F: Float>(x: &Tensor, w: &Tensor, eps: f64) -> Result<(CpuStorage, Ve
 /// RMSNorm of the rows of `x` [.., C] with weight `w` [C].
 pub fn rmsnorm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let op = "rmsnorm";
-    check_float(op, x)?;
     if w.rank() != 1 || w.dims()[0] != x.shape().last() || x.rank() == 0 {
         return Err(Error::mismatch(op, x.shape(), w.shape(), "the weight must be [C] for x [.., C]"));
     }
     if x.dtype() != w.dtype() {
         return Err(Error::DTypeMismatch { op, lhs: x.dtype(), rhs: w.dtype() });
     }
+    if x.is_cuda() || w.is_cuda() {
+        if x.dtype() != DType::BF16 {
+            return Err(Error::DType { op, got: x.dtype(), expected: "bf16 on CUDA" });
+        }
+        let c = w.elem_count();
+        let rows = x.elem_count() / c.max(1);
+        let (y, rstd) = cuda::norm::rmsnorm_fwd(x.cuda(op)?, w.cuda(op)?, rows, c, eps)?;
+        return record(op, &[x, w], y, x.shape().clone(), |_| {
+            Op::RmsNorm(Saved { x: x.detach(), w: w.detach(), rstd: Rstd::Cuda(rstd) })
+        });
+    }
+    check_float(op, x)?;
     let (out, rstd) = match x.dtype() {
         DType::F32 => forward::<f32>(x, w, eps)?,
         _ => forward::<f64>(x, w, eps)?,
     };
-    record(op, &[x, w], out, x.shape().clone(), |_| Op::RmsNorm(Saved { x: x.detach(), w: w.detach(), rstd }))
+    record(op, &[x, w], out, x.shape().clone(), |_| {
+        Op::RmsNorm(Saved { x: x.detach(), w: w.detach(), rstd: Rstd::Cpu(rstd) })
+    })
 }
 
 /// (dx, dw) for RMSNorm, from x [N, C], w [C], rstd [N] and dy [N, C].
@@ -86,17 +108,30 @@ pub fn rmsnorm_grad<F: Float>(xs: &[F], ws: &[F], rstd: &[F], dy: &[F]) -> (Vec<
     (dx, dw)
 }
 
-fn grad<F: Float>(s: &Saved, g: &Tensor) -> Result<(CpuStorage, CpuStorage)> {
+fn grad<F: Float>(s: &Saved, rstd: &[f64], g: &Tensor) -> Result<(CpuStorage, CpuStorage)> {
     let op = "rmsnorm backward";
-    let rstd: Vec<F> = s.rstd.iter().map(|&v| F::c(v)).collect();
+    let rstd: Vec<F> = rstd.iter().map(|&v| F::c(v)).collect();
     let (dx, dw) = rmsnorm_grad(s.x.data::<F>(op)?, s.w.data::<F>(op)?, &rstd, g.data::<F>(op)?);
     Ok((F::into_storage(dx), F::into_storage(dw)))
 }
 
 pub(crate) fn backward(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<InputGrads> {
+    let op = "rmsnorm backward";
+    let rstd = match &s.rstd {
+        Rstd::Cpu(r) => r,
+        Rstd::Cuda(r) => {
+            let c = s.w.elem_count();
+            let rows = s.x.elem_count() / c.max(1);
+            let (dx, dw) = cuda::norm::rmsnorm_bwd(s.x.cuda(op)?, s.w.cuda(op)?, r, g.cuda(op)?, rows, c)?;
+            return Ok(vec![
+                needs[0].then(|| Tensor::from_cuda(dx, s.x.shape().clone())),
+                needs[1].then(|| Tensor::from_cuda(dw, s.w.shape().clone())),
+            ]);
+        }
+    };
     let (dx, dw) = match g.dtype() {
-        DType::F32 => grad::<f32>(s, g)?,
-        _ => grad::<f64>(s, g)?,
+        DType::F32 => grad::<f32>(s, rstd, g)?,
+        _ => grad::<f64>(s, rstd, g)?,
     };
     Ok(vec![
         needs[0].then(|| Tensor::from_cpu(dx, s.x.shape().clone())),

@@ -6,6 +6,9 @@
 //! positions are i32/u32 with as many elements as there are tokens (B*T).
 //! The backward is the inverse rotation (angle negated). Angles follow HF: inv_freq and the
 //! product pos * inv_freq in the compute dtype.
+//! CUDA: bf16 in and out, angles in f32 as here (cuda/norm.rs, kernels/cu/rope.cu); positions
+//! may be a CPU tensor (validated, then uploaded) or an i32/u32 CUDA tensor, used as is: the
+//! device copy is not checked, so a negative i32 position rotates by a negative angle there.
 
 use crate::dtype::Float;
 use crate::error::{Error, Result};
@@ -13,13 +16,21 @@ use crate::ops::check_float;
 use crate::par;
 use crate::storage::CpuStorage;
 use crate::tape::{record, InputGrads, Op};
+use crate::cuda::{self, CudaData, CudaStorage};
 use crate::{DType, Tensor};
 
 pub(crate) struct Saved {
-    positions: Vec<usize>,
+    positions: Positions,
     theta: f64,
     heads: usize,
     shape: crate::Shape,
+}
+
+/// The positions as each backend reads them.
+enum Positions {
+    Cpu(Vec<usize>),
+    /// i32 or u32 [tokens] on the device of x.
+    Cuda(Tensor),
 }
 
 /// Rotates every head of every token; `sign` -1 applies the inverse rotation.
@@ -70,7 +81,6 @@ fn apply<F: Float>(
 /// RoPE on `x` [.., T, H, D] at `positions` (one per token).
 pub fn rope(x: &Tensor, positions: &Tensor, theta: f64) -> Result<Tensor> {
     let op = "rope";
-    check_float(op, x)?;
     if x.rank() < 3 || x.shape().last() % 2 != 0 {
         return Err(Error::bad_shape(op, x.shape(), "x must be [.., T, H, D] with D even"));
     }
@@ -79,21 +89,49 @@ pub fn rope(x: &Tensor, positions: &Tensor, theta: f64) -> Result<Tensor> {
     if positions.elem_count() != tokens {
         return Err(Error::mismatch(op, x.shape(), positions.shape(), "one position per token is needed"));
     }
+    if x.is_cuda() {
+        if x.dtype() != DType::BF16 {
+            return Err(Error::DType { op, got: x.dtype(), expected: "bf16 on CUDA" });
+        }
+        let xs = x.cuda(op)?;
+        let pos = if positions.is_cuda() {
+            positions.detach()
+        } else {
+            let host = crate::ops::embedding::ids_as_indices(op, positions, i32::MAX as usize + 1)?;
+            let host: Vec<i32> = host.iter().map(|&p| p as i32).collect();
+            let dev = CudaStorage::new(xs.gpu.clone(), CudaData::I32(xs.gpu.upload(&host)?));
+            Tensor::from_cuda(dev, positions.shape().clone())
+        };
+        let out = cuda::norm::rope(xs, pos.cuda(op)?, tokens, heads, d, theta, false)?;
+        return record(op, &[x, positions], out, x.shape().clone(), |_| {
+            Op::Rope(Saved { positions: Positions::Cuda(pos.clone()), theta, heads, shape: x.shape().clone() })
+        });
+    }
+    check_float(op, x)?;
     let pos = crate::ops::embedding::ids_as_indices(op, positions, usize::MAX)?;
     let out = match x.dtype() {
         DType::F32 => apply::<f32>(x, &pos, heads, d, theta, 1.0)?,
         _ => apply::<f64>(x, &pos, heads, d, theta, 1.0)?,
     };
     record(op, &[x, positions], out, x.shape().clone(), |_| {
-        Op::Rope(Saved { positions: pos.clone(), theta, heads, shape: x.shape().clone() })
+        Op::Rope(Saved { positions: Positions::Cpu(pos.clone()), theta, heads, shape: x.shape().clone() })
     })
 }
 
 pub(crate) fn backward(s: &Saved, g: &Tensor) -> Result<InputGrads> {
     let d = s.shape.last();
+    let pos = match &s.positions {
+        Positions::Cpu(p) => p,
+        Positions::Cuda(p) => {
+            let op = "rope backward";
+            let tokens = s.shape.elem_count() / (s.heads * d).max(1);
+            let dx = cuda::norm::rope(g.cuda(op)?, p.cuda(op)?, tokens, s.heads, d, s.theta, true)?;
+            return Ok(vec![Some(Tensor::from_cuda(dx, s.shape.clone())), None]);
+        }
+    };
     let out = match g.dtype() {
-        DType::F32 => apply::<f32>(g, &s.positions, s.heads, d, s.theta, -1.0)?,
-        _ => apply::<f64>(g, &s.positions, s.heads, d, s.theta, -1.0)?,
+        DType::F32 => apply::<f32>(g, pos, s.heads, d, s.theta, -1.0)?,
+        _ => apply::<f64>(g, pos, s.heads, d, s.theta, -1.0)?,
     };
     Ok(vec![Some(Tensor::from_cpu(out, s.shape.clone())), None])
 }

@@ -1,6 +1,7 @@
 //! SwiGLU, the Llama MLP's gate: y = silu(gate) * up, silu(g) = g * sigmoid(g).
 //! gate and up are [.., F]. Backward with s = sigmoid(g):
 //!   dgate = dy * up * s * (1 + g (1 - s)),  dup = dy * silu(g)
+//! CUDA: bf16 in and out, f32 math (cuda/norm.rs, kernels/cu/swiglu.cu).
 
 use crate::dtype::Float;
 use crate::error::{Error, Result};
@@ -8,6 +9,7 @@ use crate::ops::check_float;
 use crate::par;
 use crate::storage::CpuStorage;
 use crate::tape::{record, InputGrads, Op};
+use crate::cuda;
 use crate::{DType, Tensor};
 
 pub(crate) struct Saved {
@@ -29,20 +31,26 @@ fn forward<F: Float>(gate: &Tensor, up: &Tensor) -> Result<CpuStorage> {
 /// silu(gate) * up, element-wise.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     let op = "swiglu";
-    check_float(op, gate)?;
     if gate.shape() != up.shape() {
         return Err(Error::mismatch(op, gate.shape(), up.shape(), "gate and up must have the same shape"));
     }
     if gate.dtype() != up.dtype() {
         return Err(Error::DTypeMismatch { op, lhs: gate.dtype(), rhs: up.dtype() });
     }
+    let saved = |_: &Tensor| Op::SwiGlu(Saved { gate: gate.detach(), up: up.detach() });
+    if gate.is_cuda() || up.is_cuda() {
+        if gate.dtype() != DType::BF16 {
+            return Err(Error::DType { op, got: gate.dtype(), expected: "bf16 on CUDA" });
+        }
+        let out = cuda::norm::swiglu_fwd(gate.cuda(op)?, up.cuda(op)?)?;
+        return record(op, &[gate, up], out, gate.shape().clone(), saved);
+    }
+    check_float(op, gate)?;
     let out = match gate.dtype() {
         DType::F32 => forward::<f32>(gate, up)?,
         _ => forward::<f64>(gate, up)?,
     };
-    record(op, &[gate, up], out, gate.shape().clone(), |_| {
-        Op::SwiGlu(Saved { gate: gate.detach(), up: up.detach() })
-    })
+    record(op, &[gate, up], out, gate.shape().clone(), saved)
 }
 
 fn grad<F: Float>(s: &Saved, dy: &Tensor) -> Result<(CpuStorage, CpuStorage)> {
@@ -60,6 +68,14 @@ fn grad<F: Float>(s: &Saved, dy: &Tensor) -> Result<(CpuStorage, CpuStorage)> {
 }
 
 pub(crate) fn backward(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<InputGrads> {
+    if s.gate.is_cuda() {
+        let op = "swiglu backward";
+        let (dg, du) = cuda::norm::swiglu_bwd(s.gate.cuda(op)?, s.up.cuda(op)?, g.cuda(op)?)?;
+        return Ok(vec![
+            needs[0].then(|| Tensor::from_cuda(dg, s.gate.shape().clone())),
+            needs[1].then(|| Tensor::from_cuda(du, s.up.shape().clone())),
+        ]);
+    }
     let (dg, du) = match g.dtype() {
         DType::F32 => grad::<f32>(s, g)?,
         _ => grad::<f64>(s, g)?,

@@ -4,13 +4,19 @@
 //!   p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 //! Moments live in the parameter's dtype (f32 on the CPU), keyed by tensor id. The update is
 //! element-wise in fixed chunks, so it is deterministic at any thread count.
+//! On CUDA one fused kernel (kernels/cu/adamw.cu) does the same update in the same order with
+//! IEEE f32 operations: moments are f32 device tensors; a bf16 parameter gets an f32 master
+//! copy (kept here, keyed like the moments) that the step updates, and the bf16 parameter is
+//! rewritten from it in the same kernel. An f32 CUDA parameter is its own master.
 
+use crate::cuda::optim::{adamw_step as cuda_adamw_step, AdamWHyper};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::tape::Grads;
 use crate::tensor::TensorId;
 use crate::{DType, Tensor};
 use rayon::prelude::*;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -39,6 +45,8 @@ pub struct AdamW {
     pub config: AdamWConfig,
     step: u64,
     state: HashMap<TensorId, Moments>,
+    /// f32 master weights of bf16 CUDA parameters.
+    masters: HashMap<TensorId, Tensor>,
 }
 
 /// One AdamW update of `p` with gradient `g`; see the file header. `t` is the 1-based step.
@@ -77,7 +85,7 @@ pub fn adamw_update<F: Float>(
 
 impl AdamW {
     pub fn new(config: AdamWConfig) -> AdamW {
-        AdamW { config, step: 0, state: HashMap::new() }
+        AdamW { config, step: 0, state: HashMap::new(), masters: HashMap::new() }
     }
 
     /// Steps taken so far.
@@ -97,6 +105,17 @@ impl AdamW {
         self.state.insert(id, moments);
     }
 
+    /// The f32 master copy of a bf16 CUDA parameter, once it has been updated (checkpoints
+    /// save it: the bf16 weight alone loses the update's low bits).
+    pub fn master(&self, id: TensorId) -> Option<&Tensor> {
+        self.masters.get(&id)
+    }
+    /// Restores a bf16 CUDA parameter's f32 master copy (resuming from a checkpoint); without
+    /// one the first update starts from the bf16 weight.
+    pub fn set_master(&mut self, id: TensorId, master: Tensor) {
+        self.masters.insert(id, master);
+    }
+
     /// Starts a new step (bias corrections use the new count).
     pub fn begin_step(&mut self) {
         self.step += 1;
@@ -107,6 +126,12 @@ impl AdamW {
         let op = "adamw";
         if p.shape() != g.shape() {
             return Err(Error::mismatch(op, p.shape(), g.shape(), "parameter and gradient shapes differ"));
+        }
+        if p.is_cuda() {
+            if self.step == 0 {
+                return Err(Error::invalid(op, "begin_step must be called before update"));
+            }
+            return self.update_cuda(p, g, decay, lr);
         }
         if p.dtype() != g.dtype() {
             return Err(Error::DTypeMismatch { op, lhs: p.dtype(), rhs: g.dtype() });
@@ -123,6 +148,63 @@ impl AdamW {
             DType::F32 => run::<f32>(p, g, st, &c, lr, t, decay),
             DType::F64 => run::<f64>(p, g, st, &c, lr, t, decay),
             got => Err(Error::DType { op, got, expected: "f32 or f64 parameters" }),
+        }
+    }
+
+    /// The CUDA update: f32 or bf16 parameter, f32 or bf16 gradient on the same GPU.
+    fn update_cuda(&mut self, p: &mut Tensor, g: &Tensor, decay: bool, lr: f64) -> Result<()> {
+        let op = "adamw";
+        let (id, dev, shape) = (p.id(), p.device(), p.shape().clone());
+        let gc = g.cuda(op)?;
+        let gpu = p.cuda(op)?.gpu.clone();
+        if gc.gpu.ordinal != gpu.ordinal {
+            return Err(Error::WrongDevice {
+                op,
+                device: g.device(),
+                msg: format!("the parameter is on {dev}"),
+            });
+        }
+        let st = match self.state.entry(id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let m = Tensor::zeros_on(shape.clone(), DType::F32, dev)?;
+                let v = Tensor::zeros_on(shape.clone(), DType::F32, dev)?;
+                e.insert(Moments { m, v })
+            }
+        };
+        // Moments restored on the host (a checkpoint) move to the parameter's device as f32.
+        for t in [&mut st.m, &mut st.v] {
+            if t.device() != dev || t.dtype() != DType::F32 {
+                *t = t.detach().to_dtype(DType::F32)?.to_device(dev)?;
+            }
+            if t.shape() != &shape {
+                return Err(Error::mismatch(op, &shape, t.shape(), "moments and parameter shapes differ"));
+            }
+        }
+        let h = AdamWHyper::new(&self.config, lr, self.step, decay);
+        let (m, v) = (st.m.cuda_mut(op)?.f32_mut(op)?, st.v.cuda_mut(op)?.f32_mut(op)?);
+        match p.dtype() {
+            DType::F32 => cuda_adamw_step(&gpu, p.cuda_mut(op)?.f32_mut(op)?, m, v, &gc.data, None, &h),
+            DType::BF16 => {
+                let master = match self.masters.entry(id) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(p.detach().to_dtype(DType::F32)?),
+                };
+                if master.device() != dev || master.dtype() != DType::F32 {
+                    *master = master.detach().to_dtype(DType::F32)?.to_device(dev)?;
+                }
+                if master.shape() != &shape {
+                    return Err(Error::mismatch(
+                        op,
+                        &shape,
+                        master.shape(),
+                        "master and parameter shapes differ",
+                    ));
+                }
+                let pm = master.cuda_mut(op)?.f32_mut(op)?;
+                cuda_adamw_step(&gpu, pm, m, v, &gc.data, Some(p.cuda_mut(op)?.bf16_mut(op)?), &h)
+            }
+            got => Err(Error::DType { op, got, expected: "f32 or bf16 parameters on CUDA" }),
         }
     }
 
