@@ -74,7 +74,13 @@ __device__ __forceinline__ void gather_rows(const int* __restrict__ ids, const b
             continue;
         }
         const bf16* src = table + id * C;
-        for (int j = threadIdx.x; j < nch; j += blockDim.x) stp<bf16, W>(o + j * W, ldp<bf16, W>(src + j * W));
+        for (int j = threadIdx.x; j < nch; j += blockDim.x) {
+            // A raw copy: as a bf16 struct the store was split into 2-byte stores.
+            if constexpr (W == 8)
+                *reinterpret_cast<uint4*>(o + j * 8) = *reinterpret_cast<const uint4*>(src + j * 8);
+            else
+                o[j] = src[j];
+        }
     }
 }
 

@@ -75,7 +75,8 @@ fn rows_cfg(gpu: &Gpu, rows: usize, c: usize) -> LaunchConfig {
 }
 
 fn c_i32(op: &'static str, c: usize) -> Result<i32> {
-    i32::try_from(c).map_err(|_| Error::invalid(op, format!("rows of {c} elements exceed the kernels' i32 width")))
+    i32::try_from(c)
+        .map_err(|_| Error::invalid(op, format!("rows of {c} elements exceed the kernels' i32 width")))
 }
 
 /// out [n, c] = table[ids[n], :] for a bf16 `table` [vocab, c]. `ids` (i32 or u32 on the

@@ -20,7 +20,8 @@ fn bf16_of<'a>(op: &'static str, s: &'a CudaStorage) -> Result<&'a CudaSlice<bf1
 }
 
 fn c_i32(op: &'static str, c: usize) -> Result<i32> {
-    i32::try_from(c).map_err(|_| Error::invalid(op, format!("rows of {c} elements exceed the kernels' i32 width")))
+    i32::try_from(c)
+        .map_err(|_| Error::invalid(op, format!("rows of {c} elements exceed the kernels' i32 width")))
 }
 
 fn cfg(grid: usize, block: usize, smem: usize) -> LaunchConfig {
@@ -42,10 +43,16 @@ fn allow_smem(op: &'static str, gpu: &Gpu, f: &CudaFunction, bytes: usize) -> Re
         .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
         .map_err(launch_err(op))? as usize;
     if bytes > max {
-        return Err(Error::invalid(op, format!("needs {bytes} bytes of shared memory a block; this device has {max}")));
+        return Err(Error::invalid(
+            op,
+            format!("needs {bytes} bytes of shared memory a block; this device has {max}"),
+        ));
     }
-    f.set_attribute(sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
-        .map_err(launch_err(op))
+    f.set_attribute(
+        sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        bytes as i32,
+    )
+    .map_err(launch_err(op))
 }
 
 /// RMSNorm forward of `x` [rows, c] with `w` [c] (both bf16): y [rows, c] bf16 and rstd [rows] f32.
@@ -59,7 +66,10 @@ pub fn rmsnorm_fwd(
     let op = "rmsnorm";
     let (xs, ws) = (bf16_of(op, x)?, bf16_of(op, w)?);
     if xs.len() != rows * c || ws.len() != c {
-        return Err(Error::invalid(op, format!("x has {} elements, w {}, for [{rows}, {c}]", xs.len(), ws.len())));
+        return Err(Error::invalid(
+            op,
+            format!("x has {} elements, w {}, for [{rows}, {c}]", xs.len(), ws.len()),
+        ));
     }
     let gpu = &x.gpu;
     let mut y = gpu.alloc::<bf16>(rows * c)?;
@@ -109,7 +119,10 @@ pub fn rmsnorm_bwd(
     let mut dx = gpu.alloc::<bf16>(rows * c)?;
     if rows == 0 || c == 0 {
         let dw = gpu.zeros::<bf16>(c)?;
-        return Ok((CudaStorage::new(gpu.clone(), CudaData::BF16(dx)), CudaStorage::new(gpu.clone(), CudaData::BF16(dw))));
+        return Ok((
+            CudaStorage::new(gpu.clone(), CudaData::BF16(dx)),
+            CudaStorage::new(gpu.clone(), CudaData::BF16(dw)),
+        ));
     }
     let f = gpu.func("rmsnorm", "rmsnorm_bwd_bf16")?;
     let (tpr, groups) = row_groups(c, 256);
@@ -117,7 +130,9 @@ pub fn rmsnorm_bwd(
     let smem = groups * c * 4;
     allow_smem(op, gpu, &f, smem)?;
     // One wave of resident blocks (at least one group-row each), each owning a contiguous range.
-    let per_sm = f.occupancy_max_active_blocks_per_multiprocessor(block as u32, smem, None).unwrap_or(1).max(1) as usize;
+    let per_sm =
+        f.occupancy_max_active_blocks_per_multiprocessor(block as u32, smem, None).unwrap_or(1).max(1)
+            as usize;
     let target = (per_sm * gpu.sm_count).clamp(1, rows.div_ceil(groups));
     let rpb = rows.div_ceil(target);
     let nblocks = rows.div_ceil(rpb);
@@ -144,8 +159,14 @@ pub fn rmsnorm_bwd(
     let fd = gpu.func("rmsnorm", "rmsnorm_bwd_dw_bf16")?;
     let mut dw = gpu.alloc::<bf16>(c)?;
     // SAFETY: partial holds nblocks*c f32, dw c; the kernel writes each dw[c] once (block 256).
-    unsafe { gpu.stream.launch_builder(&fd).arg(&partial).arg(&mut dw).arg(&nb32).arg(&c32).launch(cfg(c.div_ceil(32), 256, 0)) }
-        .map_err(launch_err(op))?;
+    unsafe {
+        gpu.stream.launch_builder(&fd).arg(&partial).arg(&mut dw).arg(&nb32).arg(&c32).launch(cfg(
+            c.div_ceil(32),
+            256,
+            0,
+        ))
+    }
+    .map_err(launch_err(op))?;
     Ok((CudaStorage::new(gpu.clone(), CudaData::BF16(dx)), CudaStorage::new(gpu.clone(), CudaData::BF16(dw))))
 }
 
@@ -162,7 +183,7 @@ pub fn rope(
 ) -> Result<CudaStorage> {
     let op = if inverse { "rope backward" } else { "rope" };
     let xs = bf16_of(op, x)?;
-    if xs.len() != tokens * heads * d || pos.len() != tokens || d % 2 != 0 {
+    if xs.len() != tokens * heads * d || pos.len() != tokens || d & 1 != 0 {
         return Err(Error::invalid(op, format!("buffers do not match [{tokens}, {heads}, {d}] with D even")));
     }
     let gpu = &x.gpu;
@@ -173,7 +194,7 @@ pub fn rope(
     let f = gpu.func("rope", if inverse { "rope_bwd_bf16" } else { "rope_fwd_bf16" })?;
     let smem = d / 2 * 4;
     allow_smem(op, gpu, &f, smem)?;
-    let w = if d % 16 == 0 { 8 } else { 1 };
+    let w = if d & 15 == 0 { 8 } else { 1 };
     let items = tokens * (d / 2 / w);
     let config = cfg(items.div_ceil(256).min(gpu.sm_count * 16), 256, smem);
     let (n64, h32, d32, theta32) = (tokens as i64, c_i32(op, heads)?, c_i32(op, d)?, theta as f32);
@@ -186,7 +207,8 @@ pub fn rope(
     };
     // SAFETY: x and y hold tokens*heads*d bf16, pos tokens 32-bit ints; smem is the d/2 floats of
     // the inv_freq table; the kernel writes every element of y.
-    unsafe { b.arg(&mut y).arg(&n64).arg(&h32).arg(&d32).arg(&theta32).launch(config) }.map_err(launch_err(op))?;
+    unsafe { b.arg(&mut y).arg(&n64).arg(&h32).arg(&d32).arg(&theta32).launch(config) }
+        .map_err(launch_err(op))?;
     Ok(CudaStorage::new(gpu.clone(), CudaData::BF16(y)))
 }
 
@@ -204,14 +226,20 @@ pub fn swiglu_fwd(gate: &CudaStorage, up: &CudaStorage) -> Result<CudaStorage> {
         let f = gpu.func("swiglu", "swiglu_fwd_bf16")?;
         let n64 = n as i64;
         // SAFETY: gate, up and y hold n elements; the kernel writes each y[i] once.
-        unsafe { gpu.stream.launch_builder(&f).arg(g).arg(u).arg(&mut y).arg(&n64).launch(grid_1d(n.div_ceil(8))) }
-            .map_err(launch_err(op))?;
+        unsafe {
+            gpu.stream.launch_builder(&f).arg(g).arg(u).arg(&mut y).arg(&n64).launch(grid_1d(n.div_ceil(8)))
+        }
+        .map_err(launch_err(op))?;
     }
     Ok(CudaStorage::new(gpu.clone(), CudaData::BF16(y)))
 }
 
 /// (dgate, dup) of swiglu for the incoming gradient `dy` (all bf16).
-pub fn swiglu_bwd(gate: &CudaStorage, up: &CudaStorage, dy: &CudaStorage) -> Result<(CudaStorage, CudaStorage)> {
+pub fn swiglu_bwd(
+    gate: &CudaStorage,
+    up: &CudaStorage,
+    dy: &CudaStorage,
+) -> Result<(CudaStorage, CudaStorage)> {
     let op = "swiglu backward";
     let (g, u, d) = (bf16_of(op, gate)?, bf16_of(op, up)?, bf16_of(op, dy)?);
     if g.len() != u.len() || g.len() != d.len() {

@@ -2,12 +2,16 @@
 //! is [V, C], the output [.., C].
 //! Backward scatter-adds into [V, C] deterministically: positions are bucketed by token id
 //! (in position order), then each vocab row sums its bucket in that order, rows in parallel.
+//! CUDA: a bf16 table; ids (on either device) are validated on the host first, and the same
+//! bucketing, planned on the host, drives the device's scatter-add (cuda/embedding.rs).
 
+use crate::cuda::{self, CudaData, CudaStorage};
 use crate::dtype::{Element, Float};
 use crate::error::{Error, Result};
 use crate::ops::check_float;
 use crate::par;
 use crate::storage::CpuStorage;
+use crate::storage::Storage;
 use crate::tape::{record, InputGrads, Op};
 use crate::{DType, Shape, Tensor};
 
@@ -47,21 +51,53 @@ fn forward<F: Float>(ids: &[usize], table: &Tensor, c: usize) -> Result<CpuStora
     Ok(F::into_storage(out))
 }
 
+/// `ids` checked against `bound` on the host; a CUDA tensor is copied there first.
+fn host_indices(op: &'static str, ids: &Tensor, bound: usize) -> Result<Vec<usize>> {
+    match ids.storage() {
+        Storage::Cpu(_) => ids_as_indices(op, ids, bound),
+        Storage::Cuda(c) => {
+            let host = Tensor::from_cpu(c.download()?, ids.shape().clone());
+            ids_as_indices(op, &host, bound)
+        }
+    }
+}
+
 /// Rows of `table` [V, C] picked by `ids` [..]: [.., C].
 pub fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
     let op = "embedding";
-    check_float(op, table)?;
     if table.rank() != 2 {
         return Err(Error::bad_shape(op, table.shape(), "the table must be [V, C]"));
     }
     let (v, c) = (table.dims()[0], table.dims()[1]);
+    let mut dims = ids.dims().to_vec();
+    dims.push(c);
+    if table.is_cuda() {
+        if table.dtype() != DType::BF16 {
+            return Err(Error::DType { op, got: table.dtype(), expected: "a bf16 table on CUDA" });
+        }
+        if v > i32::MAX as usize {
+            return Err(Error::bad_shape(op, table.shape(), "a CUDA table has at most 2^31 - 1 rows"));
+        }
+        let ts = table.cuda(op)?;
+        let idx = host_indices(op, ids, v)?;
+        let out = match ids.storage() {
+            Storage::Cuda(dev) => cuda::embedding::embedding_fwd(dev, ts, v, c)?,
+            Storage::Cpu(_) => {
+                let host: Vec<i32> = idx.iter().map(|&i| i as i32).collect();
+                let dev = CudaStorage::new(ts.gpu.clone(), CudaData::I32(ts.gpu.upload(&host)?));
+                cuda::embedding::embedding_fwd(&dev, ts, v, c)?
+            }
+        };
+        return record(op, &[ids, table], out, Shape::from(dims), |_| {
+            Op::Embedding(Saved { ids: idx.clone(), vocab: v })
+        });
+    }
+    check_float(op, table)?;
     let idx = ids_as_indices(op, ids, v)?;
     let out = match table.dtype() {
         DType::F32 => forward::<f32>(&idx, table, c)?,
         _ => forward::<f64>(&idx, table, c)?,
     };
-    let mut dims = ids.dims().to_vec();
-    dims.push(c);
     record(op, &[ids, table], out, Shape::from(dims), |_| Op::Embedding(Saved { ids: idx.clone(), vocab: v }))
 }
 
@@ -98,6 +134,10 @@ pub(crate) fn backward(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<InputGra
         return Ok(vec![None, None]);
     }
     let c = g.shape().last();
+    if g.is_cuda() {
+        let dt = cuda::embedding::embedding_bwd(&s.ids, g.cuda("embedding backward")?, s.vocab, c)?;
+        return Ok(vec![None, Some(Tensor::from_cuda(dt, Shape::new(&[s.vocab, c])))]);
+    }
     let out = match g.dtype() {
         DType::F32 => {
             f32::into_storage(embedding_grad(&s.ids, g.data::<f32>("embedding backward")?, s.vocab, c))

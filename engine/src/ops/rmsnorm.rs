@@ -5,13 +5,13 @@
 //! CUDA: bf16 x, w, y, dx, dw with f32 statistics; rstd [N] f32 stays on the device
 //! (cuda/norm.rs, kernels/cu/rmsnorm.cu).
 
+use crate::cuda::{self, CudaSlice};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::ops::{check_float, kernels};
 use crate::par;
 use crate::storage::CpuStorage;
 use crate::tape::{record, InputGrads, Op};
-use crate::cuda::{self, CudaSlice};
 use crate::{DType, Tensor};
 
 pub(crate) struct Saved {

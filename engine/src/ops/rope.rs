@@ -10,13 +10,13 @@
 //! may be a CPU tensor (validated, then uploaded) or an i32/u32 CUDA tensor, used as is: the
 //! device copy is not checked, so a negative i32 position rotates by a negative angle there.
 
+use crate::cuda::{self, CudaData, CudaStorage};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::ops::check_float;
 use crate::par;
 use crate::storage::CpuStorage;
 use crate::tape::{record, InputGrads, Op};
-use crate::cuda::{self, CudaData, CudaStorage};
 use crate::{DType, Tensor};
 
 pub(crate) struct Saved {
@@ -104,7 +104,12 @@ pub fn rope(x: &Tensor, positions: &Tensor, theta: f64) -> Result<Tensor> {
         };
         let out = cuda::norm::rope(xs, pos.cuda(op)?, tokens, heads, d, theta, false)?;
         return record(op, &[x, positions], out, x.shape().clone(), |_| {
-            Op::Rope(Saved { positions: Positions::Cuda(pos.clone()), theta, heads, shape: x.shape().clone() })
+            Op::Rope(Saved {
+                positions: Positions::Cuda(pos.clone()),
+                theta,
+                heads,
+                shape: x.shape().clone(),
+            })
         });
     }
     check_float(op, x)?;

@@ -3,13 +3,13 @@
 //!   dgate = dy * up * s * (1 + g (1 - s)),  dup = dy * silu(g)
 //! CUDA: bf16 in and out, f32 math (cuda/norm.rs, kernels/cu/swiglu.cu).
 
+use crate::cuda;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::ops::check_float;
 use crate::par;
 use crate::storage::CpuStorage;
 use crate::tape::{record, InputGrads, Op};
-use crate::cuda;
 use crate::{DType, Tensor};
 
 pub(crate) struct Saved {
