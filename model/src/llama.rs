@@ -268,6 +268,21 @@ impl Llama {
         Ok(logits.to_dtype(DType::F32)?.to_device(Device::Cpu)?)
     }
 
+    /// Per-sequence summed log-probs of `targets` [B, T] (i32, -100 not counted), computed on
+    /// the model's device from its own logits and returned on the CPU (DPO's small loss head
+    /// runs there; the move is on the tape, so gradients flow back).
+    pub fn sequence_logprobs(
+        &self,
+        tape: Option<&Tape>,
+        input: &ModelInput,
+        targets: &Tensor,
+    ) -> Result<ops::SequenceLogProbs> {
+        let hidden = self.hidden(tape, input)?;
+        let logits = ops::matmul_t(&hidden, &self.head(tape)?, false, true)?; // [B, T, V]
+        let lp = ops::sequence_logprobs(&logits, &self.on_device(targets)?)?;
+        Ok(ops::SequenceLogProbs { logps: lp.logps.to_device(Device::Cpu)?, counts: lp.counts })
+    }
+
     /// Summed cross-entropy against `targets` [B, T] (i32, -100 ignored) and the count of
     /// counted tokens, through the fused lm_head + cross-entropy.
     pub fn loss(&self, tape: Option<&Tape>, input: &ModelInput, targets: &Tensor) -> Result<CrossEntropy> {

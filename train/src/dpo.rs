@@ -14,7 +14,7 @@
 
 use crate::data::rows::{collate, LmRow, PairRow};
 use crate::error::{Result, TrainError};
-use solar_engine::ops::{self, sequence_logprobs};
+use solar_engine::ops;
 use solar_engine::{DType, Tape, Tensor};
 use solar_model::Llama;
 use std::collections::BTreeMap;
@@ -140,8 +140,7 @@ fn completion_logps(model: &Llama, tape: Option<&Tape>, pairs: &[&PairRow]) -> R
         }
     }
     let batch = collate(&concatenated(pairs))?;
-    let logits = model.logits(tape, &batch.input)?; // [2N, T, V]
-    let lp = sequence_logprobs(&logits, &batch.targets)?;
+    let lp = model.sequence_logprobs(tape, &batch.input, &batch.targets)?; // [2N]
     Ok((lp.logps, lp.counts))
 }
 
