@@ -56,3 +56,48 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     float t = lane < nwarps ? scratch[lane] : NEG_INF;
     return warp_max(t);
 }
+
+// 16-byte access helpers for the memory-bound kernels. A row is split into a scalar head (up to
+// the first 16-byte boundary), a vector body and a scalar tail, so any width and alignment work.
+__device__ __forceinline__ bool aligned16(const void* p) {
+    return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
+}
+
+// W contiguous elements of T moved as one access: 8 bf16 = one LDG.E.128 / STG.E.128.
+template <int W, typename T = bf16>
+struct alignas(sizeof(T) * W >= 16 ? 16 : sizeof(T) * W) Pack {
+    T v[W];
+};
+template <int W, typename T>
+__device__ __forceinline__ Pack<W, T> ldp(const T* p) {
+    return *reinterpret_cast<const Pack<W, T>*>(p);
+}
+template <int W, typename T>
+__device__ __forceinline__ void stp(T* p, const Pack<W, T>& v) {
+    *reinterpret_cast<Pack<W, T>*>(p) = v;
+}
+
+// 16 bytes of T as floats, through plain uint4/float4 words (NVVM splits member-wise copies of
+// a bf16 struct into 4-byte accesses; these stay one LDG.E.128).
+template <typename T> struct Vec16;
+template <> struct Vec16<float> { static constexpr int N = 4; };
+template <> struct Vec16<bf16> { static constexpr int N = 8; };
+
+__device__ __forceinline__ void load16(const float* p, float* f) {
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    f[0] = v.x; f[1] = v.y; f[2] = v.z; f[3] = v.w;
+}
+__device__ __forceinline__ float2 unpack_bf16x2(unsigned u) {
+    // bf16 -> f32 is a 16-bit shift: the low half is element 0.
+    return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
+}
+__device__ __forceinline__ void load16(const bf16* p, float* f) {
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    const unsigned w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const float2 t = unpack_bf16x2(w[k]);
+        f[2 * k] = t.x;
+        f[2 * k + 1] = t.y;
+    }
+}

@@ -45,31 +45,6 @@
 #define EMPTY_MAX (-3.402823466e38f)
 #define QNAN __int_as_float(0x7fffffff)
 
-// 16 bytes of T as floats.
-template <typename T> struct Vec16;
-template <> struct Vec16<float> { static constexpr int N = 4; };
-template <> struct Vec16<bf16> { static constexpr int N = 8; };
-
-// Plain C++ on uint4/float4 words (not the bf16x8 struct, whose member-wise copies NVVM splits
-// into 4-byte accesses), so every vector is one LDG.E.128 / STG.E.128.
-__device__ __forceinline__ void load16(const float* p, float* f) {
-    const float4 v = *reinterpret_cast<const float4*>(p);
-    f[0] = v.x; f[1] = v.y; f[2] = v.z; f[3] = v.w;
-}
-__device__ __forceinline__ float2 unpack_bf16x2(unsigned u) {
-    // bf16 -> f32 is a 16-bit shift: the low half is element 0.
-    return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
-}
-__device__ __forceinline__ void load16(const bf16* p, float* f) {
-    const uint4 v = *reinterpret_cast<const uint4*>(p);
-    const unsigned w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        const float2 t = unpack_bf16x2(w[k]);
-        f[2 * k] = t.x;
-        f[2 * k + 1] = t.y;
-    }
-}
 __device__ __forceinline__ void store16(float* p, const float* f) {
     uint4 u;
     u.x = __float_as_uint(f[0]);

@@ -29,22 +29,6 @@
 //   bounds; the engine validates ids on the host before launching, so that never happens.
 #include "common.cuh"
 
-// W contiguous elements of T moved as one access: 8 bf16 = 16 bytes, 8 f32 = two 16-byte ones.
-template <typename T, int W>
-struct alignas(sizeof(T) * W >= 16 ? 16 : sizeof(T) * W) Pack {
-    T v[W];
-};
-template <typename T, int W>
-__device__ __forceinline__ Pack<T, W> ldp(const T* p) {
-    return *reinterpret_cast<const Pack<T, W>*>(p);
-}
-template <typename T, int W>
-__device__ __forceinline__ void stp(T* p, const Pack<T, W>& v) {
-    *reinterpret_cast<Pack<T, W>*>(p) = v;
-}
-__device__ __forceinline__ bool aligned16(const void* p) {
-    return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
-}
 
 __device__ __forceinline__ void put(float* p, float v) { *p = v; }
 __device__ __forceinline__ void put(bf16* p, float v) { *p = f2bf(v); }
@@ -52,10 +36,10 @@ __device__ __forceinline__ void put(bf16* p, float v) { *p = f2bf(v); }
 // Stores W f32 sums as W elements of T at p.
 template <typename T, int W>
 __device__ __forceinline__ void store_sums(T* p, const float (&s)[W]) {
-    Pack<T, W> o;
+    Pack<W, T> o;
 #pragma unroll
     for (int e = 0; e < W; ++e) put(&o.v[e], s[e]);
-    stp<T, W>(p, o);
+    stp<W>(p, o);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -111,7 +95,7 @@ __device__ __forceinline__ void segment_sums(const bf16* __restrict__ dy, const 
             // In position order, as the CPU adds them; the loads of a few rows overlap.
 #pragma unroll 4
             for (int k = begin; k < end; ++k) {
-                const Pack<bf16, W> g = ldp<bf16, W>(dy + (long)order[k] * C + j * W);
+                const Pack<W, bf16> g = ldp<W>(dy + (long)order[k] * C + j * W);
 #pragma unroll
                 for (int e = 0; e < W; ++e) acc[e] += bf2f(g.v[e]);
             }
@@ -156,7 +140,7 @@ __device__ __forceinline__ void merge_rows(const float* __restrict__ partial, co
             for (int e = 0; e < W; ++e) acc[e] = 0.0f;
 #pragma unroll 4
             for (int k = first; k < first + count; ++k) {
-                const Pack<float, W> p = ldp<float, W>(partial + (long)k * C + j * W);
+                const Pack<W, float> p = ldp<W>(partial + (long)k * C + j * W);
 #pragma unroll
                 for (int e = 0; e < W; ++e) acc[e] += p.v[e];
             }

@@ -30,24 +30,6 @@
 //   elements (c = n) or over the last dim (c = C). grid_1d(n), grid-stride.
 #include "common.cuh"
 
-template <typename T> struct Vec16;
-template <> struct Vec16<float> { static constexpr int N = 4; };
-template <> struct Vec16<bf16> { static constexpr int N = 8; };
-
-// Plain C++ on uint4/float4 words, so each vector is one LDG.E.128.
-__device__ __forceinline__ void load16(const float* p, float* f) {
-    const float4 v = *reinterpret_cast<const float4*>(p);
-    f[0] = v.x; f[1] = v.y; f[2] = v.z; f[3] = v.w;
-}
-__device__ __forceinline__ void load16(const bf16* p, float* f) {
-    const uint4 v = *reinterpret_cast<const uint4*>(p);
-    const unsigned w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int k = 0; k < 4; k++) { // bf16 -> f32 is a 16-bit shift; the low half is element 2k
-        f[2 * k] = __uint_as_float(w[k] << 16);
-        f[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
-    }
-}
 
 // Elements of x[0 .. n) before its first 16-byte boundary (all of them when it has none).
 template <typename T> __device__ __forceinline__ long head_len(const T* p, long n) {

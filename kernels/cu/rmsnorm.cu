@@ -29,22 +29,6 @@
 //   rows_per_block) every output is bitwise reproducible.
 #include "common.cuh"
 
-// W contiguous bf16 moved as one access: W = 8 is a 16-byte LDG.E.128 / STG.E.128.
-template <int W>
-struct alignas(2 * W) Pack {
-    bf16 v[W];
-};
-template <int W>
-__device__ __forceinline__ Pack<W> ldp(const bf16* p) {
-    return *reinterpret_cast<const Pack<W>*>(p);
-}
-template <int W>
-__device__ __forceinline__ void stp(bf16* p, const Pack<W>& v) {
-    *reinterpret_cast<Pack<W>*>(p) = v;
-}
-__device__ __forceinline__ bool aligned16(const void* p) {
-    return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
-}
 
 // Hides a register-resident pack's value from the optimizer at the row's second pass, so the
 // compiler keeps the packed bf16 (W/2 registers) live across the reduction instead of the f32

@@ -20,22 +20,6 @@
 //   Precondition: D even, D >= 2; y may not alias x.
 #include "common.cuh"
 
-// W contiguous bf16 moved as one access: W = 8 is a 16-byte LDG.E.128 / STG.E.128.
-template <int W>
-struct alignas(2 * W) Pack {
-    bf16 v[W];
-};
-template <int W>
-__device__ __forceinline__ Pack<W> ldp(const bf16* p) {
-    return *reinterpret_cast<const Pack<W>*>(p);
-}
-template <int W>
-__device__ __forceinline__ void stp(bf16* p, const Pack<W>& v) {
-    *reinterpret_cast<Pack<W>*>(p) = v;
-}
-__device__ __forceinline__ bool aligned16(const void* p) {
-    return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
-}
 
 __device__ __forceinline__ void sincos_reduced(float a, float* s, float* c) {
     const double ad = (double)a;

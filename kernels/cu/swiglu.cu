@@ -16,9 +16,6 @@
 struct alignas(16) Pack8 {
     bf16 v[8];
 };
-__device__ __forceinline__ bool aligned16(const void* p) {
-    return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
-}
 
 // e^-g overflows to +inf for g < -88, and 1 / inf is 0: s = 0, as on the CPU.
 __device__ __forceinline__ float sigmoid(float g) { return __frcp_rn(1.0f + __expf(-g)); }
