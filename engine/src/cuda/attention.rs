@@ -7,7 +7,6 @@
 
 use super::{launch_err, CudaData, CudaSlice, CudaStorage, Gpu, LaunchConfig, PushKernelArg};
 use crate::error::{Error, Result};
-use cudarc::driver::sys::CUfunction_attribute;
 use half::bf16;
 
 /// Queries (forward, dq) or keys (dk/dv) per thread block; the kernels' 64-row tiles.
@@ -235,9 +234,7 @@ pub fn backward(
 
     let f = gpu.func("attention", &format!("attention_bwd_dkdv_d{}_bf16", dims.d))?;
     let smem = dkdv_smem(dims.d);
-    // Above 48 KB (D = 128) a kernel must opt in to its dynamic shared memory.
-    f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
-        .map_err(launch_err(op))?;
+    gpu.allow_smem(op, &f, smem)?;
     let cfg = LaunchConfig { shared_mem_bytes: smem as u32, ..dims.grid(dims.hkv) };
     let mut b = gpu.stream.launch_builder(&f);
     b.arg(q).arg(k).arg(v);

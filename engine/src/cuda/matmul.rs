@@ -5,10 +5,7 @@
 use super::{launch_err, CudaData, CudaSlice, CudaStorage, DeviceRepr, Gpu, LaunchConfig, PushKernelArg};
 use crate::error::{Error, Result};
 use crate::ops::matmul::MatmulDims;
-use cudarc::driver::{sys, CudaFunction};
 use half::bf16;
-use std::collections::HashSet;
-use std::sync::{Mutex, OnceLock};
 
 /// The C element types the kernels write.
 pub trait GemmOut: DeviceRepr {
@@ -45,28 +42,9 @@ fn pick_tile(gpu: &Gpu, batch: usize, m: usize, n: usize) -> Tile {
     }
 }
 
-/// Lets `f` (named `name`) take `bytes` of dynamic shared memory, once per device and kernel.
-fn allow_smem(op: &'static str, gpu: &Gpu, f: &CudaFunction, name: &str, bytes: usize) -> Result<()> {
-    static DONE: OnceLock<Mutex<HashSet<(usize, String)>>> = OnceLock::new();
-    let done = DONE.get_or_init(Default::default);
-    if done.lock().unwrap().contains(&(gpu.ordinal, name.to_string())) {
-        return Ok(());
-    }
-    let max = gpu
-        .ctx
-        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-        .map_err(launch_err(op))? as usize;
-    if bytes > max {
-        return Err(Error::invalid(op, format!("{name} needs {bytes} bytes of shared memory a block; this device has {max}")));
-    }
-    f.set_attribute(sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
-        .map_err(launch_err(op))?;
-    done.lock().unwrap().insert((gpu.ordinal, name.to_string()));
-    Ok(())
-}
-
 fn dim_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| Error::invalid(op, format!("{what} = {v} exceeds the matmul kernels' i32 range")))
+    i32::try_from(v)
+        .map_err(|_| Error::invalid(op, format!("{what} = {v} exceeds the matmul kernels' i32 range")))
 }
 
 /// C = op(A) op(B) (+ C when `accumulate`) for every batch, with the sizes of `d` (see
@@ -123,7 +101,7 @@ pub fn gemm<O: GemmOut>(
         tile.suffix
     );
     let f = gpu.func("matmul", &name)?;
-    allow_smem(op, gpu, &f, &name, tile.smem)?;
+    gpu.allow_smem(op, &f, tile.smem)?;
     let config = LaunchConfig {
         grid_dim: (tiles_n as u32, tiles_m as u32, batch as u32),
         block_dim: (256, 1, 1),
@@ -156,7 +134,10 @@ pub fn gemm<O: GemmOut>(
 pub fn matmul(a: &CudaStorage, b: &CudaStorage, d: MatmulDims, ta: bool, tb: bool) -> Result<CudaStorage> {
     let op = "matmul";
     if a.gpu.ordinal != b.gpu.ordinal {
-        return Err(Error::invalid(op, format!("inputs on cuda:{} and cuda:{}", a.gpu.ordinal, b.gpu.ordinal)));
+        return Err(Error::invalid(
+            op,
+            format!("inputs on cuda:{} and cuda:{}", a.gpu.ordinal, b.gpu.ordinal),
+        ));
     }
     let (x, y) = (a.bf16(op)?, b.bf16(op)?);
     let gpu = &a.gpu;

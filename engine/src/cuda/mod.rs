@@ -154,6 +154,29 @@ impl Gpu {
         Ok(m)
     }
 
+    /// Lets `f` take `bytes` of dynamic shared memory: above the default 48 KiB a kernel must
+    /// opt in, and past the device's opt-in limit it is an error naming both sizes.
+    pub fn allow_smem(&self, op: &'static str, f: &CudaFunction, bytes: usize) -> Result<()> {
+        if bytes <= 48 * 1024 {
+            return Ok(());
+        }
+        let max = self
+            .ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(launch_err(op))? as usize;
+        if bytes > max {
+            return Err(Error::invalid(
+                op,
+                format!("needs {bytes} bytes of shared memory a block; this device has {max}"),
+            ));
+        }
+        f.set_attribute(
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )
+        .map_err(launch_err(op))
+    }
+
     /// `n` uninitialized elements (callers write every one before reading); NaN-filled when
     /// poisoning is on.
     pub fn alloc<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {

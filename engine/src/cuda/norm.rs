@@ -2,9 +2,8 @@
 //! bf16 in and out, f32 statistics (RMSNorm's rstd [N] stays on the device for the backward).
 //! Launch shapes depend on the sizes and the device only, so two runs are bitwise equal.
 
-use super::{grid_1d, launch_err, CudaData, CudaSlice, CudaStorage, Gpu, LaunchConfig, PushKernelArg};
+use super::{grid_1d, launch_err, CudaData, CudaSlice, CudaStorage, LaunchConfig, PushKernelArg};
 use crate::error::{Error, Result};
-use cudarc::driver::{sys, CudaFunction};
 use half::bf16;
 
 /// Threads a row group of an RMSNorm kernel gets for rows of `c`: enough that each thread holds
@@ -30,29 +29,6 @@ fn cfg(grid: usize, block: usize, smem: usize) -> LaunchConfig {
         block_dim: (block as u32, 1, 1),
         shared_mem_bytes: smem as u32,
     }
-}
-
-/// Lets `f` use `bytes` of dynamic shared memory (above the default 48 KiB the function must opt
-/// in); an error when the device cannot give that much.
-fn allow_smem(op: &'static str, gpu: &Gpu, f: &CudaFunction, bytes: usize) -> Result<()> {
-    if bytes <= 48 * 1024 {
-        return Ok(());
-    }
-    let max = gpu
-        .ctx
-        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-        .map_err(launch_err(op))? as usize;
-    if bytes > max {
-        return Err(Error::invalid(
-            op,
-            format!("needs {bytes} bytes of shared memory a block; this device has {max}"),
-        ));
-    }
-    f.set_attribute(
-        sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        bytes as i32,
-    )
-    .map_err(launch_err(op))
 }
 
 /// RMSNorm forward of `x` [rows, c] with `w` [c] (both bf16): y [rows, c] bf16 and rstd [rows] f32.
@@ -128,7 +104,7 @@ pub fn rmsnorm_bwd(
     let (tpr, groups) = row_groups(c, 256);
     let block = groups * tpr;
     let smem = groups * c * 4;
-    allow_smem(op, gpu, &f, smem)?;
+    gpu.allow_smem(op, &f, smem)?;
     // One wave of resident blocks (at least one group-row each), each owning a contiguous range.
     let per_sm =
         f.occupancy_max_active_blocks_per_multiprocessor(block as u32, smem, None).unwrap_or(1).max(1)
@@ -193,7 +169,7 @@ pub fn rope(
     }
     let f = gpu.func("rope", if inverse { "rope_bwd_bf16" } else { "rope_fwd_bf16" })?;
     let smem = d / 2 * 4;
-    allow_smem(op, gpu, &f, smem)?;
+    gpu.allow_smem(op, &f, smem)?;
     let w = if d & 15 == 0 { 8 } else { 1 };
     let items = tokens * (d / 2 / w);
     let config = cfg(items.div_ceil(256).min(gpu.sm_count * 16), 256, smem);
