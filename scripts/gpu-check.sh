@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out/tests"
 b=gpu-bundle
-export SOLAR_KERNEL_CACHE="$out/kernel-cache" RUST_BACKTRACE=1
+export SOLAR_KERNEL_CACHE="$out/kernel-cache" RUST_BACKTRACE=1 SOLAR_TRAIN_BIN="$PWD/$b/solar-train"
 summary="$out/summary.txt"
 : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
