@@ -22,13 +22,23 @@ def rate(r):
     return None, ""
 
 
+def load(path, default):
+    """The JSON in `path`, or `default` (saying why) when a step before us failed."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"note: {path}: {e} (see the .err/.log beside it)", file=sys.stderr)
+        return default
+
+
 def main():
-    solar = json.load(open(sys.argv[1]))
-    torch = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else {"results": []}
-    step = json.load(open(sys.argv[3])) if len(sys.argv) > 3 else None
+    solar = load(sys.argv[1], {"results": []})
+    torch = load(sys.argv[2], {"results": []}) if len(sys.argv) > 2 else {"results": []}
+    step = load(sys.argv[3], None) if len(sys.argv) > 3 else None
     base = {(r.get("op"), r.get("case")): r for r in torch.get("results", []) if "op" in r}
     gpu = solar.get("gpu", {})
-    copy = gpu.get("copy_gbps")
+    copy = gpu.get("copy_gbps") or float("nan")
     print(f"Device: {gpu.get('name')} ({gpu.get('arch')}); copy bandwidth {copy:.0f} GB/s (Solar), "
           f"{torch.get('copy_gbps', float('nan')):.0f} GB/s (torch {torch.get('torch')})\n")
     print("| op | case | Solar | % ceiling | torch | Solar / torch | floor |")
@@ -65,7 +75,10 @@ def main():
         ratio = f"{s_tok / t_tok:.2f}" if (s_tok and t_tok) else ""
         print(f"| train step | {ts.get('config', {})} | {s_tok or step} tok/s | | "
               f"{t_tok or ts.get('error')} tok/s | {ratio} | |")
-    print(f"\nFloors: {'all met' if not failed else 'NOT met: ' + ', '.join(map(str, failed))}")
+    if not solar.get("results"):
+        print("\nFloors: not checked (no Solar results)")
+    else:
+        print(f"\nFloors: {'all met' if not failed else 'NOT met: ' + ', '.join(map(str, failed))}")
 
 
 if __name__ == "__main__":

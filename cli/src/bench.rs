@@ -55,17 +55,19 @@ fn print_kernels(args: &BenchArgs, device: Device) -> Result<(), CliError> {
             "source", "kernel", "regs", "smem", "stack", "spills"
         );
         for k in &rows {
+            // serde_json's Display ignores widths; format the numbers as numbers.
+            let n = |key: &str| k[key].as_u64().unwrap_or(0);
             r = r.and_then(|()| {
                 writeln!(
                     out,
                     "{:<14} {:<44} {:>5} {:>8} {:>6} {:>3}/{}",
                     k["source"].as_str().unwrap_or(""),
                     k["kernel"].as_str().unwrap_or(""),
-                    k["registers"],
-                    k["shared_bytes"],
-                    k["stack_bytes"],
-                    k["spill_stores"],
-                    k["spill_loads"]
+                    n("registers"),
+                    n("shared_bytes"),
+                    n("stack_bytes"),
+                    n("spill_stores"),
+                    n("spill_loads")
                 )
             });
         }

@@ -114,8 +114,12 @@ impl Gpu {
     pub fn get(ordinal: usize) -> Result<Arc<Gpu>> {
         static GPUS: OnceLock<Mutex<HashMap<usize, std::result::Result<Arc<Gpu>, String>>>> = OnceLock::new();
         let mut map = GPUS.get_or_init(Default::default).lock().unwrap();
-        let entry =
-            map.entry(ordinal).or_insert_with(|| Gpu::open(ordinal).map(Arc::new).map_err(|e| e.to_string()));
+        let entry = map.entry(ordinal).or_insert_with(|| {
+            Gpu::open(ordinal).map(Arc::new).map_err(|e| match e {
+                Error::DeviceUnavailable { msg, .. } => msg,
+                other => other.to_string(),
+            })
+        });
         entry.clone().map_err(|msg| Error::DeviceUnavailable {
             op: "cuda",
             device: Device::Cuda(ordinal),
