@@ -29,12 +29,16 @@ fn roots() -> Vec<PathBuf> {
     let wheels = std::env::var_os("SOLAR_CUDA_WHEELS")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/solar/cuda-13.0")));
-    for site in wheels.into_iter().chain(python_site_packages()) {
-        roots.push(site.join("nvidia/cu13"));
-        roots.push(site.join("nvidia/cuda_nvrtc"));
-        roots.push(site.join("nvidia/cuda_runtime"));
-    }
+    roots.extend(wheel_roots(wheels));
     roots
+}
+
+/// Where the NVIDIA wheels put a toolkit inside a site-packages (or --target) folder.
+fn wheel_roots(sites: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+    sites
+        .into_iter()
+        .flat_map(|site| ["nvidia/cu13", "nvidia/cuda_nvrtc", "nvidia/cuda_runtime"].map(|d| site.join(d)))
+        .collect()
 }
 
 /// site-packages folders of `python3`, if there is one (asked once; silent when absent).
@@ -79,7 +83,11 @@ fn find_nvdisasm(roots: &[PathBuf]) -> Option<PathBuf> {
 impl Toolkit {
     /// Finds and loads the toolkit; the error says what is missing and where it looked.
     pub fn discover() -> Result<Toolkit, KernelError> {
-        let roots = roots();
+        let mut roots = roots();
+        // Asking python3 costs a process start; only when the usual places lack something.
+        if find_nvrtc(&roots).is_none() || find_include(&roots).is_none() {
+            roots.extend(wheel_roots(python_site_packages()));
+        }
         let looked = || roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ");
         let nvrtc_path = find_nvrtc(&roots).ok_or_else(|| {
             KernelError::NvrtcMissing(format!(

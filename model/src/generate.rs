@@ -55,7 +55,7 @@ impl Llama {
         let (hkv, d) = (cfg.num_key_value_heads, cfg.head_dim);
         let positions = Tensor::from_vec((past..past + t).map(|i| i as u32).collect::<Vec<_>>(), [1, t])?;
         let positions = self.on_device(&positions)?;
-        let ids = self.on_device(&Tensor::from_vec(ids.to_vec(), [1, t])?)?;
+        let ids = Tensor::from_vec(ids.to_vec(), [1, t])?;
         let mut x = ops::embedding(&ids, &self.w(None, names::EMBED)?)?;
         let host_f32 = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.to_vec::<f32>()?) };
         for l in 0..cfg.num_hidden_layers {

@@ -159,7 +159,8 @@ impl Llama {
         }
     }
 
-    /// `t` (inputs built on the host: ids, positions, masks, targets) on the model's device.
+    /// `t` (positions and document masks, built on the host and read by every layer) on the
+    /// model's device, uploaded once per forward.
     pub(crate) fn on_device(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.to_device(self.device())?)
     }
@@ -218,7 +219,8 @@ impl Llama {
         let doc_ids = input.doc_ids.as_ref().map(|d| self.on_device(d)).transpose()?;
         let mask = AttentionMask { doc_ids, window: self.config.sliding_window };
         let positions = self.on_device(&input.positions)?;
-        let mut x = ops::embedding(&self.on_device(&input.ids)?, &self.w(tape, names::EMBED)?)?;
+        // Ids and targets stay on the host: the ops validate them there and upload them once.
+        let mut x = ops::embedding(&input.ids, &self.w(tape, names::EMBED)?)?;
         each(&x);
         for l in 0..self.config.num_hidden_layers {
             x = self.block(tape, l, &x, &positions, |_, q, k, v| Ok(ops::attention(q, k, v, &mask)?))?;
@@ -279,7 +281,7 @@ impl Llama {
     ) -> Result<ops::SequenceLogProbs> {
         let hidden = self.hidden(tape, input)?;
         let logits = ops::matmul_t(&hidden, &self.head(tape)?, false, true)?; // [B, T, V]
-        let lp = ops::sequence_logprobs(&logits, &self.on_device(targets)?)?;
+        let lp = ops::sequence_logprobs(&logits, targets)?;
         Ok(ops::SequenceLogProbs { logps: lp.logps.to_device(Device::Cpu)?, counts: lp.counts })
     }
 
@@ -289,8 +291,7 @@ impl Llama {
         let hidden = self.hidden(tape, input)?;
         let rows = input.batch() * input.seq_len();
         let h2 = hidden.reshape([rows, self.config.hidden_size])?;
-        let targets = self.on_device(&targets.reshape([rows])?)?;
-        Ok(ops::linear_cross_entropy(&h2, &self.head(tape)?, &targets)?)
+        Ok(ops::linear_cross_entropy(&h2, &self.head(tape)?, &targets.reshape([rows])?)?)
     }
 }
 

@@ -139,7 +139,11 @@ fn auto_without_a_gpu_runs_on_the_cpu_and_says_why() {
 #[test]
 fn kernels_prints_each_kernels_registers_and_spills_without_a_gpu() {
     if solar_kernels::Toolkit::get().is_err() {
-        assert_ne!(std::env::var("SOLAR_REQUIRE_NVRTC").as_deref(), Ok("1"), "SOLAR_REQUIRE_NVRTC=1 but no NVRTC");
+        assert_ne!(
+            std::env::var("SOLAR_REQUIRE_NVRTC").as_deref(),
+            Ok("1"),
+            "SOLAR_REQUIRE_NVRTC=1 but no NVRTC"
+        );
         eprintln!("skipping: no NVRTC");
         return;
     }

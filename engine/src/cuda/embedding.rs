@@ -26,19 +26,8 @@ pub struct Plan {
 /// The plan for `ids` (each < `vocab`, at most i32::MAX of them) with segments of at most `seg` rows.
 pub fn plan(ids: &[usize], vocab: usize, seg: usize) -> Plan {
     let seg = seg.max(1);
-    let mut start = vec![0usize; vocab + 1];
-    for &i in ids {
-        start[i + 1] += 1;
-    }
-    for v in 0..vocab {
-        start[v + 1] += start[v];
-    }
-    let mut fill = start.clone();
-    let mut order = vec![0i32; ids.len()];
-    for (n, &i) in ids.iter().enumerate() {
-        order[fill[i]] = n as i32;
-        fill[i] += 1;
-    }
+    let (start, order) = crate::ops::embedding::bucket_by_id(ids, vocab);
+    let order: Vec<i32> = order.into_iter().map(|n| n as i32).collect();
     let (mut segs, mut merges, mut slots) = (Vec::new(), Vec::new(), 0usize);
     for v in 0..vocab {
         let (b, e) = (start[v], start[v + 1]);

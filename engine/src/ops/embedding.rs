@@ -101,9 +101,9 @@ pub fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
     record(op, &[ids, table], out, Shape::from(dims), |_| Op::Embedding(Saved { ids: idx.clone(), vocab: v }))
 }
 
-/// Scatter-add of `g` rows [N, C] into a [V, C] gradient, deterministic at any thread count.
-pub fn embedding_grad<F: Float>(ids: &[usize], g: &[F], vocab: usize, c: usize) -> Vec<F> {
-    // Bucket positions by token id with a counting sort, keeping position order in a bucket.
+/// Positions bucketed by token id with a counting sort, position order kept in a bucket:
+/// `order[start[v]..start[v + 1]]` are the positions holding id v. Both backends' backward use it.
+pub(crate) fn bucket_by_id(ids: &[usize], vocab: usize) -> (Vec<usize>, Vec<usize>) {
     let mut start = vec![0usize; vocab + 1];
     for &i in ids {
         start[i + 1] += 1;
@@ -117,6 +117,12 @@ pub fn embedding_grad<F: Float>(ids: &[usize], g: &[F], vocab: usize, c: usize) 
         order[fill[i]] = n;
         fill[i] += 1;
     }
+    (start, order)
+}
+
+/// Scatter-add of `g` rows [N, C] into a [V, C] gradient, deterministic at any thread count.
+pub fn embedding_grad<F: Float>(ids: &[usize], g: &[F], vocab: usize, c: usize) -> Vec<F> {
+    let (start, order) = bucket_by_id(ids, vocab);
     let mut out = vec![F::zero(); vocab * c];
     // Rows cost c per occurrence of their id; c is the average over a large batch.
     par::for_each_row(&mut out, c, c, |v, row| {
