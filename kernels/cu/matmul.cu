@@ -31,48 +31,15 @@
 // products add exact zeros. Each C element is summed by one thread in a fixed order:
 // deterministic, no split-K, no atomics. Blocks are visited in groups of 8 tile rows so
 // neighbouring blocks share A and B tiles in L2.
-#include "common.cuh"
+#include "tensor_core.cuh"
 
 namespace mm {
+using namespace tc;
 
 constexpr int THREADS = 256;
 constexpr int BK = 32;      // k per stage: a K-contiguous tile row is 64 bytes = 4 chunks
 constexpr int STAGES = 4;
 constexpr int GROUP_M = 8;  // tile rows per L2 raster group
-
-__device__ __forceinline__ unsigned smem_u32(const void* p) {
-    return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, bypassing L1; `bytes` = 0 writes 16 zero bytes and reads nothing.
-__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], unsigned addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], unsigned addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
-// d += a (16x16, row) * b (16x8, col), f32 accumulators.
-__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-        "{%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 // Byte offsets inside one stage tile of EXT (M or N) x BK elements, by 16-byte chunk.
 // K-contiguous tile [EXT][32]: a row is 4 chunks, two rows share a 128-byte bank line, so the
@@ -214,7 +181,7 @@ __device__ __forceinline__ void mainloop(float (&acc)[T::MI][T::NI][4], unsigned
 #pragma unroll
     for (int s = 0; s < STAGES - 1; s++) {
         if (s < ktiles) load_stage(s);
-        cp_async_commit();
+        cp_commit();
     }
 
     // Per-lane ldmatrix offsets inside a stage tile. x4 loads four 8x8 matrices; lane l gives
@@ -256,7 +223,7 @@ __device__ __forceinline__ void mainloop(float (&acc)[T::MI][T::NI][4], unsigned
     for (int kt = 0; kt < ktiles; kt++) {
         // Stage kt has landed (this thread's copies), and the barrier publishes everyone's and
         // retires stage kt-1, which the prefetch below overwrites.
-        cp_async_wait<STAGES - 2>();
+        cp_wait<STAGES - 2>();
         __syncthreads();
 
         // The first k slice's fragments go ahead of the prefetch, so the ldmatrix latency hides
@@ -284,7 +251,7 @@ __device__ __forceinline__ void mainloop(float (&acc)[T::MI][T::NI][4], unsigned
         };
         load_frags(0);
         if (ALIGNED && kt + STAGES - 1 < ktiles) load_stage((kt + STAGES - 1) % STAGES);
-        cp_async_commit();
+        cp_commit();
 #pragma unroll
         for (int kk = 0; kk < BK / 16; kk++) {
             if (kk + 1 < BK / 16) load_frags(kk + 1);
@@ -294,7 +261,7 @@ __device__ __forceinline__ void mainloop(float (&acc)[T::MI][T::NI][4], unsigned
                 for (int j = 0; j < NI; j++) mma16816(acc[i][j], af[kk][i], bfr[kk][j][0], bfr[kk][j][1]);
         }
     }
-    cp_async_wait<0>();
+    cp_wait<0>();
 }
 
 // One block: find its tile, run the K loop, write C.

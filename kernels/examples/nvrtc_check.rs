@@ -2,9 +2,9 @@
 //! with --sass the SASS instruction mix (tensor-core, 16-byte loads), so a kernel engineer can
 //! iterate on one .cu file without a GPU:
 //!   cargo run -p solar-kernels --example nvrtc_check -- rmsnorm sm_90 [--sass] [--dump FILE]
-//! The source is read from kernels/cu/NAME.cu at run time, so edits need no rebuild.
+//! The source and the headers are read from kernels/cu at run time, so edits need no rebuild.
 
-use solar_kernels::{nvrtc::Header, parse_ptxas_log, Toolkit, SOURCES};
+use solar_kernels::{nvrtc::Header, parse_ptxas_log, sources::HEADERS, Toolkit, SOURCES};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -14,17 +14,21 @@ fn main() {
     let dump = args.iter().position(|a| a == "--dump").and_then(|i| args.get(i + 1));
     let tk = Toolkit::get().unwrap_or_else(|e| fail(&e.to_string()));
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/cu");
-    let common =
-        std::fs::read_to_string(format!("{dir}/common.cuh")).unwrap_or_else(|e| fail(&e.to_string()));
+    let texts: Vec<(&str, String)> = HEADERS
+        .iter()
+        .map(|h| {
+            let text = std::fs::read_to_string(format!("{dir}/{}", h.name))
+                .unwrap_or_else(|e| fail(&format!("{}: {e}", h.name)));
+            (h.name, text)
+        })
+        .collect();
+    let headers: Vec<Header> = texts.iter().map(|(name, code)| Header { name, code }).collect();
     let names: Vec<&str> = if name == "all" { SOURCES.iter().map(|s| s.name).collect() } else { vec![name] };
     for n in names {
         let code = std::fs::read_to_string(format!("{dir}/{n}.cu"))
             .unwrap_or_else(|e| fail(&format!("{n}.cu: {e}")));
         let opts = solar_kernels::compile_options(arch, &tk.include);
-        let out = tk
-            .nvrtc
-            .compile(n, &code, &[Header { name: "common.cuh", code: &common }], &opts)
-            .unwrap_or_else(|e| fail(&e.to_string()));
+        let out = tk.nvrtc.compile(n, &code, &headers, &opts).unwrap_or_else(|e| fail(&e.to_string()));
         for k in parse_ptxas_log(&out.log) {
             println!(
                 "{arch} {n:<14} {:<44} regs {:>3} smem {:>6} stack {:>4} spills {}/{}",

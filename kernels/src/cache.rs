@@ -31,7 +31,9 @@ pub fn cubin_for(source: &Source, arch: &str) -> Result<(Vec<u8>, CacheOutcome),
     let tk = Toolkit::get()?;
     let opts = compile_options(arch, &tk.include);
     let joined = opts.join("\n");
-    let key = sources::fnv1a(&[source.code.as_bytes(), sources::COMMON.as_bytes(), joined.as_bytes()]);
+    let mut parts = sources::key_parts(source);
+    parts.push(joined.as_bytes());
+    let key = sources::fnv1a(&parts);
     let (maj, min) = tk.nvrtc.version;
     let path = cache_dir().join(format!("{}-{arch}-nvrtc{maj}.{min}-{key:016x}.cubin", source.name));
     if let Ok(bytes) = std::fs::read(&path) {
@@ -39,7 +41,7 @@ pub fn cubin_for(source: &Source, arch: &str) -> Result<(Vec<u8>, CacheOutcome),
             return Ok((bytes, CacheOutcome::Hit));
         }
     }
-    let compiled = tk.nvrtc.compile(source.name, source.code, &sources::headers(), &opts)?;
+    let compiled = tk.nvrtc.compile(source.name, source.code, sources::HEADERS, &opts)?;
     let _ = write_atomic(&path, &compiled.cubin);
     Ok((compiled.cubin, CacheOutcome::Compiled))
 }

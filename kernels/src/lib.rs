@@ -48,6 +48,5 @@ pub fn compile_options(arch: &str, include: &std::path::Path) -> Vec<String> {
 /// Compiles `source` for `arch` now (no cache): the cubin and the NVRTC log.
 pub fn compile(source: &Source, arch: &str) -> Result<nvrtc::Compiled, KernelError> {
     let tk = Toolkit::get()?;
-    let headers = sources::headers();
-    tk.nvrtc.compile(source.name, source.code, &headers, &compile_options(arch, &tk.include))
+    tk.nvrtc.compile(source.name, source.code, sources::HEADERS, &compile_options(arch, &tk.include))
 }

@@ -1,6 +1,6 @@
 //! The kernel sources, embedded in the binary so a bundle copied to a device machine needs no
 //! source tree. One entry per op family; the engine loads kernels by name from its module.
-//! `common.cuh` is passed to NVRTC as an in-memory header (`#include "common.cuh"`).
+//! The `.cuh` headers are passed to NVRTC in memory (`#include "common.cuh"` finds them by name).
 
 use crate::nvrtc::Header;
 
@@ -11,7 +11,14 @@ pub struct Source {
     pub code: &'static str,
 }
 
-pub const COMMON: &str = include_str!("../cu/common.cuh");
+/// The headers any source may include, by the name it includes them with.
+pub const HEADERS: &[Header<'static>] = &[
+    Header { name: "common.cuh", code: include_str!("../cu/common.cuh") },
+    Header { name: "tensor_core.cuh", code: include_str!("../cu/tensor_core.cuh") },
+    Header { name: "attention_tiles.cuh", code: include_str!("../cu/attention_tiles.cuh") },
+    Header { name: "attention_fwd.cuh", code: include_str!("../cu/attention_fwd.cuh") },
+    Header { name: "attention_bwd.cuh", code: include_str!("../cu/attention_bwd.cuh") },
+];
 
 pub const SOURCES: &[Source] = &[
     Source { name: "elementwise", code: include_str!("../cu/elementwise.cu") },
@@ -31,9 +38,15 @@ pub fn source(name: &str) -> Option<&'static Source> {
     SOURCES.iter().find(|s| s.name == name)
 }
 
-/// The in-memory headers every source may include.
-pub fn headers() -> Vec<Header<'static>> {
-    vec![Header { name: "common.cuh", code: COMMON }]
+/// The texts that decide a source's cubin besides the options: the source and every header
+/// (a source that does not include a header just shares its cache invalidation).
+pub fn key_parts(source: &Source) -> Vec<&'static [u8]> {
+    let mut parts = vec![source.code.as_bytes()];
+    for h in HEADERS {
+        parts.push(h.name.as_bytes());
+        parts.push(h.code.as_bytes());
+    }
+    parts
 }
 
 /// A stable 64-bit FNV-1a hash (the cache key must not change between Rust releases, which

@@ -127,3 +127,34 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Every file in kernels/cu is embedded (a .cu as a source, a .cuh as a header), and every
+/// `#include "..."` in them names an embedded header: a new file cannot be left out of the
+/// binary (where a device bundle would miss it) or of the cache key. Needs no NVRTC.
+#[test]
+fn every_kernel_file_is_embedded_and_every_include_resolves() {
+    use solar_kernels::sources::HEADERS;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cu");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut embedded: Vec<String> = SOURCES
+        .iter()
+        .map(|s| format!("{}.cu", s.name))
+        .chain(HEADERS.iter().map(|h| h.name.to_string()))
+        .collect();
+    embedded.sort();
+    assert_eq!(on_disk, embedded, "kernels/cu and sources.rs list different files");
+    for (file, text) in SOURCES
+        .iter()
+        .map(|s| (format!("{}.cu", s.name), s.code))
+        .chain(HEADERS.iter().map(|h| (h.name.to_string(), h.code)))
+    {
+        for line in text.lines().filter(|l| l.trim_start().starts_with("#include \"")) {
+            let name = line.split('"').nth(1).unwrap();
+            assert!(HEADERS.iter().any(|h| h.name == name), "{file}: includes {name}, which is not embedded");
+        }
+    }
+}
