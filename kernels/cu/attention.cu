@@ -49,9 +49,8 @@
 #include "attention_fwd.cuh"
 #include "attention_bwd.cuh"
 
-
 // ---------------------------------------------------------------------------------------------
-// Entry points (extern "C" names for the loader; the bodies are the templates above).
+// Entry points (extern "C" names for the loader; the bodies are the templates in the headers).
 // Forward: grid (ceil(T/64), H, B), block 128, no dynamic smem.
 extern "C" __global__ void __launch_bounds__(attn::NT)
     attention_fwd_d16_bf16(const bf16* q, const bf16* k, const bf16* v, const int* doc, bf16* out,
