@@ -1,58 +1,115 @@
 #!/usr/bin/env bash
 # The device-machine check (shared/GPU.md): runs from the repository root on a GPU machine with
 # the prebuilt gpu-bundle/ (scripts/gpu-bundle.sh, carried by the device tool), no build step.
-# In well under 5 minutes it prints the device and commit, runs every GPU test (each op forward
-# and backward vs the CPU, a tiny model's loss and gradients, 20 training steps vs the CPU, two
-# GPU runs bitwise equal), the kernel compile checks and ptxas report for this GPU, Solar's GPU
-# benchmark and the PyTorch baselines on the same card, and prints a table with ratios last.
-# Full logs and JSON go to $OUT (default gpu-out/).
+# It prints the device and commit, runs every GPU test (each op forward and backward vs the CPU,
+# a tiny model's loss and gradients, 20 training steps vs the CPU, two GPU runs bitwise equal),
+# the ptxas report for this GPU, Solar's GPU benchmark and the PyTorch baselines on the same
+# card, then a memcheck pass over the op tests if time is left, and prints a table with ratios
+# last.
+#
+# Budget: GPU_CHECK_BUDGET seconds in all (default 300, GPU.md's five minutes); each stage's
+# timeout is cut to what is left, so a hung kernel costs its stage, not the lease.
+# What comes back: the device tool returns at most 8 files from $OUT, so the logs are packed
+# into one archive there and the work happens in a scratch folder:
+#   $OUT/summary.txt   what this script printed (device, commit, per-test lines, failures, table)
+#   $OUT/table.md      the ratio table alone (benches/gpu_compare.py)
+#   $OUT/solar-bench.json, torch.json, solar-train-step.json   the raw numbers
+#   $OUT/logs.tar.gz   every log: each test executable's output, the kernel report, stderr
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
-mkdir -p "$out/tests"
+work="${GPU_CHECK_WORK:-$(mktemp -d /tmp/solar-gpu-check.XXXXXX)}"
+budget="${GPU_CHECK_BUDGET:-300}"
+mkdir -p "$out" "$work/tests"
 b=gpu-bundle
-export SOLAR_KERNEL_CACHE="$out/kernel-cache" RUST_BACKTRACE=1 SOLAR_TRAIN_BIN="$PWD/$b/solar-train"
-summary="$out/summary.txt"
+export SOLAR_KERNEL_CACHE="$work/kernel-cache" RUST_BACKTRACE=1 SOLAR_TRAIN_BIN="$PWD/$b/solar-train"
+summary="$work/summary.txt"
 : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
+# Seconds for a stage: at most $1, and never past the budget less $2 seconds kept for later
+# stages (at least 5, so a stage still starts and says why it stopped).
+slot() {
+  local left=$((budget - SECONDS - ${2:-0}))
+  ((left > $1)) && left=$1
+  ((left < 5)) && left=5
+  echo "$left"
+}
+finish() {
+  cp "$summary" "$out/summary.txt"
+  for f in table.md solar-bench.json torch.json solar-train-step.json; do
+    [[ -f "$work/$f" ]] && cp "$work/$f" "$out/$f"
+  done
+  tar -C "$work" --exclude kernel-cache -czf "$out/logs.tar.gz" . 2>/dev/null
+}
+trap finish EXIT
 
 note "== device"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | tee -a "$summary"
 note "commit: $(tr '\n' ' ' < "$b/COMMIT" 2>/dev/null || echo unknown)"
-note "rust toolchain on the device: $(command -v cargo || echo none)"
+note "rust toolchain on the device: $(command -v cargo || echo none); glibc $(ldd --version 2>/dev/null | head -1 | awk '{print $NF}')"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1 | tee -a "$summary"
+if ! "$b/solar-train" --version > /dev/null 2>&1; then
+  note "the bundled solar-train does not start here:"
+  "$b/solar-train" --version 2>&1 | head -5 | tee -a "$summary"
+fi
 
 note "== GPU tests"
 pass=0; fail=0
-for t in "$b"/tests/*; do
+# The op tests first: they compile the kernels into the shared cache the later ones reuse.
+for t in "$b"/tests/cuda_* "$b"/tests/cli_bench; do
+  [[ -x "$t" ]] || continue
   name="$(basename "$t")"
-  if timeout 150 "$t" --test-threads=1 --nocapture > "$out/tests/$name.log" 2>&1; then
+  log="$work/tests/$name.log"
+  if timeout "$(slot 120 150)" "$t" --test-threads=1 --nocapture > "$log" 2>&1; then
     result="ok"; pass=$((pass + 1))
   else
-    result="FAILED (exit $?)"; fail=$((fail + 1))
+    code=$?
+    result="FAILED (exit $code$([[ $code == 124 ]] && echo ', timed out'))"; fail=$((fail + 1))
   fi
-  skipped="$(grep -c 'skipping' "$out/tests/$name.log")"
-  note "$(printf '%-22s %s  (%s skip lines; %s)' "$name" "$result" "$skipped" "$(grep -E '^test result' "$out/tests/$name.log" | tail -1)")"
+  skipped="$(grep -c 'skipping' "$log")"
+  note "$(printf '%-22s %s  (%s skip lines; %s)' "$name" "$result" "$skipped" "$(grep -E '^test result' "$log" | tail -1)")"
+  if [[ $result != ok ]]; then
+    # The failing tests and their first messages, so the summary alone says what broke.
+    grep -E "^test .* FAILED|panicked at|^thread '|assert|error" "$log" | head -12 | sed 's/^/    /' | tee -a "$summary"
+  fi
 done
 note "tests: $pass passed, $fail failed"
 
 note "== kernels (ptxas for this GPU)"
-timeout 120 "$b/solar-train" bench --device cuda --kernels > "$out/kernels.txt" 2>&1
-awk 'NR == 1 || $NF != "0/0"' "$out/kernels.txt" | head -20 | tee -a "$summary"
+timeout "$(slot 60 110)" "$b/solar-train" bench --device cuda --kernels > "$work/kernels.txt" 2>&1
+awk 'NR == 1 || $NF != "0/0"' "$work/kernels.txt" | head -20 | tee -a "$summary"
 
 note "== solar-train bench --device cuda --json"
-timeout 200 "$b/solar-train" bench --device cuda --json --repeats 20 > "$out/solar-bench.json" 2> "$out/solar-bench.err"
-note "bench exit $? ($(wc -c < "$out/solar-bench.json") bytes)"
-timeout 120 "$b/train_step" --device cuda --vocab 32000 --hidden 1024 --layers 8 --heads 16 --kv-heads 8 \
-  --ffn 2816 --batch 8 --seq 1024 --steps 10 > "$out/solar-train-step.json" 2> "$out/solar-train-step.err"
+timeout "$(slot 90 80)" "$b/solar-train" bench --device cuda --json --repeats 20 \
+  > "$work/solar-bench.json" 2> "$work/solar-bench.err"
+note "bench exit $? ($(wc -c < "$work/solar-bench.json") bytes)"
+tail -3 "$work/solar-bench.err" | sed 's/^/    /' | tee -a "$summary"
+timeout "$(slot 45 60)" "$b/train_step" --device cuda --vocab 32000 --hidden 1024 --layers 8 --heads 16 --kv-heads 8 \
+  --ffn 2816 --batch 8 --seq 1024 --steps 10 > "$work/solar-train-step.json" 2> "$work/solar-train-step.err"
 note "train_step exit $?"
 
 note "== PyTorch baselines"
-timeout 240 python3 benches/gpu_baselines.py --out "$out/torch.json" > "$out/torch.log" 2>&1
+PYTHONUNBUFFERED=1 timeout "$(slot 90 15)" python3 benches/gpu_baselines.py --out "$work/torch.json" \
+  > "$work/torch.log" 2>&1
 note "baselines exit $?"
+tail -3 "$work/torch.log" | sed 's/^/    /' | tee -a "$summary"
+
+# Out-of-bounds accesses a comparison with the CPU can miss (a stray write past a buffer the
+# pool hands out again): compute-sanitizer's memcheck over the op tests, in what time is left.
+if command -v compute-sanitizer > /dev/null && ((budget - SECONDS > 40)); then
+  note "== memcheck (compute-sanitizer) over the op tests"
+  for t in "$b"/tests/cuda_elementwise "$b"/tests/cuda_rows "$b"/tests/cuda_attention; do
+    [[ -x "$t" ]] || continue
+    ((budget - SECONDS > 20)) || { note "$(basename "$t"): no time left"; continue; }
+    timeout "$(slot 60 10)" compute-sanitizer --tool memcheck --error-exitcode 9 "$t" --test-threads=1 \
+      > "$work/tests/memcheck-$(basename "$t").log" 2>&1
+    note "$(basename "$t"): memcheck exit $? ($(grep -c 'Invalid' "$work/tests/memcheck-$(basename "$t").log") invalid accesses)"
+  done
+fi
 
 note "== table"
-python3 benches/gpu_compare.py "$out/solar-bench.json" "$out/torch.json" "$out/solar-train-step.json" \
-  > "$out/table.md" 2> "$out/compare.err"
-cat "$out/table.md" "$out/compare.err"
-cat "$out/table.md" >> "$summary"
+python3 benches/gpu_compare.py "$work/solar-bench.json" "$work/torch.json" "$work/solar-train-step.json" \
+  > "$work/table.md" 2> "$work/compare.err"
+cat "$work/table.md" "$work/compare.err"
+cat "$work/table.md" "$work/compare.err" >> "$summary"
+note "elapsed ${SECONDS}s of ${budget}s"

@@ -4,7 +4,7 @@
 mod common;
 use common::{assert_tensor_close, ids_i32, randn, value_and_grads};
 use solar_engine::ops::{self, AttentionMask};
-use solar_engine::{Result, Tensor};
+use solar_engine::{DType, Result, Tensor};
 
 fn assert_same(
     name: &str,
@@ -190,5 +190,28 @@ fn attention_decode_equals_the_last_rows_of_full_attention() {
             let want = ops::index_select(&full, 1, &rows).unwrap();
             assert_tensor_close(&format!("decode tq={tq} window={window:?}"), &got, &want, 1e-12, 1e-10);
         }
+    }
+}
+
+/// The slice form generation uses over its growing cache: the same rows as full attention in
+/// f32, and a cache of the wrong length is an error, not a read past it.
+#[test]
+fn attention_decode_slices_equals_the_last_rows_of_full_attention() {
+    let (b, t, h, hkv, d, tq) = (2, 9, 4, 2, 8, 2);
+    let f32s = |x: Tensor| x.to_dtype(DType::F32).unwrap();
+    let (q, k, v) =
+        (f32s(randn(&[b, t, h, d], 50)), f32s(randn(&[b, t, hkv, d], 51)), f32s(randn(&[b, t, hkv, d], 52)));
+    for window in [None, Some(3)] {
+        let full = ops::attention(&q, &k, &v, &AttentionMask { doc_ids: None, window }).unwrap();
+        let rows: Vec<usize> = (t - tq..t).collect();
+        let q_new = ops::index_select(&q, 1, &rows).unwrap();
+        let (qs, ks, vs) =
+            (q_new.to_vec::<f32>().unwrap(), k.to_vec::<f32>().unwrap(), v.to_vec::<f32>().unwrap());
+        let got = ops::attention_decode_slices(&qs, &ks, &vs, [b, tq, t, h, hkv, d], window).unwrap();
+        let got = Tensor::from_vec(got, [b, tq, h, d]).unwrap();
+        let want = ops::index_select(&full, 1, &rows).unwrap();
+        assert_tensor_close(&format!("decode slices window={window:?}"), &got, &want, 1e-6, 1e-5);
+        let short = ops::attention_decode_slices(&qs, &ks[1..], &vs, [b, tq, t, h, hkv, d], window);
+        assert!(short.unwrap_err().to_string().contains("[B, Tq, Tk, H, Hkv, D]"));
     }
 }

@@ -58,16 +58,21 @@ impl Llama {
         let ids = Tensor::from_vec(ids.to_vec(), [1, t])?;
         let mut x = ops::embedding(&ids, &self.w(None, names::EMBED)?)?;
         let host_f32 = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.to_vec::<f32>()?) };
+        let dims = [1, t, past + t, cfg.num_attention_heads, hkv, d];
         for l in 0..cfg.num_hidden_layers {
             x = self.block(None, l, &x, &positions, |l, q, k, v| {
                 cache.keys[l].extend(host_f32(k)?);
                 cache.values[l].extend(host_f32(v)?);
-                let kc = Tensor::from_vec(cache.keys[l].clone(), [1, past + t, hkv, d])?;
-                let vc = Tensor::from_vec(cache.values[l].clone(), [1, past + t, hkv, d])?;
-                // The cache lives on the host (f32) and decode attention runs there; on CUDA
-                // the query goes over and the result comes back.
-                let q = Tensor::from_vec(host_f32(q)?, q.dims())?;
-                self.activation(&ops::attention_decode(&q, &kc, &vc, cfg.sliding_window)?)
+                // The cache lives on the host (f32) and decode attention runs there over it in
+                // place; on CUDA the query goes over and the result comes back.
+                let o = ops::attention_decode_slices(
+                    &host_f32(q)?,
+                    &cache.keys[l],
+                    &cache.values[l],
+                    dims,
+                    cfg.sliding_window,
+                )?;
+                self.activation(&Tensor::from_vec(o, q.dims())?)
             })?;
         }
         cache.len += t;

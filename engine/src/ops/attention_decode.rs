@@ -2,7 +2,9 @@
 //! q is [B, Tq, H, D] at absolute positions Tk-Tq .. Tk-1; k and v are [B, Tk, Hkv, D]. Causal,
 //! GQA and the sliding window as in `attention`; no document mask (one sequence per row).
 //! Inference only: it has no backward and refuses inputs that need a gradient. Equal to the
-//! last Tq rows of `attention` over the full sequence (tested).
+//! last Tq rows of `attention` over the full sequence (tested). `attention_decode_slices` is
+//! the same over host f32 slices, for a KV cache kept as growing vectors: wrapping the cache
+//! in a tensor every step would copy all of it per token and layer.
 
 use crate::dtype::{Element, Float};
 use crate::error::{Error, Result};
@@ -72,4 +74,29 @@ pub fn attention_decode(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize
         _ => f64::into_storage(decode(q.data(op)?, k.data(op)?, v.data(op)?, dims, window)),
     };
     Ok(Tensor::from_cpu(out, q.shape().clone()))
+}
+
+/// `attention_decode` over host f32 slices: q [B, Tq, H, D], k and v [B, Tk, Hkv, D], with
+/// `dims` = [B, Tq, Tk, H, Hkv, D]; returns the output [B, Tq, H, D].
+pub fn attention_decode_slices(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dims: [usize; 6],
+    window: Option<usize>,
+) -> Result<Vec<f32>> {
+    let [b, tq, tk, h, hkv, d] = dims;
+    let lens_ok = q.len() == b * tq * h * d && k.len() == b * tk * hkv * d && v.len() == k.len();
+    if !lens_ok || hkv == 0 || h % hkv != 0 || tq > tk {
+        return Err(Error::invalid(
+            "attention_decode",
+            format!(
+                "q, k, v of {}, {}, {} elements for [B, Tq, Tk, H, Hkv, D] = {dims:?} (H a multiple of Hkv, Tq <= Tk)",
+                q.len(),
+                k.len(),
+                v.len()
+            ),
+        ));
+    }
+    Ok(decode(q, k, v, dims, window))
 }

@@ -22,7 +22,7 @@ pub mod transfer;
 pub mod unary;
 
 pub use attention::{attention, AttentionMask};
-pub use attention_decode::attention_decode;
+pub use attention_decode::{attention_decode, attention_decode_slices};
 pub use binary::{add, mul, sub};
 pub use cross_entropy::{cross_entropy, cross_entropy_mean, CrossEntropy, IGNORE_INDEX};
 pub use embedding::embedding;
