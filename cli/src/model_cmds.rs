@@ -228,7 +228,9 @@ pub struct GenerateArgs {
 }
 
 pub fn generate(args: &GenerateArgs, common: &Common) -> Result<(), CliError> {
-    if !(args.temperature >= 0.0) || !(args.top_p > 0.0 && args.top_p <= 1.0) {
+    // Written so NaN fails too: a NaN comparison is false.
+    let valid = args.temperature >= 0.0 && args.top_p > 0.0 && args.top_p <= 1.0;
+    if !valid {
         return Err(CliError("--temperature must be >= 0 and --top-p in (0, 1]".into()));
     }
     let model = load_model(&args.model, common.run_on)?;

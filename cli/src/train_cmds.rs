@@ -298,7 +298,7 @@ pub fn dpo(args: &DpoArgs, common: &Common) -> Result<(), CliError> {
         (refs, eval)
     };
     let model = load_model(&f.model, common.run_on)?;
-    let objective = Objective::Dpo { pairs, refs, cfg: dcfg.clone(), eval };
+    let objective = Objective::Dpo { pairs, refs, cfg: dcfg, eval };
     let identity = Map::from_iter([
         ("stage".to_string(), json!("dpo")),
         ("beta".to_string(), json!(dcfg.beta)),

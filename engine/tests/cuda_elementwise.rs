@@ -82,7 +82,7 @@ fn cuda_absent_is_an_error_not_a_panic() {
             let msg = e.to_string();
             assert!(msg.contains("cuda:0"), "{msg}");
             assert!(Device::Cuda(0).ensure_available().is_err());
-            assert!(solar_engine::Tensor::zeros(&[2], DType::F32).to_device(Device::Cuda(0)).is_err());
+            assert!(solar_engine::Tensor::zeros([2], DType::F32).to_device(Device::Cuda(0)).is_err());
             assert_eq!(Device::auto().0, Device::Cpu);
         }
     }

@@ -82,7 +82,7 @@ fn row_ops_fast_path_match_loop_oracle() {
 
     let (t, h, d) = (50, 4, 32);
     let pos: Vec<u32> = (0..t as u32).map(|i| (i * 7) % 23).collect();
-    let positions = Tensor::from_vec(pos.clone(), &[t]).unwrap();
+    let positions = Tensor::from_vec(pos.clone(), [t]).unwrap();
     let xr = randn_f32(&[t, h, d], 7);
     let (out, g, r) = run(&[xr.clone()], |x| ops::rope(&x[0], &positions, 10000.0));
     let p: Vec<usize> = pos.iter().map(|&p| p as usize).collect();
@@ -92,7 +92,7 @@ fn row_ops_fast_path_match_loop_oracle() {
     let (vocab, dim) = (40, 24);
     let ids: Vec<u32> = (0..200u32).map(|i| (i * i + 3) % vocab as u32).collect();
     let table = randn_f32(&[vocab, dim], 8);
-    let idt = Tensor::from_vec(ids.clone(), &[200]).unwrap();
+    let idt = Tensor::from_vec(ids.clone(), [200]).unwrap();
     let (out, g, r) = run(&[table.clone()], |x| ops::embedding(&idt, &x[0]));
     let iu: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
     assert_close("embedding", &out, &oracle::embedding(&iu, &v(&table), dim), 0.0, 0.0);
@@ -107,7 +107,7 @@ fn attention_fast_path_matches_loop_oracle() {
         let (q, k, vv) =
             (randn_f32(&[b, t, h, d], 9), randn_f32(&[b, t, hkv, d], 10), randn_f32(&[b, t, hkv, d], 11));
         let mask =
-            AttentionMask { doc_ids: doc_ids.clone().map(|d| Tensor::from_vec(d, &[b, t]).unwrap()), window };
+            AttentionMask { doc_ids: doc_ids.clone().map(|d| Tensor::from_vec(d, [b, t]).unwrap()), window };
         let (out, g, r) =
             run(&[q.clone(), k.clone(), vv.clone()], |x| ops::attention(&x[0], &x[1], &x[2], &mask));
         let geom = AttnGeom {
@@ -133,9 +133,9 @@ fn losses_fast_path_match_loop_oracle() {
     let (n, vocab) = (130, 1000);
     let t: Vec<i32> =
         (0..n as i32).map(|i| if i % 7 == 3 { -100 } else { (i * 37) % vocab as i32 }).collect();
-    let targets = Tensor::from_vec(t.clone(), &[n]).unwrap();
+    let targets = Tensor::from_vec(t.clone(), [n]).unwrap();
     let opt: Vec<Option<usize>> = t.iter().map(|&x| (x >= 0).then_some(x as usize)).collect();
-    let logits = Tensor::randn(&[n, vocab], 3.0, solar_engine::DType::F32, &mut solar_engine::Rng::new(12));
+    let logits = Tensor::randn([n, vocab], 3.0, solar_engine::DType::F32, &mut solar_engine::Rng::new(12));
     let ce = ops::cross_entropy(&logits, &targets).unwrap();
     let (want, count) = oracle::cross_entropy(&v(&logits), &opt, vocab);
     assert_eq!(ce.count, count);
@@ -150,8 +150,8 @@ fn losses_fast_path_match_loop_oracle() {
     );
 
     let (b, tt) = (2, n / 2);
-    let lp_logits = logits.reshape(&[b, tt, vocab]).unwrap();
-    let labels = targets.reshape(&[b, tt]).unwrap();
+    let lp_logits = logits.reshape([b, tt, vocab]).unwrap();
+    let labels = targets.reshape([b, tt]).unwrap();
     let (out, g, r) = run(&[lp_logits.clone()], |x| Ok(ops::sequence_logprobs(&x[0], &labels)?.logps));
     assert_close(
         "logprobs",
@@ -200,14 +200,14 @@ fn all_ops_outputs() -> Vec<Tensor> {
     let (k, vv) = (w(randn_f32(&[2, 40, 2, 16], 25)), w(randn_f32(&[2, 40, 2, 16], 26)));
     let table = w(randn_f32(&[64, 128], 27));
     let head = w(randn_f32(&[384, 128], 28));
-    let ids = Tensor::from_vec((0..300u32).map(|i| (i * 13) % 64).collect::<Vec<_>>(), &[300]).unwrap();
+    let ids = Tensor::from_vec((0..300u32).map(|i| (i * 13) % 64).collect::<Vec<_>>(), [300]).unwrap();
     let targets = Tensor::from_vec(
         (0..300i32).map(|i| if i % 5 == 0 { -100 } else { i % 384 }).collect::<Vec<_>>(),
-        &[300],
+        [300],
     )
     .unwrap();
-    let pos = Tensor::from_vec((0..80u32).map(|i| i % 33).collect::<Vec<_>>(), &[2, 40]).unwrap();
-    let doc = Tensor::from_vec((0..80u32).map(|i| i / 17).collect::<Vec<_>>(), &[2, 40]).unwrap();
+    let pos = Tensor::from_vec((0..80u32).map(|i| i % 33).collect::<Vec<_>>(), [2, 40]).unwrap();
+    let doc = Tensor::from_vec((0..80u32).map(|i| i / 17).collect::<Vec<_>>(), [2, 40]).unwrap();
     let mask = AttentionMask { doc_ids: Some(doc), window: Some(25) };
 
     let mm = ops::matmul_t(&a, &bm, false, true).unwrap(); // [384, 512]
@@ -219,11 +219,9 @@ fn all_ops_outputs() -> Vec<Tensor> {
     let att =
         ops::attention(&ops::rope(&q, &pos, 1e4).unwrap(), &ops::rope(&k, &pos, 1e4).unwrap(), &vv, &mask)
             .unwrap();
-    let lp = ops::sequence_logprobs(
-        &logits.reshape(&[2, 150, 384]).unwrap(),
-        &targets.reshape(&[2, 150]).unwrap(),
-    )
-    .unwrap();
+    let lp =
+        ops::sequence_logprobs(&logits.reshape([2, 150, 384]).unwrap(), &targets.reshape([2, 150]).unwrap())
+            .unwrap();
     let loss = ops::add(
         &ops::add(&ce.loss_sum, &ops::mean(&ops::mul(&att, &att).unwrap()).unwrap()).unwrap(),
         &ops::add(&ops::sum(&lp.logps).unwrap(), &ops::mean(&mm).unwrap()).unwrap(),

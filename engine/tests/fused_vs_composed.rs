@@ -46,7 +46,7 @@ fn mask_tensor(b: usize, t: usize, doc: Option<&[i32]>, window: Option<usize>) -
             }
         }
     }
-    Tensor::from_vec(m, &[b, 1, t, t]).unwrap()
+    Tensor::from_vec(m, [b, 1, t, t]).unwrap()
 }
 
 #[test]
@@ -81,7 +81,7 @@ fn cross_entropy_equals_log_softmax_and_gather() {
     let targets = ids_i32(&t, &[6]);
     // Ignored rows gather class 0 and are multiplied by 0.
     let safe = ids_i32(&t.iter().map(|&x| x.max(0)).collect::<Vec<_>>(), &[6]);
-    let keep = Tensor::from_vec(t.iter().map(|&x| if x < 0 { 0.0 } else { 1.0 }).collect::<Vec<f64>>(), &[6])
+    let keep = Tensor::from_vec(t.iter().map(|&x| if x < 0 { 0.0 } else { 1.0 }).collect::<Vec<f64>>(), [6])
         .unwrap();
     assert_same("cross_entropy", &[logits], &|x| Ok(ops::cross_entropy(&x[0], &targets)?.loss_sum), &|x| {
         ops::scale(&ops::sum(&ops::mul(&ops::gather_last(&ops::log_softmax(&x[0])?, &safe)?, &keep)?)?, -1.0)
@@ -109,7 +109,7 @@ fn sequence_logprobs_equal_log_softmax_gather_and_row_sums() {
     let labels = ids_i32(&l, &[b, t]);
     let safe = ids_i32(&l.iter().map(|&x| x.max(0)).collect::<Vec<_>>(), &[b, t]);
     let keep =
-        Tensor::from_vec(l.iter().map(|&x| if x < 0 { 0.0 } else { 1.0 }).collect::<Vec<f64>>(), &[b, t])
+        Tensor::from_vec(l.iter().map(|&x| if x < 0 { 0.0 } else { 1.0 }).collect::<Vec<f64>>(), [b, t])
             .unwrap();
     assert_same(
         "sequence_logprobs",
@@ -117,7 +117,7 @@ fn sequence_logprobs_equal_log_softmax_gather_and_row_sums() {
         &|x| Ok(ops::sequence_logprobs(&x[0], &labels)?.logps),
         &|x| {
             ops::sum_last(&ops::mul(&ops::gather_last(&ops::log_softmax(&x[0])?, &safe)?, &keep)?)?
-                .reshape(&[b])
+                .reshape([b])
         },
     );
 }
@@ -159,15 +159,15 @@ fn rope_equals_rotation_built_from_halves() {
             sin[n * d + i] = a.sin();
         }
     }
-    let cos = Tensor::from_vec(cos, &[t, 1, d]).unwrap();
-    let sin = Tensor::from_vec(sin, &[t, 1, d]).unwrap();
+    let cos = Tensor::from_vec(cos, [t, 1, d]).unwrap();
+    let sin = Tensor::from_vec(sin, [t, 1, d]).unwrap();
     let positions = ids_i32(&pos, &[t]);
     let first: Vec<usize> = (0..d / 2).collect();
     let second: Vec<usize> = (d / 2..d).collect();
     let tile: Vec<usize> = (0..d).map(|i| i % (d / 2)).collect();
     let lo: Vec<f64> = (0..d).map(|i| if i < d / 2 { 1.0 } else { 0.0 }).collect();
-    let lo_mask = Tensor::from_vec(lo.clone(), &[d]).unwrap();
-    let hi_mask = Tensor::from_vec(lo.iter().map(|x| 1.0 - x).collect::<Vec<f64>>(), &[d]).unwrap();
+    let lo_mask = Tensor::from_vec(lo.clone(), [d]).unwrap();
+    let hi_mask = Tensor::from_vec(lo.iter().map(|x| 1.0 - x).collect::<Vec<f64>>(), [d]).unwrap();
     assert_same("rope", &[randn(&[t, h, d], 14)], &|x| ops::rope(&x[0], &positions, theta), &|x| {
         // rotate_half(x) = [-x2, x1]: both halves tiled to width D, then masked.
         let x1 = ops::index_select(&ops::index_select(&x[0], 2, &first)?, 2, &tile)?;

@@ -165,5 +165,5 @@ fn grad_softmax_log_softmax_gather_and_layout() {
     let y = randn(&[2, 3, 4], 23);
     check_grads("permute", &[y.clone()], |x| ops::permute(&x[0], &[2, 0, 1]));
     check_grads("index_select repeats", &[y.clone()], |x| ops::index_select(&x[0], 1, &[0, 0, 2, 1, 2]));
-    check_grads("reshape", &[y], |x| x[0].reshape(&[4, 6]));
+    check_grads("reshape", &[y], |x| x[0].reshape([4, 6]));
 }

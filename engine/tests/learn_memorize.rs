@@ -25,18 +25,18 @@ impl Net {
     fn new(rng: &mut Rng) -> Net {
         let mut p = |shape: &[usize], std: f64| Tensor::randn(shape, std, DType::F32, rng);
         let params = vec![
-            (p(&[V, C], 0.5), true),                 // 0 embed
-            (Tensor::ones(&[C], DType::F32), false), // 1 attn norm
-            (p(&[H * D, C], 0.2), true),             // 2 wq
-            (p(&[HKV * D, C], 0.2), true),           // 3 wk
-            (p(&[HKV * D, C], 0.2), true),           // 4 wv
-            (p(&[C, H * D], 0.2), true),             // 5 wo
-            (Tensor::ones(&[C], DType::F32), false), // 6 mlp norm
-            (p(&[F, C], 0.2), true),                 // 7 gate
-            (p(&[F, C], 0.2), true),                 // 8 up
-            (p(&[C, F], 0.2), true),                 // 9 down
-            (Tensor::ones(&[C], DType::F32), false), // 10 final norm
-            (p(&[V, C], 0.2), true),                 // 11 lm head
+            (p(&[V, C], 0.5), true),                // 0 embed
+            (Tensor::ones([C], DType::F32), false), // 1 attn norm
+            (p(&[H * D, C], 0.2), true),            // 2 wq
+            (p(&[HKV * D, C], 0.2), true),          // 3 wk
+            (p(&[HKV * D, C], 0.2), true),          // 4 wv
+            (p(&[C, H * D], 0.2), true),            // 5 wo
+            (Tensor::ones([C], DType::F32), false), // 6 mlp norm
+            (p(&[F, C], 0.2), true),                // 7 gate
+            (p(&[F, C], 0.2), true),                // 8 up
+            (p(&[C, F], 0.2), true),                // 9 down
+            (Tensor::ones([C], DType::F32), false), // 10 final norm
+            (p(&[V, C], 0.2), true),                // 11 lm head
         ];
         Net { params }
     }
@@ -45,22 +45,22 @@ impl Net {
     fn loss(&self, tape: &Tape, tokens: &[u32]) -> Result<Tensor> {
         let w: Vec<Tensor> = self.params.iter().map(|(t, _)| tape.watch(t)).collect();
         let lin = |x: &Tensor, w: &Tensor| ops::matmul_t(x, w, false, true);
-        let ids = Tensor::from_vec(tokens.to_vec(), &[B, T])?;
-        let pos = Tensor::from_vec((0..(B * T) as u32).map(|i| i % T as u32).collect::<Vec<_>>(), &[B, T])?;
+        let ids = Tensor::from_vec(tokens.to_vec(), [B, T])?;
+        let pos = Tensor::from_vec((0..(B * T) as u32).map(|i| i % T as u32).collect::<Vec<_>>(), [B, T])?;
         let x = ops::embedding(&ids, &w[0])?; // [B, T, C]
         let h = ops::rmsnorm(&x, &w[1], 1e-5)?;
-        let q = ops::rope(&lin(&h, &w[2])?.reshape(&[B, T, H, D])?, &pos, 10000.0)?;
-        let k = ops::rope(&lin(&h, &w[3])?.reshape(&[B, T, HKV, D])?, &pos, 10000.0)?;
-        let v = lin(&h, &w[4])?.reshape(&[B, T, HKV, D])?;
-        let a = ops::attention(&q, &k, &v, &AttentionMask::default())?.reshape(&[B, T, H * D])?;
+        let q = ops::rope(&lin(&h, &w[2])?.reshape([B, T, H, D])?, &pos, 10000.0)?;
+        let k = ops::rope(&lin(&h, &w[3])?.reshape([B, T, HKV, D])?, &pos, 10000.0)?;
+        let v = lin(&h, &w[4])?.reshape([B, T, HKV, D])?;
+        let a = ops::attention(&q, &k, &v, &AttentionMask::default())?.reshape([B, T, H * D])?;
         let x = ops::add(&x, &lin(&a, &w[5])?)?;
         let h = ops::rmsnorm(&x, &w[6], 1e-5)?;
         let x = ops::add(&x, &lin(&ops::swiglu(&lin(&h, &w[7])?, &lin(&h, &w[8])?)?, &w[9])?)?;
-        let logits = lin(&ops::rmsnorm(&x, &w[10], 1e-5)?, &w[11])?.reshape(&[B * T, V])?;
+        let logits = lin(&ops::rmsnorm(&x, &w[10], 1e-5)?, &w[11])?.reshape([B * T, V])?;
         // Targets: the next token; the last position of each sequence is ignored.
         let targets: Vec<i32> =
             (0..B * T).map(|i| if i % T == T - 1 { -100 } else { tokens[i + 1] as i32 }).collect();
-        ops::cross_entropy_mean(&logits, &Tensor::from_vec(targets, &[B * T])?)
+        ops::cross_entropy_mean(&logits, &Tensor::from_vec(targets, [B * T])?)
     }
 }
 

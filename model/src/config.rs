@@ -136,8 +136,7 @@ impl LlamaConfig {
         };
         let hidden_size = get_usize(path, &obj, "hidden_size", None)?;
         let num_attention_heads = get_usize(path, &obj, "num_attention_heads", None)?;
-        let head_default =
-            if num_attention_heads > 0 { Some(hidden_size / num_attention_heads) } else { None };
+        let head_default = hidden_size.checked_div(num_attention_heads);
         let sliding_window = match obj.get("sliding_window") {
             None | Some(Value::Null) => None,
             Some(_) => Some(get_usize(path, &obj, "sliding_window", None)?),
@@ -195,13 +194,13 @@ impl LlamaConfig {
                 return bad(field, "must be positive".into());
             }
         }
-        if !obj.contains_key("head_dim") && self.hidden_size % self.num_attention_heads != 0 {
+        if !obj.contains_key("head_dim") && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(
                 "num_attention_heads",
                 format!("{} does not divide hidden_size {}", self.num_attention_heads, self.hidden_size),
             );
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return bad(
                 "num_key_value_heads",
                 format!(
@@ -210,7 +209,7 @@ impl LlamaConfig {
                 ),
             );
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad("head_dim", format!("{} must be even for rotary embeddings", self.head_dim));
         }
         if !(self.rms_norm_eps > 0.0) {

@@ -12,7 +12,7 @@ use solar_train::data::rows::LmRow;
 use solar_train::trainer::config::TrainConfig;
 use solar_train::trainer::objective::Objective;
 use solar_train::trainer::{train, RunOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn out(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("solar-trainer-{}-{name}", std::process::id()));
@@ -56,13 +56,13 @@ fn cfg(steps: usize, batch: usize, accum: usize) -> TrainConfig {
 }
 
 fn run(
-    o: &PathBuf,
+    o: &Path,
     c: &TrainConfig,
     data: Vec<LmRow>,
     resume: bool,
 ) -> solar_train::error::Result<solar_train::trainer::RunReport> {
     let obj = Objective::Lm { rows: data, eval: None };
-    train(model(), &obj, c, &RunOptions { out: o.clone(), resume, ..Default::default() }, Map::new())
+    train(model(), &obj, c, &RunOptions { out: o.to_path_buf(), resume, ..Default::default() }, Map::new())
 }
 
 #[test]

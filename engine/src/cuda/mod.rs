@@ -112,7 +112,9 @@ impl Gpu {
     /// The device `ordinal`, opened once per process; the error says what is missing (driver,
     /// device, NVRTC).
     pub fn get(ordinal: usize) -> Result<Arc<Gpu>> {
-        static GPUS: OnceLock<Mutex<HashMap<usize, std::result::Result<Arc<Gpu>, String>>>> = OnceLock::new();
+        // Per ordinal, the opened device or why it could not be opened (said once, not retried).
+        type Opened = std::result::Result<Arc<Gpu>, String>;
+        static GPUS: OnceLock<Mutex<HashMap<usize, Opened>>> = OnceLock::new();
         let mut map = GPUS.get_or_init(Default::default).lock().unwrap();
         let entry = map.entry(ordinal).or_insert_with(|| {
             Gpu::open(ordinal).map(Arc::new).map_err(|e| match e {

@@ -148,8 +148,8 @@ pub(crate) fn backward(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<InputGra
         if d.b_shared && a.rank() > 2 {
             // Fold the batch into rows: A is [batch*M, K] and dC is [batch*M, N].
             let rows = d.batch * d.m;
-            let a2 = a.reshape(&[rows, d.k])?;
-            let g2 = g.reshape(&[rows, d.n])?;
+            let a2 = a.reshape([rows, d.k])?;
+            let g2 = g.reshape([rows, d.n])?;
             Some(if tb { matmul_t(&g2, &a2, true, false)? } else { matmul_t(&a2, &g2, true, false)? })
         } else {
             Some(if tb { matmul_t(g, a, true, ta)? } else { matmul_t(a, g, !ta, false)? })

@@ -81,7 +81,7 @@ fn apply<F: Float>(
 /// RoPE on `x` [.., T, H, D] at `positions` (one per token).
 pub fn rope(x: &Tensor, positions: &Tensor, theta: f64) -> Result<Tensor> {
     let op = "rope";
-    if x.rank() < 3 || x.shape().last() % 2 != 0 {
+    if x.rank() < 3 || !x.shape().last().is_multiple_of(2) {
         return Err(Error::bad_shape(op, x.shape(), "x must be [.., T, H, D] with D even"));
     }
     let (heads, d) = (x.shape().dim(-2), x.shape().dim(-1));

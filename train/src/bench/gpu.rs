@@ -32,8 +32,11 @@ pub struct GpuCase {
     /// Bytes of one input set (decides how many sets exceed L2).
     pub set_bytes: usize,
     /// Builds `sets` input sets (the closure is called with the set index) on the device.
-    build: Box<dyn Fn(&mut Rng, Device, usize) -> Result<GpuRunner>>,
+    build: BuildInputs,
 }
+
+/// Makes one input set on a device from the bench's seeded stream (the usize is the set index).
+type BuildInputs = Box<dyn Fn(&mut Rng, Device, usize) -> Result<GpuRunner>>;
 
 fn uniform_on(shape: &[usize], rng: &mut Rng, dtype: DType, dev: Device) -> Result<Tensor> {
     let n: usize = shape.iter().product();
