@@ -128,23 +128,23 @@ extern "C" __global__ void __launch_bounds__(attn::NT)
     attention_bwd_dkdv_d16_bf16(const bf16* q, const bf16* k, const bf16* v, const int* doc, const bf16* dout,
                                 const float* lse, const float* delta, bf16* dk, bf16* dv, int T, int H,
                                 int Hkv, int window, float scale) {
-    attn::bwd_dkdv<16, 64, 64>(q, k, v, doc, dout, lse, delta, dk, dv, T, H, Hkv, window, scale, attn_smem);
+    attn::bwd_dkdv<16, 64, attn::dkdv_bq(16)>(q, k, v, doc, dout, lse, delta, dk, dv, T, H, Hkv, window, scale, attn_smem);
 }
 extern "C" __global__ void __launch_bounds__(attn::NT)
     attention_bwd_dkdv_d32_bf16(const bf16* q, const bf16* k, const bf16* v, const int* doc, const bf16* dout,
                                 const float* lse, const float* delta, bf16* dk, bf16* dv, int T, int H,
                                 int Hkv, int window, float scale) {
-    attn::bwd_dkdv<32, 64, 64>(q, k, v, doc, dout, lse, delta, dk, dv, T, H, Hkv, window, scale, attn_smem);
+    attn::bwd_dkdv<32, 64, attn::dkdv_bq(32)>(q, k, v, doc, dout, lse, delta, dk, dv, T, H, Hkv, window, scale, attn_smem);
 }
 extern "C" __global__ void __launch_bounds__(attn::NT)
     attention_bwd_dkdv_d64_bf16(const bf16* q, const bf16* k, const bf16* v, const int* doc, const bf16* dout,
                                 const float* lse, const float* delta, bf16* dk, bf16* dv, int T, int H,
                                 int Hkv, int window, float scale) {
-    attn::bwd_dkdv<64, 64, 64>(q, k, v, doc, dout, lse, delta, dk, dv, T, H, Hkv, window, scale, attn_smem);
+    attn::bwd_dkdv<64, 64, attn::dkdv_bq(64)>(q, k, v, doc, dout, lse, delta, dk, dv, T, H, Hkv, window, scale, attn_smem);
 }
 extern "C" __global__ void __launch_bounds__(attn::NT)
     attention_bwd_dkdv_d128_bf16(const bf16* q, const bf16* k, const bf16* v, const int* doc, const bf16* dout,
                                 const float* lse, const float* delta, bf16* dk, bf16* dv, int T, int H,
                                 int Hkv, int window, float scale) {
-    attn::bwd_dkdv<128, 64, 32>(q, k, v, doc, dout, lse, delta, dk, dv, T, H, Hkv, window, scale, attn_smem);
+    attn::bwd_dkdv<128, 64, attn::dkdv_bq(128)>(q, k, v, doc, dout, lse, delta, dk, dv, T, H, Hkv, window, scale, attn_smem);
 }

@@ -169,6 +169,9 @@ __device__ __forceinline__ void bwd_dq(const bf16* __restrict__ q, const bf16* _
 
 // ---------------------------------------------------------------------------------------------
 // Backward, key side: dk and dv of one kv head, summed over its query heads in the block.
+
+// Query rows per block of the key-side kernel: 32 for D = 128 to stay clear of spills.
+__host__ __device__ constexpr int dkdv_bq(int D) { return D == 128 ? 32 : 64; }
 template <int D, int BQ>
 __host__ __device__ constexpr int dkdv_smem() {
     return (2 * 64 + 2 * BQ) * (D + 8) * 2 + BQ * 4 * 3 + 64 * 4;

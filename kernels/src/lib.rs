@@ -50,3 +50,23 @@ pub fn compile(source: &Source, arch: &str) -> Result<nvrtc::Compiled, KernelErr
     let tk = Toolkit::get()?;
     tk.nvrtc.compile(source.name, source.code, sources::HEADERS, &compile_options(arch, &tk.include))
 }
+
+/// Runs NVRTC's front end on the source `module` with `asserts` (C++ `static_assert`s)
+/// appended, for `arch`:
+/// how a launcher's constants (tile sizes, dynamic shared memory, block shapes) are tied to the
+/// kernels' own without a GPU. A false assertion fails with NVRTC's log naming it. `Ok(None)`
+/// when NVRTC is missing and `SOLAR_REQUIRE_NVRTC` is not 1 (the caller's test then skips).
+pub fn check_launch_constants(module: &str, asserts: &str, arch: &str) -> Result<Option<()>, KernelError> {
+    let src = sources::source(module).ok_or_else(|| KernelError::UnknownSource(module.into()))?;
+    let tk = match Toolkit::get() {
+        Ok(tk) => tk,
+        Err(e) if std::env::var("SOLAR_REQUIRE_NVRTC").as_deref() != Ok("1") => {
+            eprintln!("skipping the launch-constant check of {module}.cu: {e}");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let code = format!("{}\n// Launcher constants, checked:\n{asserts}\n", src.code);
+    tk.nvrtc.check_syntax(src.name, &code, sources::HEADERS, &compile_options(arch, &tk.include))?;
+    Ok(Some(()))
+}

@@ -158,3 +158,23 @@ fn every_kernel_file_is_embedded_and_every_include_resolves() {
         }
     }
 }
+
+/// The front-end check the launch-constant tests use: a true assertion passes, a false one fails
+/// with NVRTC's log quoting it (so those tests can fail).
+#[test]
+fn compile_checks_launch_constants_by_static_assert() {
+    let Some(_) = toolkit() else { return };
+    let ok = solar_kernels::check_launch_constants(
+        "matmul",
+        "static_assert(mm::STAGES == 4, \"stages\");",
+        "sm_90",
+    );
+    assert!(matches!(ok, Ok(Some(()))), "{ok:?}");
+    let bad = solar_kernels::check_launch_constants(
+        "matmul",
+        "static_assert(mm::STAGES == 5, \"stages five\");",
+        "sm_90",
+    );
+    let msg = bad.unwrap_err().to_string();
+    assert!(msg.contains("stages five"), "{msg}");
+}

@@ -150,10 +150,19 @@ pub fn forward(
     Ok((out, lse))
 }
 
+/// Query rows per block of the key-side kernel (attn::dkdv_bq).
+fn dkdv_bq(d: usize) -> usize {
+    if d == 128 {
+        32
+    } else {
+        64
+    }
+}
+
 /// Dynamic shared memory of attention_bwd_dkdv_d{D}_bf16 (K, V tiles of 64 rows, Q, dO tiles of
 /// BQ rows, rows of D + 8 bf16; lse, delta, query document ids [BQ]; key document ids [64]).
 fn dkdv_smem(d: usize) -> usize {
-    let bq = if d == 128 { 32 } else { 64 };
+    let bq = dkdv_bq(d);
     (2 * BLOCK + 2 * bq) * (d + 8) * 2 + bq * 4 * 3 + BLOCK * 4
 }
 
@@ -256,4 +265,25 @@ pub fn backward(
     }
     .map_err(launch_err(op))?;
     Ok((dq, dk, dv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The launcher's block shape and dynamic shared memory are the kernels' (checked by
+    /// NVRTC's front end, no GPU): a drift would launch too little shared memory.
+    #[test]
+    fn compile_launch_constants_match_attention_cu() {
+        let mut asserts = format!("static_assert(attn::NT == {THREADS}, \"threads per block\");\n");
+        for d in [16, 32, 64, 128] {
+            asserts += &format!(
+                "static_assert(attn::dkdv_bq({d}) == {}, \"dkdv query block, D={d}\");\n\
+                 static_assert(attn::dkdv_smem<{d}, attn::dkdv_bq({d})>() == {}, \"dkdv smem, D={d}\");\n",
+                dkdv_bq(d),
+                dkdv_smem(d)
+            );
+        }
+        solar_kernels::check_launch_constants("attention", &asserts, "sm_90").unwrap();
+    }
 }

@@ -19,6 +19,9 @@ impl GemmOut for f32 {
     const SUFFIX: &'static str = "_f32out";
 }
 
+/// Threads per block (8 warps) of every matmul kernel (mm::THREADS).
+const THREADS: u32 = 256;
+
 /// A block tile of the kernels: (BM, BN, kernel name suffix, dynamic shared memory bytes).
 #[derive(Clone, Copy, Debug)]
 struct Tile {
@@ -104,7 +107,7 @@ pub fn gemm<O: GemmOut>(
     gpu.allow_smem(op, &f, tile.smem)?;
     let config = LaunchConfig {
         grid_dim: (tiles_n as u32, tiles_m as u32, batch as u32),
-        block_dim: (256, 1, 1),
+        block_dim: (THREADS, 1, 1),
         shared_mem_bytes: tile.smem as u32,
     };
     let acc = accumulate as i32;
@@ -144,4 +147,24 @@ pub fn matmul(a: &CudaStorage, b: &CudaStorage, d: MatmulDims, ta: bool, tb: boo
     let mut c = gpu.alloc::<bf16>(d.batch * d.m * d.n)?;
     gemm(gpu, x, y, &mut c, d, ta, tb, false)?;
     Ok(CudaStorage::new(gpu.clone(), CudaData::BF16(c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The launcher's tiles (block extent, dynamic shared memory) are the kernels' (checked by
+    /// NVRTC's front end, no GPU).
+    #[test]
+    fn compile_tile_constants_match_matmul_cu() {
+        let mut asserts = format!("static_assert(mm::THREADS == {THREADS}, \"block\");\n");
+        for (name, t) in [("Big", BIG), ("Small", SMALL)] {
+            asserts += &format!(
+                "static_assert(mm::{name}::BM == {} && mm::{name}::BN == {}, \"{name} tile\");\n\
+                 static_assert(mm::{name}::SMEM == {}, \"{name} smem\");\n",
+                t.bm, t.bn, t.smem
+            );
+        }
+        solar_kernels::check_launch_constants("matmul", &asserts, "sm_90").unwrap();
+    }
 }
