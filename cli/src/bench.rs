@@ -37,7 +37,7 @@ fn print_kernels(args: &BenchArgs, device: Device) -> Result<(), CliError> {
         (None, Device::Cpu) => "sm_90".into(),
     };
     let mut rows = Vec::new();
-    for src in solar_kernels::SOURCES {
+    for src in solar_kernels::SOURCES.iter().filter(|s| s.target_for(&arch).is_some()) {
         let out = solar_kernels::compile(src, &arch).map_err(|e| CliError(e.to_string()))?;
         for k in solar_kernels::parse_ptxas_log(&out.log) {
             rows.push(serde_json::json!({"source": src.name, "kernel": k.name, "arch": arch,

@@ -31,6 +31,7 @@
 // products add exact zeros. Each C element is summed by one thread in a fixed order:
 // deterministic, no split-K, no atomics. Blocks are visited in groups of 8 tile rows so
 // neighbouring blocks share A and B tiles in L2.
+#include "gemm_store.cuh"
 #include "tensor_core.cuh"
 
 namespace mm {
@@ -115,36 +116,6 @@ struct TileLoader {
         else row += BK;
     }
 };
-
-__device__ __forceinline__ void store2(float* c, long i, float x, float y, bool two, bool vec, bool acc) {
-    if (vec && two) {
-        float2* p = reinterpret_cast<float2*>(c + i);
-        float2 v = make_float2(x, y);
-        if (acc) {
-            const float2 o = *p;
-            v.x += o.x;
-            v.y += o.y;
-        }
-        *p = v;
-    } else {
-        c[i] = acc ? c[i] + x : x;
-        if (two) c[i + 1] = acc ? c[i + 1] + y : y;
-    }
-}
-__device__ __forceinline__ void store2(bf16* c, long i, float x, float y, bool two, bool vec, bool acc) {
-    if (vec && two) {
-        bf16x2* p = reinterpret_cast<bf16x2*>(c + i);
-        if (acc) {
-            const float2 o = __bfloat1622float2(*p);
-            x += o.x;
-            y += o.y;
-        }
-        *p = __floats2bfloat162_rn(x, y);
-    } else {
-        c[i] = f2bf(acc ? bf2f(c[i]) + x : x);
-        if (two) c[i + 1] = f2bf(acc ? bf2f(c[i + 1]) + y : y);
-    }
-}
 
 // A block tile shape: BM x BN of C, WM x WN warps, each owning WTM x WTN = MI x NI mma tiles.
 template <int BM_, int BN_, int WM_, int WN_>

@@ -25,10 +25,20 @@ fn main() {
     let headers: Vec<Header> = texts.iter().map(|(name, code)| Header { name, code }).collect();
     let names: Vec<&str> = if name == "all" { SOURCES.iter().map(|s| s.name).collect() } else { vec![name] };
     for n in names {
+        let Some(src) = SOURCES.iter().find(|s| s.name == n) else { fail(&format!("no source {n}")) };
+        // An arch-specific source compiles for its own target (matmul_sm90 on sm_90: sm_90a).
+        let Some(target) = src.target_for(arch) else {
+            println!("{arch} {n:<14} (built for {} only)", src.only.unwrap_or_default());
+            continue;
+        };
         let code = std::fs::read_to_string(format!("{dir}/{n}.cu"))
             .unwrap_or_else(|e| fail(&format!("{n}.cu: {e}")));
-        let opts = solar_kernels::compile_options(arch, &tk.include);
+        let opts = solar_kernels::compile_options(target, &tk.include);
         let out = tk.nvrtc.compile(n, &code, &headers, &opts).unwrap_or_else(|e| fail(&e.to_string()));
+        // ptxas warnings (wgmma serialization, say) are worth seeing before any number.
+        for line in out.log.lines().filter(|l| l.contains("warning") || l.contains("Performance")) {
+            println!("{arch} {n:<14} {line}");
+        }
         for k in parse_ptxas_log(&out.log) {
             println!(
                 "{arch} {n:<14} {:<44} regs {:>3} smem {:>6} stack {:>4} spills {}/{}",

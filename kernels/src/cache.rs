@@ -29,6 +29,8 @@ pub fn cache_dir() -> PathBuf {
 /// that cannot be written is not an error: the cubin is still returned.
 pub fn cubin_for(source: &Source, arch: &str) -> Result<(Vec<u8>, CacheOutcome), KernelError> {
     let tk = Toolkit::get()?;
+    let arch = crate::target(source, arch)?;
+    let arch = arch.as_str();
     let opts = compile_options(arch, &tk.include);
     let joined = opts.join("\n");
     let mut parts = sources::key_parts(source);

@@ -25,6 +25,8 @@ pub enum KernelError {
     Compile { file: String, log: String },
     #[error("no kernel source named '{0}'")]
     UnknownSource(String),
+    #[error("{module}.cu is built for {only} only, not for {arch}")]
+    NotForArch { module: String, only: String, arch: String },
     #[error("kernel cache {path}: {msg}")]
     Cache { path: String, msg: String },
 }
@@ -45,10 +47,20 @@ pub fn compile_options(arch: &str, include: &std::path::Path) -> Vec<String> {
     ]
 }
 
-/// Compiles `source` for `arch` now (no cache): the cubin and the NVRTC log.
+/// The target `source` is compiled for on a device of `arch`, or the error saying it has none.
+pub fn target(source: &Source, arch: &str) -> Result<String, KernelError> {
+    source.target_for(arch).map(str::to_string).ok_or_else(|| KernelError::NotForArch {
+        module: source.name.into(),
+        only: source.only.unwrap_or_default().into(),
+        arch: arch.into(),
+    })
+}
+
+/// Compiles `source` for a device of `arch` now (no cache): the cubin and the NVRTC log.
 pub fn compile(source: &Source, arch: &str) -> Result<nvrtc::Compiled, KernelError> {
     let tk = Toolkit::get()?;
-    tk.nvrtc.compile(source.name, source.code, sources::HEADERS, &compile_options(arch, &tk.include))
+    let target = target(source, arch)?;
+    tk.nvrtc.compile(source.name, source.code, sources::HEADERS, &compile_options(&target, &tk.include))
 }
 
 /// Runs NVRTC's front end on the source `module` with `asserts` (C++ `static_assert`s)
@@ -67,6 +79,7 @@ pub fn check_launch_constants(module: &str, asserts: &str, arch: &str) -> Result
         Err(e) => return Err(e),
     };
     let code = format!("{}\n// Launcher constants, checked:\n{asserts}\n", src.code);
-    tk.nvrtc.check_syntax(src.name, &code, sources::HEADERS, &compile_options(arch, &tk.include))?;
+    let target = target(src, arch)?;
+    tk.nvrtc.check_syntax(src.name, &code, sources::HEADERS, &compile_options(&target, &tk.include))?;
     Ok(Some(()))
 }

@@ -9,28 +9,44 @@ use crate::nvrtc::Header;
 pub struct Source {
     pub name: &'static str,
     pub code: &'static str,
+    /// An architecture-specific target (e.g. "sm_90a", for wgmma) the source needs: it is
+    /// compiled for that target, and exists only on devices of its base architecture.
+    pub only: Option<&'static str>,
+}
+
+impl Source {
+    /// The target to compile this source for on a device of architecture `arch` ("sm_90"), or
+    /// None when the source does not exist there.
+    pub fn target_for<'a>(&self, arch: &'a str) -> Option<&'a str> {
+        match self.only {
+            None => Some(arch),
+            Some(t) => (t.trim_end_matches('a') == arch).then_some(t),
+        }
+    }
 }
 
 /// The headers any source may include, by the name it includes them with.
 pub const HEADERS: &[Header<'static>] = &[
     Header { name: "common.cuh", code: include_str!("../cu/common.cuh") },
     Header { name: "tensor_core.cuh", code: include_str!("../cu/tensor_core.cuh") },
+    Header { name: "gemm_store.cuh", code: include_str!("../cu/gemm_store.cuh") },
     Header { name: "attention_tiles.cuh", code: include_str!("../cu/attention_tiles.cuh") },
     Header { name: "attention_fwd.cuh", code: include_str!("../cu/attention_fwd.cuh") },
     Header { name: "attention_bwd.cuh", code: include_str!("../cu/attention_bwd.cuh") },
 ];
 
 pub const SOURCES: &[Source] = &[
-    Source { name: "elementwise", code: include_str!("../cu/elementwise.cu") },
-    Source { name: "matmul", code: include_str!("../cu/matmul.cu") },
-    Source { name: "rmsnorm", code: include_str!("../cu/rmsnorm.cu") },
-    Source { name: "rope", code: include_str!("../cu/rope.cu") },
-    Source { name: "swiglu", code: include_str!("../cu/swiglu.cu") },
-    Source { name: "embedding", code: include_str!("../cu/embedding.cu") },
-    Source { name: "attention", code: include_str!("../cu/attention.cu") },
-    Source { name: "cross_entropy", code: include_str!("../cu/cross_entropy.cu") },
-    Source { name: "adamw", code: include_str!("../cu/adamw.cu") },
-    Source { name: "reduce", code: include_str!("../cu/reduce.cu") },
+    Source { name: "elementwise", code: include_str!("../cu/elementwise.cu"), only: None },
+    Source { name: "matmul", code: include_str!("../cu/matmul.cu"), only: None },
+    Source { name: "matmul_sm90", code: include_str!("../cu/matmul_sm90.cu"), only: Some("sm_90a") },
+    Source { name: "rmsnorm", code: include_str!("../cu/rmsnorm.cu"), only: None },
+    Source { name: "rope", code: include_str!("../cu/rope.cu"), only: None },
+    Source { name: "swiglu", code: include_str!("../cu/swiglu.cu"), only: None },
+    Source { name: "embedding", code: include_str!("../cu/embedding.cu"), only: None },
+    Source { name: "attention", code: include_str!("../cu/attention.cu"), only: None },
+    Source { name: "cross_entropy", code: include_str!("../cu/cross_entropy.cu"), only: None },
+    Source { name: "adamw", code: include_str!("../cu/adamw.cu"), only: None },
+    Source { name: "reduce", code: include_str!("../cu/reduce.cu"), only: None },
 ];
 
 /// The source named `name`.

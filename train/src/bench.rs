@@ -14,9 +14,11 @@ use serde::Serialize;
 use solar_engine::{Device, Error, Result};
 use std::time::Instant;
 
-/// Every op name `--op` accepts, in suite order.
+/// Every op name `--op` accepts, in suite order (matmul_wgmma, the experimental Hopper GEMM,
+/// only with a CUDA device).
 pub const OP_NAMES: &[&str] = &[
     "matmul",
+    "matmul_wgmma",
     "attention",
     "attention_fwd_bwd",
     "rmsnorm",
@@ -146,6 +148,9 @@ pub fn run_suite(opts: &BenchOptions, mut progress: impl FnMut(&Case)) -> Result
     opts.device.ensure_available()?;
     if let Some(op) = &opts.op {
         check_op_name(op)?;
+        if op == "matmul_wgmma" {
+            return Err(Error::invalid("bench", "matmul_wgmma is a CUDA kernel (sm_90): use --device cuda"));
+        }
     }
     let mut results = Vec::new();
     for case in cases() {

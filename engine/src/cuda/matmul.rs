@@ -1,6 +1,8 @@
 //! Launchers of kernels/cu/matmul.cu: C = op(A) op(B) on tensor cores, bf16 in, f32 accumulation,
 //! bf16 or f32 out, optionally added into C. Row-major; a transpose is a flag, never a copy.
-//! Tile choice depends on the sizes and the device only, so two runs are bitwise equal.
+//! Tile choice depends on the sizes and the device only, so two runs are bitwise equal. On an
+//! sm_90 device the experimental wgmma kernel (matmul_sm90.rs) takes the product instead when
+//! the thread's GEMM kernel choice asks for it.
 
 use super::{launch_err, CudaData, CudaSlice, CudaStorage, DeviceRepr, Gpu, LaunchConfig, PushKernelArg};
 use crate::error::{Error, Result};
@@ -45,7 +47,7 @@ fn pick_tile(gpu: &Gpu, batch: usize, m: usize, n: usize) -> Tile {
     }
 }
 
-fn dim_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
+pub(crate) fn dim_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
     i32::try_from(v)
         .map_err(|_| Error::invalid(op, format!("{what} = {v} exceeds the matmul kernels' i32 range")))
 }
@@ -86,6 +88,9 @@ pub fn gemm<O: GemmOut>(
     // batched transposed A with a shared B, so otherwise batch is 1 or B is per batch.)
     let (batch, m) = if b_shared && !ta { (1, batch * m) } else { (batch, m) };
     let (s_a, s_b, s_c) = ((m * k) as i64, if b_shared { 0 } else { (k * n) as i64 }, (m * n) as i64);
+    if super::matmul_sm90::try_gemm(gpu, a, b, c, (batch, m, n, k), (s_a, s_b, s_c), (ta, tb), accumulate)? {
+        return Ok(());
+    }
 
     let tile = pick_tile(gpu, batch, m, n);
     let (tiles_m, tiles_n) = (m.div_ceil(tile.bm), n.div_ceil(tile.bn));

@@ -12,6 +12,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod loss;
 pub mod matmul;
+pub mod matmul_sm90;
 pub mod norm;
 pub mod optim;
 pub mod reduce;

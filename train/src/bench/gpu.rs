@@ -8,6 +8,7 @@
 //! Shapes: SOLAR 10.7B's layer (C 4096, F 14336, H 32, Hkv 8, D 128, V 32000) on 4096 tokens.
 
 use super::{BenchResult, Work};
+use solar_engine::cuda::matmul_sm90::{with_gemm_kernel, GemmKernel};
 use solar_engine::cuda::{timing, Gpu};
 use solar_engine::ops::{self, AttentionMask};
 use solar_engine::optim::{AdamW, AdamWConfig};
@@ -73,9 +74,19 @@ fn case<S: 'static>(
 }
 
 fn matmul(label: &str, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> GpuCase {
+    matmul_on(GemmKernel::MmaSync, label, m, n, k, ta, tb)
+}
+
+/// The same product on the experimental wgmma kernel (sm_90 only; elsewhere the row is an
+/// error saying so), as op "matmul_wgmma" so the two kernels sit side by side.
+fn matmul_wgmma(label: &str, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> GpuCase {
+    matmul_on(GemmKernel::Wgmma, label, m, n, k, ta, tb)
+}
+
+fn matmul_on(kernel: GemmKernel, label: &str, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> GpuCase {
     let bytes = (BF16 * (m * k + k * n + m * n) as f64) as usize;
     case(
-        "matmul",
+        if kernel == GemmKernel::Wgmma { "matmul_wgmma" } else { "matmul" },
         label,
         &[m, n, k],
         Work::Flops(2.0 * (m * n * k) as f64),
@@ -85,7 +96,7 @@ fn matmul(label: &str, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> GpuC
             let b = uniform_on(&if tb { [n, k] } else { [k, n] }, rng, DType::BF16, dev)?;
             Ok((a, b))
         },
-        move |(a, b)| ops::matmul_t(a, b, ta, tb).map(drop),
+        move |(a, b)| with_gemm_kernel(kernel, || ops::matmul_t(a, b, ta, tb).map(drop)),
     )
 }
 
@@ -266,12 +277,17 @@ fn adamw() -> GpuCase {
 }
 
 pub fn gpu_cases() -> Vec<GpuCase> {
-    vec![
-        matmul("4096^3 (A B)", 4096, 4096, 4096, false, false),
-        matmul("SOLAR gate/up: x W^T, 4096 tok 4096 -> 14336", TOKENS, F, C, false, true),
-        matmul("SOLAR down: x W^T, 4096 tok 14336 -> 4096", TOKENS, C, F, false, true),
-        matmul("SOLAR dW: dy^T x, 14336 x 4096 over 4096 tok", F, C, TOKENS, true, false),
-        matmul("SOLAR dx: dy W, 4096 tok 14336 -> 4096", TOKENS, C, F, false, false),
+    let matmuls: [(&str, usize, usize, usize, bool, bool); 5] = [
+        ("4096^3 (A B)", 4096, 4096, 4096, false, false),
+        ("SOLAR gate/up: x W^T, 4096 tok 4096 -> 14336", TOKENS, F, C, false, true),
+        ("SOLAR down: x W^T, 4096 tok 14336 -> 4096", TOKENS, C, F, false, true),
+        ("SOLAR dW: dy^T x, 14336 x 4096 over 4096 tok", F, C, TOKENS, true, false),
+        ("SOLAR dx: dy W, 4096 tok 14336 -> 4096", TOKENS, C, F, false, false),
+    ];
+    let mut cases: Vec<GpuCase> =
+        matmuls.iter().map(|&(l, m, n, k, ta, tb)| matmul(l, m, n, k, ta, tb)).collect();
+    cases.extend(matmuls.iter().map(|&(l, m, n, k, ta, tb)| matmul_wgmma(l, m, n, k, ta, tb)));
+    cases.extend([
         attention(false),
         attention(true),
         rmsnorm(),
@@ -281,7 +297,8 @@ pub fn gpu_cases() -> Vec<GpuCase> {
         cross_entropy(),
         linear_cross_entropy(),
         adamw(),
-    ]
+    ]);
+    cases
 }
 
 /// Dense bf16 tensor-core peak in TFLOP/s from the device name (spec sheets), if known.

@@ -1,0 +1,170 @@
+//! The experimental Hopper GEMM, kernels/cu/matmul_sm90.cu (wgmma, sm_90a): which GEMM kernel
+//! the engine launches, and the launcher of the wgmma one.
+//!
+//! matmul.cu (mma.sync, any sm_80+) stays the default until a device run has held the wgmma
+//! kernel to the CPU and timed the two side by side (DESIGN.md section 3: the loser goes).
+//! `SOLAR_MATMUL=wgmma` makes wgmma the default where it applies; tests and the bench ask for a
+//! kernel per thread with `with_gemm_kernel`, so parallel tests do not see each other's choice.
+//! The choice changes only which kernel sums a product, never its order between runs: each
+//! kernel alone is bitwise reproducible.
+
+use super::matmul::{dim_i32, GemmOut};
+use super::{launch_err, CudaSlice, Gpu, LaunchConfig, PushKernelArg};
+use crate::error::{Error, Result};
+use half::bf16;
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+/// Which kernel a bf16 GEMM on CUDA runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// matmul.cu: mma.sync m16n8k16 (sm_80 and later), every shape and alignment.
+    MmaSync,
+    /// matmul_sm90.cu where it applies (an sm_90 device, the contiguous dimensions multiples
+    /// of 8), matmul.cu elsewhere.
+    PreferWgmma,
+    /// matmul_sm90.cu or an error saying why it does not apply (tests and bench rows).
+    Wgmma,
+}
+
+/// Block tile of matmul_sm90.cu (wg::BM x wg::BN), its block (2 warpgroups) and its dynamic
+/// shared memory: 4 stages of (128 + 256) x 64 bf16 plus 1 KiB to align the ring to 1024 bytes.
+pub(crate) const BM: usize = 128;
+pub(crate) const BN: usize = 256;
+pub(crate) const THREADS: u32 = 256;
+pub(crate) const SMEM: usize = 4 * (BM + BN) * 64 * 2 + 1024;
+
+thread_local! {
+    static CHOICE: Cell<Option<GemmKernel>> = const { Cell::new(None) };
+}
+
+/// The kernel this thread's GEMMs run: `with_gemm_kernel`'s, else `SOLAR_MATMUL`'s (wgmma:
+/// PreferWgmma; unset or mma: MmaSync).
+pub fn gemm_kernel() -> GemmKernel {
+    static DEFAULT: OnceLock<GemmKernel> = OnceLock::new();
+    CHOICE.with(Cell::get).unwrap_or_else(|| {
+        *DEFAULT.get_or_init(|| match std::env::var("SOLAR_MATMUL").as_deref() {
+            Ok("wgmma") => GemmKernel::PreferWgmma,
+            _ => GemmKernel::MmaSync,
+        })
+    })
+}
+
+/// Runs `f` with this thread's GEMMs on `kernel`, restoring the previous choice after (also
+/// when `f` panics, so a failing test does not leak its choice into the next on this thread).
+pub fn with_gemm_kernel<R>(kernel: GemmKernel, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<GemmKernel>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CHOICE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CHOICE.with(|c| c.replace(Some(kernel))));
+    f()
+}
+
+/// Why matmul_sm90.cu cannot compute this product on `gpu`, or None when it can.
+fn unsupported(gpu: &Gpu, lda: usize, ldb: usize, tiles_m: usize, batch: usize) -> Option<String> {
+    if gpu.arch != "sm_90" {
+        return Some(format!("the wgmma GEMM needs an sm_90 device; cuda:{} is {}", gpu.ordinal, gpu.arch));
+    }
+    if lda % 8 != 0 || ldb % 8 != 0 {
+        return Some(format!(
+            "the wgmma GEMM needs the contiguous dimensions of A and B to be multiples of 8 (they are {lda} and {ldb})"
+        ));
+    }
+    if tiles_m > 65535 || batch > 65535 {
+        return Some(format!("{tiles_m} tile rows and batch {batch} exceed the grid (65535 each)"));
+    }
+    None
+}
+
+/// Launches matmul_sm90.cu for C = op(A) op(B) (+ C) when the thread's choice asks for it and
+/// it applies; Ok(false) when matmul.cu should run instead. Sizes are the launcher's after
+/// folding a shared B into rows (matmul::gemm checked the buffer lengths); strides in elements.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn try_gemm<O: GemmOut>(
+    gpu: &Gpu,
+    a: &CudaSlice<bf16>,
+    b: &CudaSlice<bf16>,
+    c: &mut CudaSlice<O>,
+    (batch, m, n, k): (usize, usize, usize, usize),
+    (s_a, s_b, s_c): (i64, i64, i64),
+    (ta, tb): (bool, bool),
+    accumulate: bool,
+) -> Result<bool> {
+    let op = "matmul (wgmma)";
+    let choice = gemm_kernel();
+    if choice == GemmKernel::MmaSync {
+        return Ok(false);
+    }
+    let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
+    let (tiles_m, tiles_n) = (m.div_ceil(BM), n.div_ceil(BN));
+    if let Some(why) = unsupported(gpu, lda, ldb, tiles_m, batch) {
+        return match choice {
+            GemmKernel::Wgmma => Err(Error::invalid(op, why)),
+            _ => Ok(false),
+        };
+    }
+    let (m32, n32, k32) = (dim_i32(op, "M", m)?, dim_i32(op, "N", n)?, dim_i32(op, "K", k)?);
+    let name =
+        format!("matmul_sm90_{}{}_bf16{}", if ta { 't' } else { 'n' }, if tb { 't' } else { 'n' }, O::SUFFIX);
+    let f = gpu.func("matmul_sm90", &name)?;
+    gpu.allow_smem(op, &f, SMEM)?;
+    let config = LaunchConfig {
+        grid_dim: (tiles_n as u32, tiles_m as u32, batch as u32),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: SMEM as u32,
+    };
+    let acc = accumulate as i32;
+    // SAFETY: matmul::gemm checked the lengths against batch*M*K, (batch*)K*N and batch*M*N;
+    // the kernel reads A and B within them (zero-filling whole 16-byte chunks past every edge,
+    // which the multiple-of-8 contiguous dimensions make exact) and writes (and with `acc`
+    // reads) exactly the batch*M*N elements of C.
+    unsafe {
+        gpu.stream
+            .launch_builder(&f)
+            .arg(a)
+            .arg(b)
+            .arg(c)
+            .arg(&m32)
+            .arg(&n32)
+            .arg(&k32)
+            .arg(&s_a)
+            .arg(&s_b)
+            .arg(&s_c)
+            .arg(&acc)
+            .launch(config)
+    }
+    .map_err(launch_err(op))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The launcher's tile, block and shared memory are matmul_sm90.cu's (NVRTC front end).
+    #[test]
+    fn compile_wgmma_constants_match_matmul_sm90_cu() {
+        let asserts = format!(
+            "static_assert(wg::BM == {BM} && wg::BN == {BN}, \"tile\");\n\
+             static_assert(wg::THREADS == {THREADS}, \"block\");\n\
+             static_assert(wg::SMEM == {SMEM}, \"smem\");\n"
+        );
+        solar_kernels::check_launch_constants("matmul_sm90", &asserts, "sm_90").unwrap();
+    }
+
+    #[test]
+    fn the_kernel_choice_is_per_thread_and_restored() {
+        let outer = gemm_kernel();
+        with_gemm_kernel(GemmKernel::Wgmma, || {
+            assert_eq!(gemm_kernel(), GemmKernel::Wgmma);
+            let other = std::thread::spawn(gemm_kernel).join().unwrap();
+            assert_eq!(other, outer, "another thread keeps its own choice");
+        });
+        assert_eq!(gemm_kernel(), outer);
+        let _ = std::panic::catch_unwind(|| with_gemm_kernel(GemmKernel::Wgmma, || panic!("test")));
+        assert_eq!(gemm_kernel(), outer, "restored after a panic");
+    }
+}
