@@ -68,7 +68,7 @@ fn unsupported(gpu: &Gpu, lda: usize, ldb: usize, tiles_m: usize, batch: usize) 
     if gpu.arch != "sm_90" {
         return Some(format!("the wgmma GEMM needs an sm_90 device; cuda:{} is {}", gpu.ordinal, gpu.arch));
     }
-    if lda % 8 != 0 || ldb % 8 != 0 {
+    if !lda.is_multiple_of(8) || !ldb.is_multiple_of(8) {
         return Some(format!(
             "the wgmma GEMM needs the contiguous dimensions of A and B to be multiples of 8 (they are {lda} and {ldb})"
         ));
