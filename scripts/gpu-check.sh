@@ -54,18 +54,22 @@ if ! "$b/solar-train" --version > /dev/null 2>&1; then
 fi
 
 note "== GPU tests"
-pass=0; fail=0
+pass=0; fail=0; exp_note=""
+# cuda_matmul_sm90 holds the experimental wgmma GEMM (not the default path): reported on its
+# own line, not counted in the verdict.
 # The op tests first: they compile the kernels into the shared cache the later ones reuse.
 for t in "$b"/tests/cuda_* "$b"/tests/cli_bench; do
   [[ -x "$t" ]] || continue
   name="$(basename "$t")"
   log="$work/tests/$name.log"
   if timeout "$(slot 120 150)" "$t" --test-threads=1 --nocapture > "$log" 2>&1; then
-    result="ok"; pass=$((pass + 1))
+    result="ok"; [[ $name == cuda_matmul_sm90 ]] || pass=$((pass + 1))
   else
     code=$?
-    result="FAILED (exit $code$([[ $code == 124 ]] && echo ', timed out'))"; fail=$((fail + 1))
+    result="FAILED (exit $code$([[ $code == 124 ]] && echo ', timed out'))"
+    [[ $name == cuda_matmul_sm90 ]] || fail=$((fail + 1))
   fi
+  [[ $name == cuda_matmul_sm90 ]] && exp_note="experimental wgmma GEMM tests: $result"
   skipped="$(grep -c 'skipping' "$log")"
   note "$(printf '%-22s %s  (%s skip lines; %s)' "$name" "$result" "$skipped" "$(grep -E '^test result' "$log" | tail -1)")"
   if [[ $result != ok ]]; then
@@ -73,7 +77,7 @@ for t in "$b"/tests/cuda_* "$b"/tests/cli_bench; do
     grep -E "^test .* FAILED|panicked at|^thread '|assert|error" "$log" | head -12 | sed 's/^/    /' | tee -a "$summary"
   fi
 done
-note "tests: $pass passed, $fail failed"
+note "tests: $pass passed, $fail failed${exp_note:+; $exp_note}"
 
 note "== kernels (ptxas for this GPU)"
 timeout "$(slot 60 110)" "$b/solar-train" bench --device cuda --kernels > "$work/kernels.txt" 2>&1
