@@ -87,3 +87,19 @@ fn cuda_absent_is_an_error_not_a_panic() {
         }
     }
 }
+
+#[test]
+fn cuda_empty_tensors_move_and_compute() {
+    // The driver refuses 0-byte allocations; empty tensors still go over, compute and come back.
+    let Some(_gpu) = solar_engine::cuda::test_gpu() else { return };
+    for dtype in [DType::F32, DType::BF16] {
+        let x = solar_engine::Tensor::zeros([0, 4], DType::F32).to_dtype(dtype).unwrap();
+        let g = x.to_device(Device::Cuda(0)).unwrap();
+        let y = ops::add(&g, &g).unwrap().to_dtype(DType::F32).unwrap();
+        let back = y.to_device(Device::Cpu).unwrap();
+        assert_eq!((back.dims(), back.to_vec::<f32>().unwrap().len()), (&[0usize, 4][..], 0));
+        let w = gpu_bf16(&randn_bf16_exact(&[4, 3], 1.0, 5));
+        let p = ops::matmul_t(&g.to_dtype(DType::BF16).unwrap(), &w, false, false).unwrap();
+        assert_eq!(p.dims(), &[0, 3]);
+    }
+}

@@ -27,7 +27,8 @@ fn suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
 pub fn binary(kind: Binary, a: &CudaStorage, b: &CudaStorage) -> Result<CudaStorage> {
     let op = "cuda binary";
     let (n, nb) = (a.len(), b.len());
-    if nb == 0 || n % nb != 0 {
+    // Empty by empty is empty (the kernel then runs no iteration, so never divides by nb).
+    if (nb == 0 && n != 0) || (nb != 0 && n % nb != 0) {
         return Err(Error::invalid(op, format!("{nb} elements do not repeat over {n}")));
     }
     let name = match kind {

@@ -187,6 +187,9 @@ impl Gpu {
     /// `n` uninitialized elements (callers write every one before reading); NaN-filled when
     /// poisoning is on.
     pub fn alloc<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
+        if n == 0 {
+            return self.empty();
+        }
         // SAFETY: the memory is uninitialized; every caller's kernel writes all n elements.
         let s = unsafe { self.stream.alloc::<T>(n) }.map_err(launch_err("cuda alloc"))?;
         if self.poison.load(Ordering::Relaxed) && n > 0 {
@@ -211,13 +214,34 @@ impl Gpu {
         self.poison.store(on, Ordering::Relaxed);
     }
     pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
+        if n == 0 {
+            return self.empty();
+        }
         self.stream.alloc_zeros::<T>(n).map_err(launch_err("cuda alloc"))
     }
     pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
+        if host.is_empty() {
+            return self.empty();
+        }
         self.stream.clone_htod(host).map_err(launch_err("cuda upload"))
     }
     pub fn download<T: DeviceRepr + Default + Clone>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
+        if dev.is_empty() {
+            return Ok(Vec::new());
+        }
         self.stream.clone_dtoh(dev).map_err(launch_err("cuda download"))
+    }
+
+    /// A buffer of length 0 (empty tensors, empty batches). The driver refuses to allocate 0
+    /// bytes (cuMemAlloc documents CUDA_ERROR_INVALID_VALUE), so it owns one element it never
+    /// exposes; dropping it frees that element like any buffer.
+    fn empty<T: DeviceRepr>(&self) -> Result<CudaSlice<T>> {
+        // SAFETY: one uninitialized element, never read: the slice made from it has length 0.
+        let one = unsafe { self.stream.alloc::<T>(1) }.map_err(launch_err("cuda alloc"))?;
+        let ptr = one.leak();
+        // SAFETY: `ptr` is the live allocation just leaked from this stream; the new slice takes
+        // over freeing it.
+        Ok(unsafe { self.stream.upgrade_device_ptr::<T>(ptr, 0) })
     }
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(launch_err("cuda synchronize"))
