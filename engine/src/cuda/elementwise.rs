@@ -147,6 +147,9 @@ pub fn fill(x: &mut CudaStorage, v: f32) -> Result<()> {
 /// Column sums of `x` [rows, n] -> [n], each summed in row order.
 pub fn sum_rows(x: &CudaStorage, rows: usize, n: usize) -> Result<CudaStorage> {
     let op = "cuda sum_rows";
+    if x.len() != rows * n {
+        return Err(Error::invalid(op, format!("{} elements for [{rows}, {n}]", x.len())));
+    }
     let gpu = &x.gpu;
     let f = gpu.func("elementwise", &format!("sum_rows_{}", suffix(op, x.dtype())?))?;
     let data = match &x.data {

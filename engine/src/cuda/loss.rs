@@ -90,6 +90,20 @@ fn push_scale<'a>(
     };
 }
 
+/// Refuses a device scale vector shorter than the rows read from it (g[r / g_div], r < n).
+fn check_scale(op: &'static str, s: &RowScale, n: usize) -> Result<()> {
+    if let RowScale::Device { g, g_div, .. } = s {
+        let need = if *g_div == 0 { 1 } else { n.div_ceil(*g_div) };
+        if n > 0 && g.len() < need {
+            return Err(Error::invalid(
+                op,
+                format!("{} scale values for {n} rows, {g_div} a value", g.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn scale_args(s: &RowScale) -> (i64, f32) {
     match s {
         RowScale::Host(a) => (0, *a),
@@ -118,6 +132,7 @@ pub fn cross_entropy_backward(
     }
     let f = gpu.func("cross_entropy", &format!("cross_entropy_bwd_{sfx}"))?;
     let (n64, w64, col0) = (n as i64, v as i64, 0i64);
+    check_scale(op, scale, n)?;
     let (g_div, alpha) = scale_args(scale);
     let null = 0u64;
     let data = match &logits.data {
@@ -173,6 +188,7 @@ pub fn cross_entropy_backward_in_place(
     }
     let f = gpu.func("cross_entropy", &format!("cross_entropy_bwd_{sfx}"))?;
     let (n64, w64, c64) = (rows as i64, w as i64, col0 as i64);
+    check_scale(op, scale, rows)?;
     let (g_div, alpha) = scale_args(scale);
     let null = 0u64;
     let stream = &gpu.stream;
