@@ -14,11 +14,9 @@ use serde::Serialize;
 use solar_engine::{Device, Error, Result};
 use std::time::Instant;
 
-/// Every op name `--op` accepts, in suite order (matmul_wgmma, the experimental Hopper GEMM,
-/// only with a CUDA device).
+/// Every op name `--op` accepts, in suite order (each has a CPU and a GPU case).
 pub const OP_NAMES: &[&str] = &[
     "matmul",
-    "matmul_wgmma",
     "attention",
     "attention_fwd_bwd",
     "rmsnorm",
@@ -103,11 +101,21 @@ const MIN_RUNS: usize = 5;
 const MAX_RUNS: usize = 50;
 
 /// Errors on a name that is not in `OP_NAMES`, listing the known ones.
+/// Ops with a GPU case only: matmul_wgmma, the experimental Hopper GEMM.
+pub const GPU_ONLY_OPS: &[&str] = &["matmul_wgmma"];
+
 pub fn check_op_name(name: &str) -> Result<()> {
-    if OP_NAMES.contains(&name) {
+    if OP_NAMES.contains(&name) || GPU_ONLY_OPS.contains(&name) {
         Ok(())
     } else {
-        Err(Error::invalid("bench", format!("unknown op '{name}'; known ops: {}", OP_NAMES.join(", "))))
+        Err(Error::invalid(
+            "bench",
+            format!(
+                "unknown op '{name}'; known ops: {} (CUDA only: {})",
+                OP_NAMES.join(", "),
+                GPU_ONLY_OPS.join(", ")
+            ),
+        ))
     }
 }
 
@@ -148,8 +156,8 @@ pub fn run_suite(opts: &BenchOptions, mut progress: impl FnMut(&Case)) -> Result
     opts.device.ensure_available()?;
     if let Some(op) = &opts.op {
         check_op_name(op)?;
-        if op == "matmul_wgmma" {
-            return Err(Error::invalid("bench", "matmul_wgmma is a CUDA kernel (sm_90): use --device cuda"));
+        if GPU_ONLY_OPS.contains(&op.as_str()) {
+            return Err(Error::invalid("bench", format!("{op} is a CUDA kernel (sm_90): use --device cuda")));
         }
     }
     let mut results = Vec::new();
@@ -286,6 +294,20 @@ mod tests {
             assert!(all.iter().any(|c| c.op == *op), "no case for {op}");
         }
         assert!(all.iter().any(|c| c.op == "matmul" && c.shape == [1024, 1024, 1024]));
+        let gpu = gpu::gpu_cases();
+        for case in &gpu {
+            assert!(OP_NAMES.contains(&case.op) || GPU_ONLY_OPS.contains(&case.op), "GPU op {}", case.op);
+        }
+        for op in GPU_ONLY_OPS {
+            assert!(gpu.iter().any(|c| c.op == *op), "no GPU case for {op}");
+        }
+    }
+
+    #[test]
+    fn a_gpu_only_op_on_the_cpu_says_to_use_cuda() {
+        let opts = BenchOptions { op: Some("matmul_wgmma".into()), ..Default::default() };
+        let msg = run_suite(&opts, |_| {}).unwrap_err().to_string();
+        assert!(msg.contains("--device cuda"), "{msg}");
     }
 
     #[test]
