@@ -50,11 +50,28 @@ __device__ __forceinline__ unsigned long long desc(unsigned addr, unsigned lbo, 
 }
 
 // Byte offset of 16-byte chunk c of row r of a K-major tile [EXT][64].
-__device__ __forceinline__ int off_k(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
+__host__ __device__ constexpr int off_k(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
 // Byte offset of 16-byte chunk c (elements 8c..8c+7 of M or N) of k row `k` of an MN-major tile.
 template <int EXT>
-__device__ __forceinline__ int off_mn(int k, int c) {
+__host__ __device__ constexpr int off_mn(int k, int c) {
     return (k >> 3) * (EXT / 64 * 1024) + (c >> 3) * 1024 + (k & 7) * 128 + (((c & 7) ^ (k & 7)) << 4);
+}
+
+// Where one wgmma operand slice starts in a stage tile of EXT rows of M or N, and its leading
+// and stride byte offsets: the slice holds M or N rows mn0.. (mn0 a multiple of 64) and k
+// 16 kk..16 kk + 15. The engine's layout check (engine/src/cuda/matmul_sm90.rs) holds these,
+// with off_k / off_mn, to the canonical layouts wgmma reads.
+template <bool MNMAJOR, int EXT>
+__host__ __device__ constexpr unsigned slice_start(int mn0, int kk) {
+    return MNMAJOR ? (mn0 / 64) * 1024 + kk * 2 * (EXT / 64 * 1024) : mn0 * 128 + kk * 32;
+}
+template <bool MNMAJOR, int EXT>
+__host__ __device__ constexpr unsigned slice_lbo() { return MNMAJOR ? 1024 : 16; }
+template <bool MNMAJOR, int EXT>
+__host__ __device__ constexpr unsigned slice_sbo() { return MNMAJOR ? EXT / 64 * 1024 : 1024; }
+template <bool MNMAJOR, int EXT>
+__device__ __forceinline__ unsigned long long slice_desc(unsigned tile, int mn0, int kk) {
+    return desc(tile + slice_start<MNMAJOR, EXT>(mn0, kk), slice_lbo<MNMAJOR, EXT>(), slice_sbo<MNMAJOR, EXT>());
 }
 
 // Issues the cp.async copies of one operand's stage tile: EXT rows of M or N by BK of k,
@@ -161,7 +178,6 @@ __device__ __forceinline__ void gemm(const bf16* __restrict__ A, const bf16* __r
 #pragma unroll
         for (int i = 0; i < 64; ++i) acc[h][i] = 0.f;
 
-    constexpr unsigned SBO_A = BM / 64 * 1024, SBO_B = BN / 64 * 1024;  // MN-major k-group strides
     for (int kt = 0; kt < ktiles; ++kt) {
         cp_wait<STAGES - 2>();
         fence_proxy_async();
@@ -172,13 +188,11 @@ __device__ __forceinline__ void gemm(const bf16* __restrict__ A, const bf16* __r
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BK / 16; ++kk) {
-            const unsigned long long da = TA ? desc(sa + w * 1024 + kk * 2 * SBO_A, 1024, SBO_A)
-                                             : desc(sa + w * 64 * 128 + kk * 32, 16, 1024);
+            // A is MN-major when stored transposed ([K][M]); B when stored untransposed ([K][N]).
+            const unsigned long long da = slice_desc<TA, BM>(sa, w * 64, kk);
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-                const unsigned long long db = TB ? desc(sb + h * 128 * 128 + kk * 32, 16, 1024)
-                                                 : desc(sb + h * 2 * 1024 + kk * 2 * SBO_B, 1024, SBO_B);
-                // A is MN-major when stored transposed ([K][M]); B when stored untransposed ([K][N]).
+                const unsigned long long db = slice_desc<!TB, BN>(sb, h * 128, kk);
                 wgmma_m64n128k16<TA, !TB>(acc[h], da, db);
             }
         }

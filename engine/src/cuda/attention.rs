@@ -241,9 +241,8 @@ pub fn backward(
     }
     .map_err(launch_err(op))?;
 
-    let f = gpu.func("attention", &format!("attention_bwd_dkdv_d{}_bf16", dims.d))?;
     let smem = dkdv_smem(dims.d);
-    gpu.allow_smem(op, &f, smem)?;
+    let f = gpu.func_smem(op, "attention", &format!("attention_bwd_dkdv_d{}_bf16", dims.d), smem)?;
     let cfg = LaunchConfig { shared_mem_bytes: smem as u32, ..dims.grid(dims.hkv) };
     let mut b = gpu.stream.launch_builder(&f);
     b.arg(q).arg(k).arg(v);

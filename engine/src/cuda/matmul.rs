@@ -108,8 +108,7 @@ pub fn gemm<O: GemmOut>(
         O::SUFFIX,
         tile.suffix
     );
-    let f = gpu.func("matmul", &name)?;
-    gpu.allow_smem(op, &f, tile.smem)?;
+    let f = gpu.func_smem(op, "matmul", &name, tile.smem)?;
     let config = LaunchConfig {
         grid_dim: (tiles_n as u32, tiles_m as u32, batch as u32),
         block_dim: (THREADS, 1, 1),

@@ -109,8 +109,7 @@ pub(crate) fn try_gemm<O: GemmOut>(
     let (m32, n32, k32) = (dim_i32(op, "M", m)?, dim_i32(op, "N", n)?, dim_i32(op, "K", k)?);
     let name =
         format!("matmul_sm90_{}{}_bf16{}", if ta { 't' } else { 'n' }, if tb { 't' } else { 'n' }, O::SUFFIX);
-    let f = gpu.func("matmul_sm90", &name)?;
-    gpu.allow_smem(op, &f, SMEM)?;
+    let f = gpu.func_smem(op, "matmul_sm90", &name, SMEM)?;
     let config = LaunchConfig {
         grid_dim: (tiles_n as u32, tiles_m as u32, batch as u32),
         block_dim: (THREADS, 1, 1),
@@ -153,6 +152,52 @@ mod tests {
              static_assert(wg::SMEM == {SMEM}, \"smem\");\n"
         );
         solar_kernels::check_launch_constants("matmul_sm90", &asserts, "sm_90").unwrap();
+    }
+
+    /// Where the kernel's cp.async stores put each element of a stage tile (off_k / off_mn) is
+    /// where wgmma reads it through the kernel's descriptors (slice_start, slice_lbo,
+    /// slice_sbo), for both operands in both majors: the reading side is the canonical 128-byte
+    /// swizzle layouts of the PTX ISA ("Shared Memory Matrix Layout"; in CuTe terms, for bf16
+    /// with T = 8 elements a 16-byte chunk, K-major ((8,m),(T,2k)):((8T,SBO),(1,T)) and MN-major
+    /// ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO))), then the swizzle XOR of address bits 4-6 with 7-9.
+    /// Checked by the NVRTC front end, no GPU needed; swapped LBO and SBO must disagree, so the
+    /// check can tell the likeliest mistake apart.
+    #[test]
+    fn compile_wgmma_smem_layout_is_the_canonical_one() {
+        let asserts = r#"
+namespace wg_check {
+__host__ __device__ constexpr unsigned swizzle128(unsigned a) { return a ^ (((a >> 7) & 7) << 4); }
+// Byte where wgmma reads element (mn, k) of a tile of EXT rows, through slices W rows wide.
+template <bool MN, int EXT, int W, bool SWAP>
+__host__ __device__ constexpr unsigned read_at(int mn, int k) {
+    const int i = mn % W, j = k % 16;
+    const unsigned start = wg::slice_start<MN, EXT>(mn / W * W, k / 16);
+    unsigned lbo = wg::slice_lbo<MN, EXT>(), sbo = wg::slice_sbo<MN, EXT>();
+    if (SWAP) { const unsigned t = lbo; lbo = sbo; sbo = t; }
+    return swizzle128(MN ? start + 2 * (i % 64) + (i / 64) * lbo + (j % 8) * 128 + (j / 8) * sbo
+                         : start + (i / 8) * sbo + (i % 8) * 128 + 2 * j);
+}
+// Byte where the kernel's cp.async puts element (mn, k): its 16-byte chunk, then the element.
+template <bool MN, int EXT>
+__host__ __device__ constexpr unsigned stored_at(int mn, int k) {
+    return MN ? wg::off_mn<EXT>(k, mn / 8) + 2 * (mn % 8) : wg::off_k(mn, k / 8) + 2 * (k % 8);
+}
+template <bool MN, int EXT, int W, bool SWAP = false>
+__host__ __device__ constexpr bool agrees() {
+    for (int mn = 0; mn < EXT; ++mn)
+        for (int k = 0; k < wg::BK; ++k)
+            if (stored_at<MN, EXT>(mn, k) != read_at<MN, EXT, W, SWAP>(mn, k)) return false;
+    return true;
+}
+// A: slices of 64 rows (one warpgroup's); B: slices of 128 columns (one n half).
+static_assert(agrees<false, wg::BM, 64>(), "A K-major (stored [M][K])");
+static_assert(agrees<true, wg::BM, 64>(), "A MN-major (stored [K][M])");
+static_assert(agrees<false, wg::BN, 128>(), "B K-major (stored [N][K])");
+static_assert(agrees<true, wg::BN, 128>(), "B MN-major (stored [K][N])");
+static_assert(!agrees<true, wg::BN, 128, true>(), "swapped LBO and SBO must not pass");
+}
+"#;
+        solar_kernels::check_launch_constants("matmul_sm90", asserts, "sm_90").unwrap();
     }
 
     #[test]

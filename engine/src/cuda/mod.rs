@@ -29,6 +29,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// A loaded kernel and the dynamic shared memory a block it has been granted so far.
+type LoadedKernel = (CudaFunction, usize);
+
 /// One CUDA device as Solar uses it.
 pub struct Gpu {
     pub ordinal: usize,
@@ -39,8 +42,12 @@ pub struct Gpu {
     pub name: String,
     /// Streaming multiprocessors (grid sizing of grid-stride kernels).
     pub sm_count: usize,
+    /// The most dynamic shared memory a block may opt in to (read once at open).
+    pub smem_optin: usize,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    functions: Mutex<HashMap<(&'static str, String), CudaFunction>>,
+    /// Each loaded kernel and the dynamic shared memory it has been granted so far, so the
+    /// opt-in attribute is set once per kernel and size, not at every launch.
+    functions: Mutex<HashMap<(&'static str, String), LoadedKernel>>,
     /// Tests set this: every fresh allocation is filled with 0xFF bytes (NaN in f32 and bf16),
     /// so an element a kernel forgot to write shows up in the comparison.
     poison: AtomicBool,
@@ -59,6 +66,11 @@ fn unavailable(ordinal: usize, msg: impl Into<String>) -> Error {
 /// Maps a driver error of `op` to the engine's error (use as `.map_err(launch_err("rmsnorm"))`).
 pub fn launch_err(op: &'static str) -> impl Fn(DriverError) -> Error {
     move |e| Error::invalid(op, format!("CUDA: {e:?}"))
+}
+
+fn set_max_dynamic_smem(op: &'static str, f: &CudaFunction, bytes: usize) -> Result<()> {
+    f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+        .map_err(launch_err(op))
 }
 
 /// A grid-stride launch over `n` elements: 256 threads a block, at most 8 blocks per SM's
@@ -94,6 +106,9 @@ impl Gpu {
         let sm_count = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .unwrap_or(100) as usize;
+        let smem_optin = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(|e| unavailable(ordinal, format!("{e:?}")))? as usize;
         keep_pool_cached(&ctx);
         // NVRTC is needed at the first kernel; check it now so the error comes up front.
         solar_kernels::Toolkit::get().map_err(|e| unavailable(ordinal, e.to_string()))?;
@@ -104,6 +119,7 @@ impl Gpu {
             arch: format!("sm_{major}{minor}"),
             name,
             sm_count,
+            smem_optin,
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
             poison: AtomicBool::new(std::env::var("SOLAR_CUDA_POISON").as_deref() == Ok("1")),
@@ -133,15 +149,54 @@ impl Gpu {
     /// The kernel `kernel` of the source `module` (kernels/cu/MODULE.cu), compiled for this
     /// device at first use (or read from the on-disk cubin cache) and loaded once.
     pub fn func(&self, module: &'static str, kernel: &str) -> Result<CudaFunction> {
-        if let Some(f) = self.functions.lock().unwrap().get(&(module, kernel.to_string())) {
+        self.func_smem("cuda", module, kernel, 0)
+    }
+
+    /// `func`, with the kernel allowed `bytes` of dynamic shared memory a block: above the
+    /// default 48 KiB a kernel must opt in (done once per kernel and size, not per launch), and
+    /// past the device's opt-in limit it is an error of `op` naming both sizes.
+    pub fn func_smem(
+        &self,
+        op: &'static str,
+        module: &'static str,
+        kernel: &str,
+        bytes: usize,
+    ) -> Result<CudaFunction> {
+        if bytes > self.smem_optin {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "{kernel} needs {bytes} bytes of shared memory a block; this device has {}",
+                    self.smem_optin
+                ),
+            ));
+        }
+        let key = (module, kernel.to_string());
+        let mut fns = self.functions.lock().unwrap();
+        if let Some((f, granted)) = fns.get_mut(&key) {
+            if bytes > 48 * 1024 && bytes > *granted {
+                set_max_dynamic_smem(op, f, bytes)?;
+                *granted = bytes;
+            }
             return Ok(f.clone());
         }
+        // Loading compiles at first use; the function lock is dropped meanwhile so a long
+        // NVRTC compile does not hold up launches of kernels already loaded.
+        drop(fns);
         let m = self.module(module)?;
         let f = m.load_function(kernel).map_err(|e| {
             Error::invalid("cuda", format!("kernel {kernel} not found in {module}.cu: {e:?}"))
         })?;
-        self.functions.lock().unwrap().insert((module, kernel.to_string()), f.clone());
-        Ok(f)
+        let granted = if bytes > 48 * 1024 {
+            set_max_dynamic_smem(op, &f, bytes)?;
+            bytes
+        } else {
+            0
+        };
+        let mut fns = self.functions.lock().unwrap();
+        let entry = fns.entry(key).or_insert((f, 0));
+        entry.1 = entry.1.max(granted);
+        Ok(entry.0.clone())
     }
 
     fn module(&self, module: &'static str) -> Result<Arc<CudaModule>> {
@@ -159,29 +214,6 @@ impl Gpu {
             .map_err(|e| Error::invalid("cuda", format!("loading {module}.cu for {}: {e:?}", self.arch)))?;
         mods.insert(module, m.clone());
         Ok(m)
-    }
-
-    /// Lets `f` take `bytes` of dynamic shared memory: above the default 48 KiB a kernel must
-    /// opt in, and past the device's opt-in limit it is an error naming both sizes.
-    pub fn allow_smem(&self, op: &'static str, f: &CudaFunction, bytes: usize) -> Result<()> {
-        if bytes <= 48 * 1024 {
-            return Ok(());
-        }
-        let max = self
-            .ctx
-            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-            .map_err(launch_err(op))? as usize;
-        if bytes > max {
-            return Err(Error::invalid(
-                op,
-                format!("needs {bytes} bytes of shared memory a block; this device has {max}"),
-            ));
-        }
-        f.set_attribute(
-            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            bytes as i32,
-        )
-        .map_err(launch_err(op))
     }
 
     /// `n` uninitialized elements (callers write every one before reading); NaN-filled when

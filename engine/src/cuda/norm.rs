@@ -100,11 +100,10 @@ pub fn rmsnorm_bwd(
             CudaStorage::new(gpu.clone(), CudaData::BF16(dw)),
         ));
     }
-    let f = gpu.func("rmsnorm", "rmsnorm_bwd_bf16")?;
     let (tpr, groups) = row_groups(c, 256);
     let block = groups * tpr;
     let smem = groups * c * 4;
-    gpu.allow_smem(op, &f, smem)?;
+    let f = gpu.func_smem(op, "rmsnorm", "rmsnorm_bwd_bf16", smem)?;
     // One wave of resident blocks (at least one group-row each), each owning a contiguous range.
     let per_sm =
         f.occupancy_max_active_blocks_per_multiprocessor(block as u32, smem, None).unwrap_or(1).max(1)
@@ -167,9 +166,8 @@ pub fn rope(
     if xs.is_empty() {
         return Ok(CudaStorage::new(gpu.clone(), CudaData::BF16(y)));
     }
-    let f = gpu.func("rope", if inverse { "rope_bwd_bf16" } else { "rope_fwd_bf16" })?;
     let smem = d / 2 * 4;
-    gpu.allow_smem(op, &f, smem)?;
+    let f = gpu.func_smem(op, "rope", if inverse { "rope_bwd_bf16" } else { "rope_fwd_bf16" }, smem)?;
     let w = if d & 15 == 0 { 8 } else { 1 };
     let items = tokens * (d / 2 / w);
     let config = cfg(items.div_ceil(256).min(gpu.sm_count * 16), 256, smem);
