@@ -45,13 +45,13 @@ constexpr int GROUP_M = 8;  // tile rows per L2 raster group
 // Byte offsets inside one stage tile of EXT (M or N) x BK elements, by 16-byte chunk.
 // K-contiguous tile [EXT][32]: a row is 4 chunks, two rows share a 128-byte bank line, so the
 // chunk is XORed with (row / 2) % 4: 8 consecutive rows at one chunk land in 8 bank groups.
-__device__ __forceinline__ int off_kc(int row, int chunk) {
+__host__ __device__ constexpr int off_kc(int row, int chunk) {
     return row * (BK * 2) + ((chunk ^ ((row >> 1) & 3)) << 4);
 }
 // MN-contiguous tile [32][EXT] (EXT >= 64): every row starts a bank line, so the chunk is
 // XORed with row % 8.
 template <int EXT>
-__device__ __forceinline__ int off_mn(int row, int chunk) {
+__host__ __device__ constexpr int off_mn(int row, int chunk) {
     return row * (EXT * 2) + ((chunk ^ (row & 7)) << 4);
 }
 
@@ -66,7 +66,17 @@ struct TileLoader {
     static constexpr int CPR = KC ? BK / 8 : EXT / 8;  // chunks per stored tile row
     static constexpr int PER = EXT * BK / 8 / THREADS;
     static constexpr int RSTEP = THREADS / CPR;
+    static constexpr int COPY_STRIDE = RSTEP * (KC ? BK * 2 : EXT * 2);  // shared bytes between copies
     static_assert(PER * THREADS * 8 == EXT * BK && RSTEP % 8 == 0, "chunks divide over the block");
+
+    // Copy i of thread tid: stored tile row, 16-byte chunk of that row, and shared offset. The
+    // offset is the first copy's plus i strides: RSTEP rows keep the swizzle key (the NVRTC test
+    // in kernels/tests/matmul_layout.rs holds this, and the whole data path, to the PTX layouts).
+    __host__ __device__ static constexpr int copy_row(int tid, int i) { return tid / CPR + i * RSTEP; }
+    __host__ __device__ static constexpr int copy_chunk(int tid) { return tid % CPR; }
+    __host__ __device__ static constexpr int copy_off(int tid, int i) {
+        return (KC ? off_kc(tid / CPR, tid % CPR) : off_mn<EXT>(tid / CPR, tid % CPR)) + i * COPY_STRIDE;
+    }
 
     const bf16* base;  // the matrix: a safe address for the copies that read nothing
     const bf16* p;     // this thread's first chunk of the next k-tile (may point past the matrix)
@@ -77,7 +87,7 @@ struct TileLoader {
     int smem_off;      // of the first chunk inside a stage tile
 
     __device__ __forceinline__ TileLoader(const bf16* m, long ld, int mn0, int MN, int K, int tid) {
-        const int r = tid / CPR, c = tid % CPR;
+        const int r = copy_row(tid, 0), c = copy_chunk(tid);
         base = m;
         step = RSTEP * ld;
         advance = KC ? BK : BK * ld;
@@ -86,7 +96,7 @@ struct TileLoader {
         rows = KC ? MN : K;
         cols = KC ? K : MN;
         p = m + (long)row * ld + col;
-        smem_off = KC ? off_kc(r, c) : off_mn<EXT>(r, c);
+        smem_off = copy_off(tid, 0);
     }
 
     template <bool ALIGNED>
@@ -95,7 +105,7 @@ struct TileLoader {
 #pragma unroll
         for (int i = 0; i < PER; i++) {
             const bool row_ok = row + i * RSTEP < rows;
-            const int off = i * RSTEP * (KC ? BK * 2 : EXT * 2);
+            const int off = i * COPY_STRIDE;
             if (ALIGNED) {
                 const bool ok = row_ok && col < cols;
                 cp_async16(dst + off, ok ? p + i * step : base, ok ? 16 : 0);
@@ -129,13 +139,52 @@ struct Tile {
 typedef Tile<128, 256, 2, 4> Big;    // 98304 B smem
 typedef Tile<128, 128, 2, 4> Small;  // 65536 B smem
 
+// ldmatrix row addresses: an x4 load reads four 8x8 matrices, lane l handing it row l % 8 of
+// matrix l / 8. These give the lane's byte offset inside a stage tile for the warp's A fragment
+// i (rows i*16.. of its WTM) and B fragment pair p (columns p*16.. of its WTN) of k slice kk.
+// The kernel computes one index's offsets once and adds FRAG_STEP per step of the other (kk
+// where the tile is MN-contiguous, i or p where it is K-contiguous): the swizzle key does not
+// change along it.
+template <bool TA, class T>
+__host__ __device__ constexpr int a_frag_off(int lane, int wm, int i, int kk) {
+    const int q8 = lane >> 3, r8 = lane & 7;
+    // [BM][BK]: matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15) = a0 a1 a2 a3.
+    if (!TA) return off_kc(wm * T::WTM + i * 16 + (lane & 15), kk * 2 + (lane >> 4));
+    // [BK][BM]: stored rows are k, and .trans gives the row-major fragment.
+    return off_mn<T::BM>(kk * 16 + r8 + ((q8 >> 1) << 3), (wm * T::WTM + i * 16 + ((q8 & 1) << 3)) >> 3);
+}
+template <bool TA, class T>
+constexpr int A_FRAG_STEP = TA ? 16 * T::BM * 2 : 16 * BK * 2;
+// B: matrices (k 0-7, n 0-7) (k 8-15, n 0-7) (k 0-7, n 8-15) (k 8-15, n 8-15) = b0 b1 of n tile
+// 2p, then of 2p+1.
+template <bool TB, class T>
+__host__ __device__ constexpr int b_frag_off(int lane, int wn, int p, int kk) {
+    const int q8 = lane >> 3, r8 = lane & 7;
+    // [BK][BN], read with .trans.
+    if (!TB) return off_mn<T::BN>(kk * 16 + r8 + ((q8 & 1) << 3), (wn * T::WTN + p * 16 + ((q8 >> 1) << 3)) >> 3);
+    // [BN][BK], no transpose.
+    return off_kc(wn * T::WTN + p * 16 + r8 + ((q8 >> 1) << 3), kk * 2 + (q8 & 1));
+}
+template <bool TB, class T>
+constexpr int B_FRAG_STEP = TB ? 16 * BK * 2 : 16 * T::BN * 2;
+// Where accumulator q of the lane's mma tile (i, j) lies in the block's C tile: lane (g, t4)
+// holds rows g and g+8, columns 2 t4 and 2 t4 + 1 of each 16x8 tile.
+template <class T>
+__host__ __device__ constexpr int c_frag_row(int lane, int wm, int i, int q) {
+    return wm * T::WTM + i * 16 + (lane >> 2) + (q >> 1) * 8;
+}
+template <class T>
+__host__ __device__ constexpr int c_frag_col(int lane, int wn, int j, int q) {
+    return wn * T::WTN + j * 8 + (lane & 3) * 2 + (q & 1);
+}
+
 // The K loop of one block: acc += op(A)[m0.., :] op(B)[:, n0..]. ALIGNED picks cp.async over
 // checked 2-byte loads for the whole loop, so the fast path has no per-copy branch.
 template <bool TA, bool TB, class T, bool ALIGNED>
 __device__ __forceinline__ void mainloop(float (&acc)[T::MI][T::NI][4], unsigned char* smem,
                                          const bf16* __restrict__ A, const bf16* __restrict__ B, int M,
                                          int N, int K, int m0, int n0) {
-    constexpr int BM = T::BM, BN = T::BN, MI = T::MI, NI = T::NI, WTM = T::WTM, WTN = T::WTN;
+    constexpr int BM = T::BM, BN = T::BN, MI = T::MI, NI = T::NI;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp / T::WN, wn = warp % T::WN;
     const long lda = TA ? M : K, ldb = TB ? K : N;
@@ -155,40 +204,27 @@ __device__ __forceinline__ void mainloop(float (&acc)[T::MI][T::NI][4], unsigned
         cp_commit();
     }
 
-    // Per-lane ldmatrix offsets inside a stage tile. x4 loads four 8x8 matrices; lane l gives
-    // the address of row l % 8 of matrix l / 8. Written so the parts that vary with the mma
-    // tile (i, p) or the k slice (kk) are compile-time constants where the swizzle allows.
-    const int q8 = lane >> 3, r8 = lane & 7;
-    // A: a_off[kk] + i * a_step (untransposed) or a_off[i] + kk * a_step (transposed).
+    // Per-lane ldmatrix offsets inside a stage tile: a_off[kk] + i * a_step (A untransposed) or
+    // a_off[i] + kk * a_step (transposed); b_off[p] + kk * b_step (B untransposed) or
+    // b_off[kk] + p * b_step. Kept in registers so the per-slice parts are constants.
     int a_off[TA ? MI : 2];
     if (!TA) {
-        // [BM][BK]: matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15) = a0 a1 a2 a3; the swizzle key
-        // (row / 2) % 4 does not change with i.
-        const int row = wm * WTM + (lane & 15);
 #pragma unroll
-        for (int kk = 0; kk < 2; kk++) a_off[kk] = off_kc(row, kk * 2 + (lane >> 4));
+        for (int kk = 0; kk < 2; kk++) a_off[kk] = a_frag_off<TA, T>(lane, wm, 0, kk);
     } else {
-        // [BK][BM]: stored rows are k, .trans gives the row-major fragment; the key is k % 8 = r8.
-        const int k = r8 + ((q8 >> 1) << 3);
 #pragma unroll
-        for (int i = 0; i < MI; i++) a_off[i] = off_mn<BM>(k, (wm * WTM + i * 16 + ((q8 & 1) << 3)) >> 3);
+        for (int i = 0; i < MI; i++) a_off[i] = a_frag_off<TA, T>(lane, wm, i, 0);
     }
-    constexpr int a_step = TA ? 16 * BM * 2 : 16 * BK * 2;
-    // B: matrices (k 0-7, n 0-7) (k 8-15, n 0-7) (k 0-7, n 8-15) (k 8-15, n 8-15) = b0 b1 of
-    // n tile 2p, then of 2p+1. b_off[p] + kk * b_step (untransposed) or b_off[kk] + p * b_step.
+    constexpr int a_step = A_FRAG_STEP<TA, T>;
     int b_off[TB ? 2 : NI / 2];
     if (!TB) {
-        // [BK][BN] with .trans; the key is k % 8 = r8.
-        const int k = r8 + ((q8 & 1) << 3);
 #pragma unroll
-        for (int p = 0; p < NI / 2; p++) b_off[p] = off_mn<BN>(k, (wn * WTN + p * 16 + ((q8 >> 1) << 3)) >> 3);
+        for (int p = 0; p < NI / 2; p++) b_off[p] = b_frag_off<TB, T>(lane, wn, p, 0);
     } else {
-        // [BN][BK], no transpose; the key (n / 2) % 4 does not change with p.
-        const int n = wn * WTN + r8 + ((q8 >> 1) << 3);
 #pragma unroll
-        for (int kk = 0; kk < 2; kk++) b_off[kk] = off_kc(n, kk * 2 + (q8 & 1));
+        for (int kk = 0; kk < 2; kk++) b_off[kk] = b_frag_off<TB, T>(lane, wn, 0, kk);
     }
-    constexpr int b_step = TB ? 16 * BK * 2 : 16 * BN * 2;
+    constexpr int b_step = B_FRAG_STEP<TB, T>;
     const unsigned smem_base = smem_u32(smem);
 
     for (int kt = 0; kt < ktiles; kt++) {
@@ -270,23 +306,22 @@ __device__ __forceinline__ void gemm(const bf16* __restrict__ A, const bf16* __r
     if (aligned) mainloop<TA, TB, T, true>(acc, smem, A, B, M, N, K, m0, n0);
     else mainloop<TA, TB, T, false>(acc, smem, A, B, M, N, K, m0, n0);
 
-    // Epilogue straight from the accumulators: lane (g, t4) of a warp holds rows g and g+8,
-    // columns 2*t4 and 2*t4+1 of each 16x8 tile. Pairs go out as one store when aligned.
+    // Epilogue straight from the accumulators: a lane's two columns of a row go out as one store
+    // when aligned.
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wm = warp / T::WN, wn = warp % T::WN;
     const bool vec = (N & 1) == 0 && (sC & 1) == 0 &&
                      (reinterpret_cast<unsigned long long>(C) & (2 * sizeof(OutT) - 1)) == 0;
     const bool accum = accumulate != 0;
-    const int g = lane >> 2, t4 = lane & 3;
 #pragma unroll
     for (int i = 0; i < MI; i++) {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            const int row = m0 + wm * T::WTM + i * 16 + g + h * 8;
+            const int row = m0 + c_frag_row<T>(lane, wm, i, 2 * h);
             if (row >= M) continue;
 #pragma unroll
             for (int j = 0; j < NI; j++) {
-                const int col = n0 + wn * T::WTN + j * 8 + t4 * 2;
+                const int col = n0 + c_frag_col<T>(lane, wn, j, 0);
                 if (col >= N) continue;
                 store2(C, (long)row * N + col, acc[i][j][2 * h], acc[i][j][2 * h + 1], col + 1 < N, vec, accum);
             }
