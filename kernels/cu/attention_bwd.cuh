@@ -14,7 +14,7 @@ __device__ __forceinline__ void bwd_dq(const bf16* __restrict__ q, const bf16* _
                                        const float* __restrict__ delta, bf16* __restrict__ dq, int T,
                                        int H, int Hkv, int window, float scale) {
     static_assert(BM == 16 * (NT / 32) && BM <= 2 * BN, "a warp per 16 queries; Q staged in sK+sV");
-    constexpr int LD = D + 8, KD = D / 16, NB = BN / 8, ND = D / 8;
+    constexpr int LD = tile_ld(D), KD = D / 16, NB = BN / 8, ND = D / 8;
     __shared__ __align__(16) bf16 sKV[2 * BN * LD];
     __shared__ int sDocQ[BM];
     __shared__ int sDocK[2][BN];
@@ -174,7 +174,7 @@ __device__ __forceinline__ void bwd_dq(const bf16* __restrict__ q, const bf16* _
 __host__ __device__ constexpr int dkdv_bq(int D) { return D == 128 ? 32 : 64; }
 template <int D, int BQ>
 __host__ __device__ constexpr int dkdv_smem() {
-    return (2 * 64 + 2 * BQ) * (D + 8) * 2 + BQ * 4 * 3 + 64 * 4;
+    return (2 * 64 + 2 * BQ) * tile_ld(D) * 2 + BQ * 4 * 3 + 64 * 4;
 }
 
 template <int D, int BN, int BQ>
@@ -185,7 +185,7 @@ __device__ __forceinline__ void bwd_dkdv(const bf16* __restrict__ q, const bf16*
                                          bf16* __restrict__ dv, int T, int H, int Hkv, int window,
                                          float scale, unsigned char* smem) {
     static_assert(BN == 16 * (NT / 32), "a warp per 16 keys");
-    constexpr int LD = D + 8, KD = D / 16, NQ = BQ / 8, ND = D / 8;
+    constexpr int LD = tile_ld(D), KD = D / 16, NQ = BQ / 8, ND = D / 8;
     bf16* sK = reinterpret_cast<bf16*>(smem);
     bf16* sV = sK + BN * LD;
     bf16* sQ = sV + BN * LD;

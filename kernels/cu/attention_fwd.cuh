@@ -11,7 +11,7 @@ __device__ __forceinline__ void fwd(const bf16* __restrict__ q, const bf16* __re
                                     bf16* __restrict__ out, float* __restrict__ lse, int T, int H,
                                     int Hkv, int window, float scale) {
     static_assert(BM == 16 * (NT / 32) && BM <= BN, "a warp per 16 queries; Q is staged in sK");
-    constexpr int LD = D + 8, KD = D / 16, NB = BN / 8, ND = D / 8;
+    constexpr int LD = tile_ld(D), KD = D / 16, NB = BN / 8, ND = D / 8;
     __shared__ __align__(16) bf16 sK[BN * LD];
     __shared__ __align__(16) bf16 sV[BN * LD];
     __shared__ int sDocQ[BM];

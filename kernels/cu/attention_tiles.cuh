@@ -17,20 +17,43 @@ __device__ __forceinline__ bool no_window(int window, int T) { return window <= 
 #define POS_INF __int_as_float(0x7f800000)
 
 
-// Fragment addressing inside a 16x16 block of a row-major smem tile with row stride LD.
+// Row stride, in elements, of every shared tile of D-element rows: the 16-byte pad shifts each
+// row by one bank group (see attention.cu).
+__host__ __device__ constexpr int tile_ld(int D) { return D + 8; }
+
+// Fragment addressing inside a 16x16 block of a row-major smem tile with row stride LD: the row
+// and column (inside the block) of the row a lane hands ldmatrix x4 (lane l: row l % 8 of
+// matrix l / 8). kernels/tests/attention_layout.rs holds these and the row copies below to the
+// PTX layouts.
 // A operand (rows = M, cols = K) and B operand stored [K][N] (.trans): matrices 0..3 are
 // (rows 0-7, cols 0-7), (rows 8-15, cols 0-7), (rows 0-7, cols 8-15), (rows 8-15, cols 8-15).
+__host__ __device__ constexpr int frag_a_row(int lane) { return lane & 15; }
+__host__ __device__ constexpr int frag_a_col(int lane) { return (lane >> 4) * 8; }
 template <int LD>
 __device__ __forceinline__ const bf16* frag_a(const bf16* tile, int row0, int col0) {
     const int lane = threadIdx.x & 31;
-    return tile + (row0 + (lane & 15)) * LD + col0 + (lane >> 4) * 8;
+    return tile + (row0 + frag_a_row(lane)) * LD + col0 + frag_a_col(lane);
 }
 // B operand stored [N][K] (non-trans): matrices are (n 0-7, k 0-7), (n 0-7, k 8-15),
 // (n 8-15, k 0-7), (n 8-15, k 8-15), i.e. {b0, b1} of n-tile n0 then of n-tile n0 + 8.
+__host__ __device__ constexpr int frag_bt_row(int lane) { return (lane & 7) + ((lane >> 4) << 3); }
+__host__ __device__ constexpr int frag_bt_col(int lane) { return ((lane >> 3) & 1) * 8; }
 template <int LD>
 __device__ __forceinline__ const bf16* frag_bt(const bf16* tile, int n0, int k0) {
     const int lane = threadIdx.x & 31;
-    return tile + (n0 + (lane & 7) + ((lane >> 4) << 3)) * LD + k0 + ((lane >> 3) & 1) * 8;
+    return tile + (n0 + frag_bt_row(lane)) * LD + k0 + frag_bt_col(lane);
+}
+
+// Row copies between global rows of D elements and a tile with row stride D + 8: thread tid
+// moves the 16-byte column row_copy_col of tile rows row_copy_row(tid, it), it = 0, 1, ...
+// (tid unsigned, as threadIdx.x is: the divisions stay shifts).
+template <int D>
+__host__ __device__ constexpr int row_copy_row(unsigned tid, int it) {
+    return tid / (D / 8) + it * (NT / (D / 8));
+}
+template <int D>
+__host__ __device__ constexpr int row_copy_col(unsigned tid) {
+    return tid % (D / 8) * 8;
 }
 
 // Issues the cp.async copies of ROWS rows (starting at token row0) of D bf16 each, row stride
@@ -39,9 +62,9 @@ __device__ __forceinline__ const bf16* frag_bt(const bf16* tile, int n0, int k0)
 // compiler has no per-chunk 64-bit offsets to hoist out of the caller's loop (register pressure).
 template <int D, int ROWS>
 __device__ __forceinline__ void load_rows(bf16* s, const bf16* g, long stride, int row0, int T) {
-    constexpr int CH = D / 8, LD = D + 8, RPI = NT / CH;
+    constexpr int CH = D / 8, LD = tile_ld(D), RPI = NT / CH;
     static_assert(NT % CH == 0 && ROWS % RPI == 0, "tile copy must divide among the threads");
-    const int r0 = threadIdx.x / CH, col = (threadIdx.x % CH) * 8;
+    const int r0 = row_copy_row<D>(threadIdx.x, 0), col = row_copy_col<D>(threadIdx.x);
     const bf16* src = g + (long)(row0 + r0) * stride + col;
     const long step = (long)RPI * stride;
 #pragma unroll
@@ -55,7 +78,7 @@ __device__ __forceinline__ void load_rows(bf16* s, const bf16* g, long stride, i
 // Writes a warp's 16 x D f32 accumulator rows (times `mul`) into a bf16 smem tile.
 template <int D>
 __device__ __forceinline__ void stage_rows(bf16* s, const float (&acc)[D / 8][4], float mul) {
-    constexpr int LD = D + 8;
+    constexpr int LD = tile_ld(D);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
 #pragma unroll
     for (int dt = 0; dt < D / 8; ++dt) {
@@ -71,8 +94,8 @@ __device__ __forceinline__ void stage_rows(bf16* s, const float (&acc)[D / 8][4]
 // Stores ROWS staged rows (token row0 + r < T only) with 16-byte stores.
 template <int D, int ROWS>
 __device__ __forceinline__ void store_rows(bf16* g, long stride, const bf16* s, int row0, int T) {
-    constexpr int CH = D / 8, LD = D + 8, RPI = NT / CH;
-    const int r0 = threadIdx.x / CH, col = (threadIdx.x % CH) * 8;
+    constexpr int CH = D / 8, LD = tile_ld(D), RPI = NT / CH;
+    const int r0 = row_copy_row<D>(threadIdx.x, 0), col = row_copy_col<D>(threadIdx.x);
     bf16* dst = g + (long)(row0 + r0) * stride + col;
     const long step = (long)RPI * stride;
 #pragma unroll
