@@ -65,8 +65,9 @@ pub fn compile(source: &Source, arch: &str) -> Result<nvrtc::Compiled, KernelErr
 
 /// Runs NVRTC's front end on the source `module` with `asserts` (C++ `static_assert`s)
 /// appended, for a device of `arch`: how a launcher's constants (tile sizes, dynamic shared
-/// memory, block shapes) are tied to the kernels' own without a GPU. A false assertion fails with NVRTC's log naming it. `Ok(None)`
-/// when NVRTC is missing and `SOLAR_REQUIRE_NVRTC` is not 1 (the caller's test then skips).
+/// memory, block shapes) and a kernel's data layouts (kernels/tests/*_layout.cuh) are checked
+/// without a GPU. A false assertion fails with NVRTC's log naming it. `Ok(None)` when NVRTC is
+/// missing and `SOLAR_REQUIRE_NVRTC` is not 1 (the caller's test then skips).
 pub fn check_launch_constants(module: &str, asserts: &str, arch: &str) -> Result<Option<()>, KernelError> {
     let src = sources::source(module).ok_or_else(|| KernelError::UnknownSource(module.into()))?;
     let tk = match Toolkit::get() {
