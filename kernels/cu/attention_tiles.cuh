@@ -23,7 +23,7 @@ __host__ __device__ constexpr int tile_ld(int D) { return D + 8; }
 
 // Fragment addressing inside a 16x16 block of a row-major smem tile with row stride LD: the row
 // and column (inside the block) of the row a lane hands ldmatrix x4 (lane l: row l % 8 of
-// matrix l / 8). kernels/tests/attention_layout.rs holds these and the row copies below to the
+// matrix l / 8). kernels/tests/attention_layout.cuh holds these and the row copies below to the
 // PTX layouts.
 // A operand (rows = M, cols = K) and B operand stored [K][N] (.trans): matrices 0..3 are
 // (rows 0-7, cols 0-7), (rows 8-15, cols 0-7), (rows 0-7, cols 8-15), (rows 8-15, cols 8-15).

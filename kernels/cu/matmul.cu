@@ -71,7 +71,7 @@ struct TileLoader {
 
     // Copy i of thread tid: stored tile row, 16-byte chunk of that row, and shared offset. The
     // offset is the first copy's plus i strides: RSTEP rows keep the swizzle key (the NVRTC test
-    // in kernels/tests/matmul_layout.rs holds this, and the whole data path, to the PTX layouts).
+    // in kernels/tests/matmul_layout.cuh holds this, and the whole data path, to the PTX layouts).
     __host__ __device__ static constexpr int copy_row(int tid, int i) { return tid / CPR + i * RSTEP; }
     __host__ __device__ static constexpr int copy_chunk(int tid) { return tid % CPR; }
     __host__ __device__ static constexpr int copy_off(int tid, int i) {

@@ -1,21 +1,14 @@
-// matmul_layout.cuh: static_asserts appended to matmul.cu by tests/matmul_layout.rs and run by
-// NVRTC's front end (no GPU). They hold the mma.sync GEMM's data path to the PTX ISA's layouts:
+// matmul_layout.cuh: static_asserts appended to matmul.cu (after ptx_fragments.cuh) by
+// tests/layouts.rs and run by NVRTC's front end (no GPU). They hold the mma.sync GEMM's data path to the PTX ISA's layouts:
 // every fragment register ldmatrix fills holds the element mma.sync m16n8k16 expects there,
 // read from where the tile loader stored it; the loader stores each tile chunk once; the
 // hoisted address steps are exact; the epilogue writes each C element once, from the
 // accumulator that holds it; and no ldmatrix phase or 16-byte store quarter-warp has a bank
 // conflict. A wrong lane formula or swizzle on a GPU gives silently wrong products (or slow
 // ones); here it fails to compile, naming the layout.
-//
-// Layouts, from the PTX ISA (lane t, g = t / 4, t4 = t % 4, e = low (0) or high (1) bf16 of a
-// 32-bit register):
-//   mma m16n8k16 A (16x16, row):  register r holds (row g + 8 (r & 1), col 2 t4 + e + 8 (r >> 1))
-//   mma m16n8k16 B (16x8, col):   register r holds (k 2 t4 + e + 8 r, n g)
-//   mma m16n8k16 C/D (16x8, f32): register q holds (row g + 8 (q >> 1), col 2 t4 + (q & 1))
-//   ldmatrix .x4: lane 8 j + s addresses row s of matrix j; register j of lane t then holds
-//   (row g, col 2 t4 + e) of matrix j, or with .trans (row 2 t4 + e, col g).
 namespace mm_check {
 using namespace mm;
+using namespace ptx;
 
 // Where the loader put each 16-byte chunk of one operand's stage tile (stored rows x CPR).
 template <bool KC, int EXT>
@@ -50,26 +43,6 @@ __host__ __device__ constexpr int stored_at(const Placement<KC, EXT>& p, int row
     return p.at[row * TileLoader<KC, EXT>::CPR + col / 8] + 2 * (col % 8);
 }
 
-// The shared byte ldmatrix gives lane t's register j, half e, when lane l addresses `row_of(l)`.
-template <class RowOf>
-__host__ __device__ constexpr int ldsm_byte(const RowOf& row_of, bool trans, int t, int j, int e) {
-    return trans ? row_of(8 * j + 2 * (t % 4) + e) + 2 * (t / 4) : row_of(8 * j + t / 4) + 4 * (t % 4) + 2 * e;
-}
-
-// Each 8-lane phase of an ldmatrix (one matrix) reads 8 rows: 16-byte aligned, 8 bank groups.
-template <class RowOf>
-__host__ __device__ constexpr bool ldsm_conflict_free(const RowOf& row_of) {
-    for (int j = 0; j < 4; j++) {
-        bool group[8] = {};
-        for (int s = 0; s < 8; s++) {
-            const int off = row_of(8 * j + s);
-            if (off % 16 != 0 || group[off / 16 % 8]) return false;
-            group[off / 16 % 8] = true;
-        }
-    }
-    return true;
-}
-
 template <bool TA, class T>
 struct ARows {
     int wm, i, kk;
@@ -91,17 +64,17 @@ __host__ __device__ constexpr bool a_path_agrees() {
         for (int i = 0; i < T::MI; i++)
             for (int kk = 0; kk < BK / 16; kk++) {
                 const ARows<TA, T> rows{wm, i, kk};
-                if (!ldsm_conflict_free(rows)) return false;
+                if (!conflict_free(rows, 32)) return false;
                 for (int t = 0; t < 32; t++) {
                     const int h = TA ? a_frag_off<TA, T>(t, wm, i, 0) + kk * A_FRAG_STEP<TA, T>
                                      : a_frag_off<TA, T>(t, wm, 0, kk) + i * A_FRAG_STEP<TA, T>;
                     if (h != rows(t)) return false;
                     for (int r = 0; r < 4; r++)
                         for (int e = 0; e < 2; e++) {
-                            const int m = wm * T::WTM + 16 * i + t / 4 + 8 * (r & 1);
-                            const int k = 16 * kk + 2 * (t % 4) + e + 8 * (r >> 1);
+                            const int m = wm * T::WTM + 16 * i + mma_a_row(t, r);
+                            const int k = 16 * kk + mma_a_col(t, r, e);
                             const int want = TA ? stored_at(p, k, m) : stored_at(p, m, k);
-                            if (ldsm_byte(rows, TA != FLIP, t, r, e) != want) return false;
+                            if (ldsm_source(rows, TA != FLIP, t, r, e) != want) return false;
                         }
                 }
             }
@@ -118,17 +91,17 @@ __host__ __device__ constexpr bool b_path_agrees() {
         for (int pr = 0; pr < T::NI / 2; pr++)
             for (int kk = 0; kk < BK / 16; kk++) {
                 const BRows<TB, T> rows{wn, pr, kk};
-                if (!ldsm_conflict_free(rows)) return false;
+                if (!conflict_free(rows, 32)) return false;
                 for (int t = 0; t < 32; t++) {
                     const int h = TB ? b_frag_off<TB, T>(t, wn, 0, kk) + pr * B_FRAG_STEP<TB, T>
                                      : b_frag_off<TB, T>(t, wn, pr, 0) + kk * B_FRAG_STEP<TB, T>;
                     if (h != rows(t)) return false;
                     for (int j = 0; j < 4; j++)
                         for (int e = 0; e < 2; e++) {
-                            const int k = 16 * kk + 2 * (t % 4) + e + 8 * (j & 1);
-                            const int n = wn * T::WTN + 8 * (2 * pr + j / 2) + t / 4;
+                            const int k = 16 * kk + mma_b_k(t, j & 1, e);
+                            const int n = wn * T::WTN + 8 * (2 * pr + j / 2) + mma_b_n(t);
                             const int want = TB ? stored_at(p, n, k) : stored_at(p, k, n);
-                            if (ldsm_byte(rows, !TB != FLIP, t, j, e) != want) return false;
+                            if (ldsm_source(rows, !TB != FLIP, t, j, e) != want) return false;
                         }
                 }
             }
@@ -137,17 +110,14 @@ __host__ __device__ constexpr bool b_path_agrees() {
 
 // The loader's 16-byte stores: each quarter-warp (8 lanes, one store phase) hits 8 bank groups.
 template <bool KC, int EXT>
+struct CopyAt {
+    int i;
+    __host__ __device__ constexpr int operator()(int tid) const { return TileLoader<KC, EXT>::copy_off(tid, i); }
+};
+template <bool KC, int EXT>
 __host__ __device__ constexpr bool stores_conflict_free() {
-    using L = TileLoader<KC, EXT>;
-    for (int q = 0; q < THREADS / 8; q++)
-        for (int i = 0; i < L::PER; i++) {
-            bool group[8] = {};
-            for (int s = 0; s < 8; s++) {
-                const int g = L::copy_off(8 * q + s, i) / 16 % 8;
-                if (group[g]) return false;
-                group[g] = true;
-            }
-        }
+    for (int i = 0; i < TileLoader<KC, EXT>::PER; i++)
+        if (!conflict_free(CopyAt<KC, EXT>{i}, THREADS)) return false;
     return true;
 }
 
@@ -164,8 +134,8 @@ __host__ __device__ constexpr bool epilogue_covers_once() {
                     for (int j = 0; j < T::NI; j++)
                         for (int q = 0; q < 4; q++) {
                             const int row = c_frag_row<T>(t, wm, i, q), col = c_frag_col<T>(t, wn, j, q);
-                            if (row != wm * T::WTM + 16 * i + t / 4 + 8 * (q >> 1)) return false;
-                            if (col != wn * T::WTN + 8 * j + 2 * (t % 4) + (q & 1)) return false;
+                            if (row != wm * T::WTM + 16 * i + mma_c_row(t, q)) return false;
+                            if (col != wn * T::WTN + 8 * j + mma_c_col(t, q)) return false;
                             if (q % 2 == 1 && (c_frag_row<T>(t, wm, i, q - 1) != row ||
                                                c_frag_col<T>(t, wn, j, q - 1) != col - 1))
                                 return false;
