@@ -5,6 +5,7 @@
 //! works on any machine, and the compile checks run wherever NVRTC can be loaded.
 
 pub mod cache;
+pub mod emu;
 pub mod nvrtc;
 pub mod report;
 pub mod sources;
