@@ -20,6 +20,15 @@
 // No reductions, so nothing depends on the launch shape.
 #include "common.cuh"
 
+#ifdef SOLAR_EMU
+// The emulator's host build has no fused multiply-add contraction (-ffp-contract=off), so plain
+// IEEE operations round exactly like these PTX ones.
+__device__ __forceinline__ float mul_rn(float a, float b) { return a * b; }
+__device__ __forceinline__ float add_rn(float a, float b) { return a + b; }
+__device__ __forceinline__ float sub_rn(float a, float b) { return a - b; }
+__device__ __forceinline__ float div_rn(float a, float b) { return a / b; }
+__device__ __forceinline__ float sqrt_rn(float a) { return sqrtf(a); }
+#else
 __device__ __forceinline__ float mul_rn(float a, float b) {
     float r;
     asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
@@ -45,6 +54,7 @@ __device__ __forceinline__ float sqrt_rn(float a) {
     asm("sqrt.rn.f32 %0, %1;" : "=f"(r) : "f"(a));
     return r;
 }
+#endif
 
 struct Hyper {
     float keep, b1, b2, omb1, omb2, eps, step_size, bc2_sqrt, gscale;

@@ -35,6 +35,9 @@
 // values and products it could otherwise carry over (up to 4x the registers).
 template <int W>
 __device__ __forceinline__ void opaque(Pack<W>& p) {
+#ifdef SOLAR_EMU
+    (void)p;  // a register-allocation hint only; the emulator has no registers to save
+#else
     if constexpr (W % 2 == 0) {
         unsigned* u = reinterpret_cast<unsigned*>(&p);
 #pragma unroll
@@ -44,6 +47,7 @@ __device__ __forceinline__ void opaque(Pack<W>& p) {
 #pragma unroll
         for (int i = 0; i < W; ++i) asm volatile("" : "+h"(u[i]));
     }
+#endif
 }
 
 // Sum over the calling thread's group of tpr threads (whole warps); every thread of the group

@@ -12,6 +12,21 @@ __device__ __forceinline__ unsigned smem_u32(const void* p) {
     return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
 
+#ifdef SOLAR_EMU
+// The emulator executor (kernels/emu) runs these as warp-collective operations with the PTX
+// ISA's fragment layouts; cp.async copies land at the wait, as on the device.
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int bytes) { emu_cp_async16(dst, src, bytes); }
+__device__ __forceinline__ void cp_commit() { emu_cp_commit(); }
+template <int N>
+__device__ __forceinline__ void cp_wait() {
+    emu_cp_wait(N);
+}
+__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], unsigned addr) { emu_ldsm_x4(r, addr, 0); }
+__device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], unsigned addr) { emu_ldsm_x4(r, addr, 1); }
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    emu_mma16816(d, a, b0, b1);
+}
+#else
 // 16 bytes global -> shared, bypassing L1. `bytes` = 0 reads nothing and writes 16 zero bytes
 // (edges of a tile: the source address must still be a valid one, it is just not read).
 __device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int bytes) {
@@ -39,8 +54,6 @@ __device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], unsigned addr) {
                  : "r"(addr)
                  : "memory");
 }
-__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const void* p) { ldsm_x4(r, smem_u32(p)); }
-__device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], const void* p) { ldsm_x4_t(r, smem_u32(p)); }
 
 // d += a b for one m16n8k16 tile: a 16x16 row-major (4 registers), b 16x8 "col" (2 registers),
 // d 16x8 f32 (4 registers per thread).
@@ -51,6 +64,11 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], 
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+
+#endif
+
+__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const void* p) { ldsm_x4(r, smem_u32(p)); }
+__device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], const void* p) { ldsm_x4_t(r, smem_u32(p)); }
 
 // Two f32 -> one register of two bf16 (round to nearest even), `lo` in the low half: the lower
 // k index of an A fragment register.

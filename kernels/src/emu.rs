@@ -109,7 +109,14 @@ pub unsafe fn launch(
     let mut report: *mut c_char = std::ptr::null_mut();
     // SAFETY: the caller upholds the argument contract; grid and block are 3 u32 each.
     let rc = unsafe {
-        ffi::solar_emu_launch(kernel.entry, grid.as_ptr(), block.as_ptr(), dynamic_smem, args.as_ptr(), &mut report)
+        ffi::solar_emu_launch(
+            kernel.entry,
+            grid.as_ptr(),
+            block.as_ptr(),
+            dynamic_smem,
+            args.as_ptr(),
+            &mut report,
+        )
     };
     if rc == 0 {
         return Ok(());
