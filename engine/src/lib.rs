@@ -8,6 +8,7 @@ pub mod cuda;
 pub mod device;
 pub mod dtype;
 pub mod error;
+pub mod kernel_args;
 pub mod ops;
 pub mod optim;
 pub mod oracle;

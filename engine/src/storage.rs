@@ -5,10 +5,20 @@ use crate::dtype::{DType, Element};
 use crate::Device;
 use half::bf16;
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
     Cuda(CudaStorage),
+}
+
+impl Storage {
+    /// A copy of the data on the same device (a device-to-device copy for CUDA, which can fail).
+    pub fn try_clone(&self) -> crate::Result<Storage> {
+        Ok(match self {
+            Storage::Cpu(c) => Storage::Cpu(c.clone()),
+            Storage::Cuda(c) => Storage::Cuda(c.try_clone()?),
+        })
+    }
 }
 
 impl From<CpuStorage> for Storage {

@@ -247,8 +247,7 @@ impl Tensor {
     /// Mutates the float data in place, keeping the id: the optimizer's parameter update.
     /// Copies first if the data is shared (copy on write), so other holders never see it change.
     pub fn update_in_place<F: Float>(&mut self, f: impl FnOnce(&mut [F])) -> Result<()> {
-        let inner = Arc::make_mut(&mut self.0);
-        let storage = Arc::make_mut(&mut inner.storage);
+        let storage = self.storage_mut()?;
         let Storage::Cpu(c) = storage else {
             return Err(Error::WrongDevice {
                 op: "update_in_place",
@@ -280,13 +279,22 @@ impl Tensor {
     /// The CUDA storage for writing in place, keeping the id (the CUDA optimizer's update).
     /// Copies first if the buffer is shared, like `update_in_place`.
     pub fn cuda_mut(&mut self, op: &'static str) -> Result<&mut CudaStorage> {
-        let inner = Arc::make_mut(&mut self.0);
-        match Arc::make_mut(&mut inner.storage) {
+        match self.storage_mut()? {
             Storage::Cuda(c) => Ok(c),
             Storage::Cpu(_) => {
                 Err(Error::WrongDevice { op, device: Device::Cpu, msg: "expected a CUDA tensor".into() })
             }
         }
+    }
+
+    /// The storage for writing in place, keeping the id; copied first when shared (copy on
+    /// write), so other holders never see it change.
+    fn storage_mut(&mut self) -> Result<&mut Storage> {
+        let inner = Arc::make_mut(&mut self.0);
+        if Arc::get_mut(&mut inner.storage).is_none() {
+            inner.storage = Arc::new(inner.storage.try_clone()?);
+        }
+        Ok(Arc::get_mut(&mut inner.storage).expect("a fresh Arc is unique"))
     }
 
     /// This tensor on `device` (a copy when it moves). On a tape the move is recorded, and its
@@ -313,7 +321,7 @@ impl Tensor {
             (Storage::Cuda(c), Device::Cuda(n)) if c.gpu.ordinal != n => {
                 Storage::Cuda(CudaStorage::upload(&Gpu::get(n)?, &c.download()?)?)
             }
-            (s, _) => s.clone(),
+            (s, _) => s.try_clone()?,
         })
     }
 }

@@ -5,26 +5,116 @@
 //! then dk and dv (one block per key block and kv head, summing its query heads in order).
 //! No atomics: every output element is written once, so two runs are bitwise equal.
 
-use super::{launch_err, CudaData, CudaSlice, CudaStorage, Gpu, LaunchConfig, PushKernelArg};
+use super::launch::{Elem as E, Param as P};
+use super::{Arg, CudaData, CudaStorage, DeviceBuffer, Gpu, Kernel, LaunchConfig};
 use crate::error::{Error, Result};
+pub use crate::kernel_args::AttnDims;
 use half::bf16;
+
+/// q, k, v, doc (or null), out, lse, T, H, Hkv, window, scale.
+const FWD: &[P] = &[
+    P::ConstPtr(E::BF16),
+    P::ConstPtr(E::BF16),
+    P::ConstPtr(E::BF16),
+    P::ConstPtr(E::I32),
+    P::MutPtr(E::BF16),
+    P::MutPtr(E::F32),
+    P::I32,
+    P::I32,
+    P::I32,
+    P::I32,
+    P::F32,
+];
+/// q, k, v, doc, dout, lse, delta, dq, T, H, Hkv, window, scale.
+const DQ: &[P] = &[
+    P::ConstPtr(E::BF16),
+    P::ConstPtr(E::BF16),
+    P::ConstPtr(E::BF16),
+    P::ConstPtr(E::I32),
+    P::ConstPtr(E::BF16),
+    P::ConstPtr(E::F32),
+    P::ConstPtr(E::F32),
+    P::MutPtr(E::BF16),
+    P::I32,
+    P::I32,
+    P::I32,
+    P::I32,
+    P::F32,
+];
+/// q, k, v, doc, dout, lse, delta, dk, dv, T, H, Hkv, window, scale.
+const DKDV: &[P] = &[
+    P::ConstPtr(E::BF16),
+    P::ConstPtr(E::BF16),
+    P::ConstPtr(E::BF16),
+    P::ConstPtr(E::I32),
+    P::ConstPtr(E::BF16),
+    P::ConstPtr(E::F32),
+    P::ConstPtr(E::F32),
+    P::MutPtr(E::BF16),
+    P::MutPtr(E::BF16),
+    P::I32,
+    P::I32,
+    P::I32,
+    P::I32,
+    P::F32,
+];
+const fn k(name: &'static str, params: &'static [P]) -> Kernel {
+    Kernel { module: "attention", name, params }
+}
+/// Per head dim D = 16, 32, 64, 128 (`d_index`).
+pub const ATTENTION_FWD: [Kernel; 4] = [
+    k("attention_fwd_d16_bf16", FWD),
+    k("attention_fwd_d32_bf16", FWD),
+    k("attention_fwd_d64_bf16", FWD),
+    k("attention_fwd_d128_bf16", FWD),
+];
+pub const ATTENTION_BWD_DQ: [Kernel; 4] = [
+    k("attention_bwd_dq_d16_bf16", DQ),
+    k("attention_bwd_dq_d32_bf16", DQ),
+    k("attention_bwd_dq_d64_bf16", DQ),
+    k("attention_bwd_dq_d128_bf16", DQ),
+];
+pub const ATTENTION_BWD_DKDV: [Kernel; 4] = [
+    k("attention_bwd_dkdv_d16_bf16", DKDV),
+    k("attention_bwd_dkdv_d32_bf16", DKDV),
+    k("attention_bwd_dkdv_d64_bf16", DKDV),
+    k("attention_bwd_dkdv_d128_bf16", DKDV),
+];
+/// out, dout, delta, T, H, D, rows.
+pub const ATTENTION_BWD_DELTA: Kernel = k(
+    "attention_bwd_delta_bf16",
+    &[P::ConstPtr(E::BF16), P::ConstPtr(E::BF16), P::MutPtr(E::F32), P::I32, P::I32, P::I32, P::I64],
+);
+pub const KERNELS: &[&Kernel] = &[
+    &ATTENTION_FWD[0],
+    &ATTENTION_FWD[1],
+    &ATTENTION_FWD[2],
+    &ATTENTION_FWD[3],
+    &ATTENTION_BWD_DELTA,
+    &ATTENTION_BWD_DQ[0],
+    &ATTENTION_BWD_DQ[1],
+    &ATTENTION_BWD_DQ[2],
+    &ATTENTION_BWD_DQ[3],
+    &ATTENTION_BWD_DKDV[0],
+    &ATTENTION_BWD_DKDV[1],
+    &ATTENTION_BWD_DKDV[2],
+    &ATTENTION_BWD_DKDV[3],
+];
+
+/// The index of head dim `d` in the per-D kernel tables (`AttnDims::check` admitted it).
+fn d_index(d: usize) -> usize {
+    match d {
+        16 => 0,
+        32 => 1,
+        64 => 2,
+        _ => 3,
+    }
+}
 
 /// Queries (forward, dq) or keys (dk/dv) per thread block; the kernels' 64-row tiles.
 const BLOCK: usize = 64;
 /// Threads per block of the tile kernels (4 warps of 16 rows).
 const THREADS: u32 = 128;
-
-/// Sizes and the window of one attention call (document ids travel separately, on the GPU).
-#[derive(Clone, Copy, Debug)]
-pub struct AttnDims {
-    pub b: usize,
-    pub t: usize,
-    pub h: usize,
-    pub hkv: usize,
-    pub d: usize,
-    /// Mistral's sliding window (query i sees keys j with i - j < window); None: no window.
-    pub window: Option<usize>,
-}
 
 impl AttnDims {
     fn check(&self, op: &'static str) -> Result<()> {
@@ -48,15 +138,6 @@ impl AttnDims {
         }
         Ok(())
     }
-    fn q_len(&self) -> usize {
-        self.b * self.t * self.h * self.d
-    }
-    fn kv_len(&self) -> usize {
-        self.b * self.t * self.hkv * self.d
-    }
-    fn rows(&self) -> usize {
-        self.b * self.h * self.t
-    }
     /// The kernels' window argument: 0 for none (a window of T or more is none as well).
     fn window_arg(&self) -> i32 {
         self.window.map_or(0, |w| w.min(i32::MAX as usize) as i32)
@@ -76,8 +157,8 @@ impl AttnDims {
 /// Document ids [B, T] as the kernels read them (i32 or u32, compared for equality only).
 pub enum DocIds<'a> {
     None,
-    I32(&'a CudaSlice<i32>),
-    U32(&'a CudaSlice<u32>),
+    I32(&'a DeviceBuffer<i32>),
+    U32(&'a DeviceBuffer<u32>),
 }
 
 impl<'a> DocIds<'a> {
@@ -96,14 +177,15 @@ impl<'a> DocIds<'a> {
             DocIds::U32(x) => Some(x.len()),
         }
     }
-}
 
-fn push_doc<'a>(b: &mut cudarc::driver::LaunchArgs<'a>, doc: &'a DocIds<'a>, null: &'a u64) {
-    match doc {
-        DocIds::None => b.arg(null),
-        DocIds::I32(x) => b.arg(*x),
-        DocIds::U32(x) => b.arg(*x),
-    };
+    /// The kernels' `const int* doc` argument: null for none.
+    fn arg(&self) -> Arg<'a> {
+        match self {
+            DocIds::None => Arg::null(),
+            DocIds::I32(x) => Arg::ptr(*x),
+            DocIds::U32(x) => Arg::u32_as_i32(*x),
+        }
+    }
 }
 
 fn check_lens(op: &'static str, dims: &AttnDims, q: usize, k: usize, v: usize, doc: &DocIds) -> Result<()> {
@@ -121,12 +203,12 @@ fn check_lens(op: &'static str, dims: &AttnDims, q: usize, k: usize, v: usize, d
 /// (out bf16 [B, T, H, D], lse f32 [B, H, T]).
 pub fn forward(
     gpu: &Gpu,
-    q: &CudaSlice<bf16>,
-    k: &CudaSlice<bf16>,
-    v: &CudaSlice<bf16>,
+    q: &DeviceBuffer<bf16>,
+    k: &DeviceBuffer<bf16>,
+    v: &DeviceBuffer<bf16>,
     doc: &DocIds,
     dims: &AttnDims,
-) -> Result<(CudaSlice<bf16>, CudaSlice<f32>)> {
+) -> Result<(DeviceBuffer<bf16>, DeviceBuffer<f32>)> {
     let op = "cuda attention";
     dims.check(op)?;
     check_lens(op, dims, q.len(), k.len(), v.len(), doc)?;
@@ -135,18 +217,22 @@ pub fn forward(
     if dims.q_len() == 0 {
         return Ok((out, lse));
     }
-    let f = gpu.func("attention", &format!("attention_fwd_d{}_bf16", dims.d))?;
-    let (t, h, hkv, w, scale, null) =
-        (dims.t as i32, dims.h as i32, dims.hkv as i32, dims.window_arg(), dims.scale(), 0u64);
-    let mut b = gpu.stream.launch_builder(&f);
-    b.arg(q).arg(k).arg(v);
-    push_doc(&mut b, doc, &null);
+    let args = [
+        Arg::ptr(q),
+        Arg::ptr(k),
+        Arg::ptr(v),
+        doc.arg(),
+        Arg::ptr_mut(&mut out),
+        Arg::ptr_mut(&mut lse),
+        Arg::i32(dims.t as i32),
+        Arg::i32(dims.h as i32),
+        Arg::i32(dims.hkv as i32),
+        Arg::i32(dims.window_arg()),
+        Arg::f32(dims.scale()),
+    ];
     // SAFETY: q, out hold B*T*H*D elements, k, v B*T*Hkv*D, doc B*T, lse B*H*T (checked above);
     // every block writes its own 64 query rows of one head, rows >= T are never stored.
-    unsafe {
-        b.arg(&mut out).arg(&mut lse).arg(&t).arg(&h).arg(&hkv).arg(&w).arg(&scale).launch(dims.grid(dims.h))
-    }
-    .map_err(launch_err(op))?;
+    unsafe { gpu.launch(op, &ATTENTION_FWD[d_index(dims.d)], dims.grid(dims.h), &args) }?;
     Ok((out, lse))
 }
 
@@ -171,15 +257,15 @@ fn dkdv_smem(d: usize) -> usize {
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     gpu: &Gpu,
-    q: &CudaSlice<bf16>,
-    k: &CudaSlice<bf16>,
-    v: &CudaSlice<bf16>,
+    q: &DeviceBuffer<bf16>,
+    k: &DeviceBuffer<bf16>,
+    v: &DeviceBuffer<bf16>,
     doc: &DocIds,
-    out: &CudaSlice<bf16>,
-    lse: &CudaSlice<f32>,
-    dout: &CudaSlice<bf16>,
+    out: &DeviceBuffer<bf16>,
+    lse: &DeviceBuffer<f32>,
+    dout: &DeviceBuffer<bf16>,
     dims: &AttnDims,
-) -> Result<(CudaSlice<bf16>, CudaSlice<bf16>, CudaSlice<bf16>)> {
+) -> Result<(DeviceBuffer<bf16>, DeviceBuffer<bf16>, DeviceBuffer<bf16>)> {
     let op = "cuda attention backward";
     dims.check(op)?;
     check_lens(op, dims, q.len(), k.len(), v.len(), doc)?;
@@ -196,73 +282,67 @@ pub fn backward(
         return Ok((dq, dk, dv));
     }
     let (t, h, hkv, d) = (dims.t as i32, dims.h as i32, dims.hkv as i32, dims.d as i32);
-    let (w, scale, null) = (dims.window_arg(), dims.scale(), 0u64);
+    let (w, scale) = (dims.window_arg(), dims.scale());
+    let di = d_index(dims.d);
 
-    // delta = rowsum(dO * O): one warp per (token, head) row, 8 rows per 256-thread block.
+    // delta = rowsum(dO * O) [B, H, T]: one warp per (token, head) row, 8 rows per 256-thread block.
     let mut delta = gpu.alloc::<f32>(dims.rows())?;
-    let rows = dims.rows() as i64;
-    let f = gpu.func("attention", "attention_bwd_delta_bf16")?;
     let cfg = LaunchConfig {
         grid_dim: (dims.rows().div_ceil(8) as u32, 1, 1),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
+    let args = [
+        Arg::ptr(out),
+        Arg::ptr(dout),
+        Arg::ptr_mut(&mut delta),
+        Arg::i32(t),
+        Arg::i32(h),
+        Arg::i32(d),
+        Arg::i64(dims.rows() as i64),
+    ];
     // SAFETY: out, dout hold rows*D elements, delta rows; one warp writes each row's delta.
-    unsafe {
-        gpu.stream
-            .launch_builder(&f)
-            .arg(out)
-            .arg(dout)
-            .arg(&mut delta)
-            .arg(&t)
-            .arg(&h)
-            .arg(&d)
-            .arg(&rows)
-            .launch(cfg)
-    }
-    .map_err(launch_err(op))?;
+    unsafe { gpu.launch(op, &ATTENTION_BWD_DELTA, cfg, &args) }?;
 
-    let f = gpu.func("attention", &format!("attention_bwd_dq_d{}_bf16", dims.d))?;
-    let mut b = gpu.stream.launch_builder(&f);
-    b.arg(q).arg(k).arg(v);
-    push_doc(&mut b, doc, &null);
+    let args = [
+        Arg::ptr(q),
+        Arg::ptr(k),
+        Arg::ptr(v),
+        doc.arg(),
+        Arg::ptr(dout),
+        Arg::ptr(lse),
+        Arg::ptr(&delta),
+        Arg::ptr_mut(&mut dq),
+        Arg::i32(t),
+        Arg::i32(h),
+        Arg::i32(hkv),
+        Arg::i32(w),
+        Arg::f32(scale),
+    ];
     // SAFETY: lengths checked above; each block writes the dq rows of its 64 queries of one head.
-    unsafe {
-        b.arg(dout)
-            .arg(lse)
-            .arg(&delta)
-            .arg(&mut dq)
-            .arg(&t)
-            .arg(&h)
-            .arg(&hkv)
-            .arg(&w)
-            .arg(&scale)
-            .launch(dims.grid(dims.h))
-    }
-    .map_err(launch_err(op))?;
+    unsafe { gpu.launch(op, &ATTENTION_BWD_DQ[di], dims.grid(dims.h), &args) }?;
 
     let smem = dkdv_smem(dims.d);
-    let f = gpu.func_smem(op, "attention", &format!("attention_bwd_dkdv_d{}_bf16", dims.d), smem)?;
     let cfg = LaunchConfig { shared_mem_bytes: smem as u32, ..dims.grid(dims.hkv) };
-    let mut b = gpu.stream.launch_builder(&f);
-    b.arg(q).arg(k).arg(v);
-    push_doc(&mut b, doc, &null);
+    let args = [
+        Arg::ptr(q),
+        Arg::ptr(k),
+        Arg::ptr(v),
+        doc.arg(),
+        Arg::ptr(dout),
+        Arg::ptr(lse),
+        Arg::ptr(&delta),
+        Arg::ptr_mut(&mut dk),
+        Arg::ptr_mut(&mut dv),
+        Arg::i32(t),
+        Arg::i32(h),
+        Arg::i32(hkv),
+        Arg::i32(w),
+        Arg::f32(scale),
+    ];
     // SAFETY: lengths checked above; each block writes the dk and dv rows of its 64 keys of one
     // kv head, summed over the head's query heads inside the block.
-    unsafe {
-        b.arg(dout)
-            .arg(lse)
-            .arg(&delta)
-            .arg(&mut dk)
-            .arg(&mut dv)
-            .arg(&t)
-            .arg(&h)
-            .arg(&hkv)
-            .arg(&w)
-            .arg(&scale)
-            .launch(cfg)
-    }
-    .map_err(launch_err(op))?;
+    unsafe { gpu.launch(op, &ATTENTION_BWD_DKDV[di], cfg, &args) }?;
     Ok((dq, dk, dv))
 }
 

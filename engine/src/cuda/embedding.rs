@@ -3,9 +3,60 @@
 //! is built on the host too: a stable counting sort of positions by id, cut into segments of at
 //! most `SEGMENT` rows so a frequent token does not serialize the grid (see `plan`).
 
-use super::{launch_err, CudaData, CudaSlice, CudaStorage, Gpu, LaunchConfig, PushKernelArg};
+use super::launch::{Elem as E, Param as P};
+use super::rmsnorm::c_i32;
+use super::{Arg, CudaData, CudaStorage, DeviceBuffer, Gpu, Kernel, LaunchConfig};
 use crate::error::{Error, Result};
 use half::bf16;
+
+/// ids [N], table [V, C], out [N, C], N, C, V.
+pub const EMBEDDING_FWD: Kernel = Kernel {
+    module: "embedding",
+    name: "embedding_fwd_bf16",
+    params: &[P::ConstPtr(E::I32), P::ConstPtr(E::BF16), P::MutPtr(E::BF16), P::I64, P::I32, P::I64],
+};
+/// dy [N, C], order [N], segs [nseg, 4], nseg, C, dtable [V, C], partial [slots, C].
+pub const EMBEDDING_BWD: Kernel = Kernel {
+    module: "embedding",
+    name: "embedding_bwd_bf16",
+    params: &[
+        P::ConstPtr(E::BF16),
+        P::ConstPtr(E::I32),
+        P::ConstPtr(E::I32),
+        P::I64,
+        P::I32,
+        P::MutPtr(E::BF16),
+        P::MutPtr(E::F32),
+    ],
+};
+/// The same with an f32 dtable (not launched by the engine today).
+pub const EMBEDDING_BWD_F32: Kernel = Kernel {
+    module: "embedding",
+    name: "embedding_bwd_bf16_f32",
+    params: &[
+        P::ConstPtr(E::BF16),
+        P::ConstPtr(E::I32),
+        P::ConstPtr(E::I32),
+        P::I64,
+        P::I32,
+        P::MutPtr(E::F32),
+        P::MutPtr(E::F32),
+    ],
+};
+/// partial [slots, C], merges [nmerge, 3], nmerge, C, dtable [V, C].
+pub const EMBEDDING_MERGE: Kernel = Kernel {
+    module: "embedding",
+    name: "embedding_bwd_merge_bf16",
+    params: &[P::ConstPtr(E::F32), P::ConstPtr(E::I32), P::I64, P::I32, P::MutPtr(E::BF16)],
+};
+/// The same into an f32 dtable (not launched by the engine today).
+pub const EMBEDDING_MERGE_F32: Kernel = Kernel {
+    module: "embedding",
+    name: "embedding_bwd_merge_f32",
+    params: &[P::ConstPtr(E::F32), P::ConstPtr(E::I32), P::I64, P::I32, P::MutPtr(E::F32)],
+};
+pub const KERNELS: &[&Kernel] =
+    &[&EMBEDDING_FWD, &EMBEDDING_BWD, &EMBEDDING_BWD_F32, &EMBEDDING_MERGE, &EMBEDDING_MERGE_F32];
 
 /// Rows one segment of the backward sums before handing over to the merge kernel.
 pub const SEGMENT: usize = 64;
@@ -26,7 +77,7 @@ pub struct Plan {
 /// The plan for `ids` (each < `vocab`, at most i32::MAX of them) with segments of at most `seg` rows.
 pub fn plan(ids: &[usize], vocab: usize, seg: usize) -> Plan {
     let seg = seg.max(1);
-    let (start, order) = crate::ops::embedding::bucket_by_id(ids, vocab);
+    let (start, order) = crate::kernel_args::bucket_by_id(ids, vocab);
     let order: Vec<i32> = order.into_iter().map(|n| n as i32).collect();
     let (mut segs, mut merges, mut slots) = (Vec::new(), Vec::new(), 0usize);
     for v in 0..vocab {
@@ -63,11 +114,6 @@ fn rows_cfg(gpu: &Gpu, rows: usize, c: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (grid as u32, 1, 1), block_dim: (bx, by, 1), shared_mem_bytes: 0 }
 }
 
-fn c_i32(op: &'static str, c: usize) -> Result<i32> {
-    i32::try_from(c)
-        .map_err(|_| Error::invalid(op, format!("rows of {c} elements exceed the kernels' i32 width")))
-}
-
 /// out [n, c] = table[ids[n], :] for a bf16 `table` [vocab, c]. `ids` (i32 or u32 on the
 /// device, n of them) must already be validated against `vocab` on the host.
 pub fn embedding_fwd(ids: &CudaStorage, table: &CudaStorage, vocab: usize, c: usize) -> Result<CudaStorage> {
@@ -82,18 +128,22 @@ pub fn embedding_fwd(ids: &CudaStorage, table: &CudaStorage, vocab: usize, c: us
     if n == 0 || c == 0 {
         return Ok(CudaStorage::new(gpu.clone(), CudaData::BF16(out)));
     }
-    let f = gpu.func("embedding", "embedding_fwd_bf16")?;
-    let (n64, c32, v64) = (n as i64, c_i32(op, c)?, vocab as i64);
-    let mut b = gpu.stream.launch_builder(&f);
-    match &ids.data {
-        CudaData::I32(s) => b.arg(s),
-        CudaData::U32(s) => b.arg(s),
+    let ids = match &ids.data {
+        CudaData::I32(s) => Arg::ptr(s),
+        CudaData::U32(s) => Arg::u32_as_i32(s),
         _ => return Err(Error::DType { op, got: ids.dtype(), expected: "i32 or u32 token ids" }),
     };
+    let args = [
+        ids,
+        Arg::ptr(t),
+        Arg::ptr_mut(&mut out),
+        Arg::i64(n as i64),
+        Arg::i32(c_i32(op, c)?),
+        Arg::i64(vocab as i64),
+    ];
     // SAFETY: ids hold n 32-bit ints below vocab (checked by the caller; others give NaN rows),
     // the table vocab*c bf16, out n*c; each out row is written once.
-    unsafe { b.arg(t).arg(&mut out).arg(&n64).arg(&c32).arg(&v64).launch(rows_cfg(gpu, n, c)) }
-        .map_err(launch_err(op))?;
+    unsafe { gpu.launch(op, &EMBEDDING_FWD, rows_cfg(gpu, n, c), &args) }?;
     Ok(CudaStorage::new(gpu.clone(), CudaData::BF16(out)))
 }
 
@@ -118,40 +168,27 @@ pub fn embedding_bwd(ids: &[usize], dy: &CudaStorage, vocab: usize, c: usize) ->
     let order = gpu.upload(&p.order)?;
     let segs = gpu.upload(&p.segs)?;
     // One element keeps the pointer valid when no id needs merging (it is never read then).
-    let mut partial: CudaSlice<f32> = gpu.alloc(p.slots.max(1) * c)?;
+    let mut partial: DeviceBuffer<f32> = gpu.alloc(p.slots.max(1) * c)?; // [slots, C]
     let (nseg, c32) = ((p.segs.len() / 4) as i64, c_i32(op, c)?);
-    let f = gpu.func("embedding", "embedding_bwd_bf16")?;
+    let args = [
+        Arg::ptr(g),
+        Arg::ptr(&order),
+        Arg::ptr(&segs),
+        Arg::i64(nseg),
+        Arg::i32(c32),
+        Arg::ptr_mut(&mut dt),
+        Arg::ptr_mut(&mut partial),
+    ];
     // SAFETY: dy holds n*c bf16, order n positions, segs nseg*4 ints whose ranges lie in order and
     // whose ids are < vocab; dt holds vocab*c, partial slots*c; each output row is written once.
-    unsafe {
-        gpu.stream
-            .launch_builder(&f)
-            .arg(g)
-            .arg(&order)
-            .arg(&segs)
-            .arg(&nseg)
-            .arg(&c32)
-            .arg(&mut dt)
-            .arg(&mut partial)
-            .launch(rows_cfg(gpu, nseg as usize, c))
-    }
-    .map_err(launch_err(op))?;
+    unsafe { gpu.launch(op, &EMBEDDING_BWD, rows_cfg(gpu, nseg as usize, c), &args) }?;
     if !p.merges.is_empty() {
         let merges = gpu.upload(&p.merges)?;
         let nmerge = (p.merges.len() / 3) as i64;
-        let fm = gpu.func("embedding", "embedding_bwd_merge_bf16")?;
+        let args =
+            [Arg::ptr(&partial), Arg::ptr(&merges), Arg::i64(nmerge), Arg::i32(c32), Arg::ptr_mut(&mut dt)];
         // SAFETY: merges hold nmerge*3 ints naming slots < slots and ids < vocab.
-        unsafe {
-            gpu.stream
-                .launch_builder(&fm)
-                .arg(&partial)
-                .arg(&merges)
-                .arg(&nmerge)
-                .arg(&c32)
-                .arg(&mut dt)
-                .launch(rows_cfg(gpu, nmerge as usize, c))
-        }
-        .map_err(launch_err(op))?;
+        unsafe { gpu.launch(op, &EMBEDDING_MERGE, rows_cfg(gpu, nmerge as usize, c), &args) }?;
     }
     Ok(CudaStorage::new(gpu.clone(), CudaData::BF16(dt)))
 }

@@ -4,38 +4,111 @@
 //! sm_90 device the experimental wgmma kernel (matmul_sm90.rs) takes the product instead when
 //! the thread's GEMM kernel choice asks for it.
 
-use super::{launch_err, CudaData, CudaSlice, CudaStorage, DeviceRepr, Gpu, LaunchConfig, PushKernelArg};
+use super::launch::{Elem as E, Param as P};
+use super::{Arg, CudaData, CudaStorage, DeviceBuffer, DeviceElem, Gpu, Kernel, LaunchConfig};
 use crate::error::{Error, Result};
-use crate::ops::matmul::MatmulDims;
+use crate::kernel_args::MatmulDims;
 use half::bf16;
 
 /// The C element types the kernels write.
-pub trait GemmOut: DeviceRepr {
-    /// Kernel name part after `_bf16` ("" or "_f32out").
-    const SUFFIX: &'static str;
+pub trait GemmOut: DeviceElem {
+    /// Whether C is f32 (the `_f32out` kernels) rather than bf16.
+    const F32OUT: bool;
 }
 impl GemmOut for bf16 {
-    const SUFFIX: &'static str = "";
+    const F32OUT: bool = false;
 }
 impl GemmOut for f32 {
-    const SUFFIX: &'static str = "_f32out";
+    const F32OUT: bool = true;
+}
+
+/// A, B, C, M, N, K, strides of A, B, C between batches, accumulate (C += instead of C =).
+pub(crate) const GEMM_BF16: &[P] = &[
+    P::ConstPtr(E::BF16),
+    P::ConstPtr(E::BF16),
+    P::MutPtr(E::BF16),
+    P::I32,
+    P::I32,
+    P::I32,
+    P::I64,
+    P::I64,
+    P::I64,
+    P::I32,
+];
+pub(crate) const GEMM_F32OUT: &[P] = &[
+    P::ConstPtr(E::BF16),
+    P::ConstPtr(E::BF16),
+    P::MutPtr(E::F32),
+    P::I32,
+    P::I32,
+    P::I32,
+    P::I64,
+    P::I64,
+    P::I64,
+    P::I32,
+];
+const fn k(name: &'static str, params: &'static [P]) -> Kernel {
+    Kernel { module: "matmul", name, params }
+}
+/// Indexed by `gemm_index(ta, tb, f32out, small)`: transposes (nn, nt, tn, tt), then C's type,
+/// then the tile (big 128x256, small 128x128 `_s`).
+pub const MATMUL: [Kernel; 16] = [
+    k("matmul_nn_bf16", GEMM_BF16),
+    k("matmul_nt_bf16", GEMM_BF16),
+    k("matmul_tn_bf16", GEMM_BF16),
+    k("matmul_tt_bf16", GEMM_BF16),
+    k("matmul_nn_bf16_f32out", GEMM_F32OUT),
+    k("matmul_nt_bf16_f32out", GEMM_F32OUT),
+    k("matmul_tn_bf16_f32out", GEMM_F32OUT),
+    k("matmul_tt_bf16_f32out", GEMM_F32OUT),
+    k("matmul_nn_bf16_s", GEMM_BF16),
+    k("matmul_nt_bf16_s", GEMM_BF16),
+    k("matmul_tn_bf16_s", GEMM_BF16),
+    k("matmul_tt_bf16_s", GEMM_BF16),
+    k("matmul_nn_bf16_f32out_s", GEMM_F32OUT),
+    k("matmul_nt_bf16_f32out_s", GEMM_F32OUT),
+    k("matmul_tn_bf16_f32out_s", GEMM_F32OUT),
+    k("matmul_tt_bf16_f32out_s", GEMM_F32OUT),
+];
+pub const KERNELS: &[&Kernel] = &[
+    &MATMUL[0],
+    &MATMUL[1],
+    &MATMUL[2],
+    &MATMUL[3],
+    &MATMUL[4],
+    &MATMUL[5],
+    &MATMUL[6],
+    &MATMUL[7],
+    &MATMUL[8],
+    &MATMUL[9],
+    &MATMUL[10],
+    &MATMUL[11],
+    &MATMUL[12],
+    &MATMUL[13],
+    &MATMUL[14],
+    &MATMUL[15],
+];
+
+/// The place of a GEMM variant in `MATMUL` (and, without `small`, in matmul_sm90's table).
+pub(crate) fn gemm_index(ta: bool, tb: bool, f32out: bool, small: bool) -> usize {
+    (ta as usize) * 2 + (tb as usize) + 4 * (f32out as usize) + 8 * (small as usize)
 }
 
 /// Threads per block (8 warps) of every matmul kernel (mm::THREADS).
 const THREADS: u32 = 256;
 
-/// A block tile of the kernels: (BM, BN, kernel name suffix, dynamic shared memory bytes).
+/// A block tile of the kernels: (BM, BN, the small-tile kernels?, dynamic shared memory bytes).
 #[derive(Clone, Copy, Debug)]
 struct Tile {
     bm: usize,
     bn: usize,
-    suffix: &'static str,
+    small: bool,
     smem: usize,
 }
 /// 128x256, 4 stages of (128 + 256) x 32 bf16.
-const BIG: Tile = Tile { bm: 128, bn: 256, suffix: "", smem: 4 * (128 + 256) * 32 * 2 };
+const BIG: Tile = Tile { bm: 128, bn: 256, small: false, smem: 4 * (128 + 256) * 32 * 2 };
 /// 128x128, 4 stages of (128 + 128) x 32 bf16.
-const SMALL: Tile = Tile { bm: 128, bn: 128, suffix: "_s", smem: 4 * (128 + 128) * 32 * 2 };
+const SMALL: Tile = Tile { bm: 128, bn: 128, small: true, smem: 4 * (128 + 128) * 32 * 2 };
 
 /// The big tile once it gives at least one block per SM, else the small one (more blocks).
 fn pick_tile(gpu: &Gpu, batch: usize, m: usize, n: usize) -> Tile {
@@ -58,9 +131,9 @@ pub(crate) fn dim_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
 #[allow(clippy::too_many_arguments)]
 pub fn gemm<O: GemmOut>(
     gpu: &Gpu,
-    a: &CudaSlice<bf16>,
-    b: &CudaSlice<bf16>,
-    c: &mut CudaSlice<O>,
+    a: &DeviceBuffer<bf16>,
+    b: &DeviceBuffer<bf16>,
+    c: &mut DeviceBuffer<O>,
     d: MatmulDims,
     ta: bool,
     tb: bool,
@@ -101,39 +174,28 @@ pub fn gemm<O: GemmOut>(
         ));
     }
     let (m32, n32, k32) = (dim_i32(op, "M", m)?, dim_i32(op, "N", n)?, dim_i32(op, "K", k)?);
-    let name = format!(
-        "matmul_{}{}_bf16{}{}",
-        if ta { 't' } else { 'n' },
-        if tb { 't' } else { 'n' },
-        O::SUFFIX,
-        tile.suffix
-    );
-    let f = gpu.func_smem(op, "matmul", &name, tile.smem)?;
+    let kernel = &MATMUL[gemm_index(ta, tb, O::F32OUT, tile.small)];
     let config = LaunchConfig {
         grid_dim: (tiles_n as u32, tiles_m as u32, batch as u32),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: tile.smem as u32,
     };
-    let acc = accumulate as i32;
+    let args = [
+        Arg::ptr(a),
+        Arg::ptr(b),
+        Arg::ptr_mut(c),
+        Arg::i32(m32),
+        Arg::i32(n32),
+        Arg::i32(k32),
+        Arg::i64(s_a),
+        Arg::i64(s_b),
+        Arg::i64(s_c),
+        Arg::i32(accumulate as i32),
+    ];
     // SAFETY: the lengths were checked above against batch*M*K, (batch*)K*N and batch*M*N; the
     // kernel reads A and B within those bounds (bounds-checked or zero-filled at every edge) and
     // writes (and with `acc` reads) exactly the batch*M*N elements of C.
-    unsafe {
-        gpu.stream
-            .launch_builder(&f)
-            .arg(a)
-            .arg(b)
-            .arg(c)
-            .arg(&m32)
-            .arg(&n32)
-            .arg(&k32)
-            .arg(&s_a)
-            .arg(&s_b)
-            .arg(&s_c)
-            .arg(&acc)
-            .launch(config)
-    }
-    .map_err(launch_err(op))?;
+    unsafe { gpu.launch(op, kernel, config, &args) }?;
     Ok(())
 }
 

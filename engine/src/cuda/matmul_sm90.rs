@@ -8,8 +8,8 @@
 //! The choice changes only which kernel sums a product, never its order between runs: each
 //! kernel alone is bitwise reproducible.
 
-use super::matmul::{dim_i32, GemmOut};
-use super::{launch_err, CudaSlice, Gpu, LaunchConfig, PushKernelArg};
+use super::matmul::{dim_i32, gemm_index, GemmOut, GEMM_BF16, GEMM_F32OUT};
+use super::{Arg, DeviceBuffer, Gpu, Kernel, LaunchConfig};
 use crate::error::{Error, Result};
 use half::bf16;
 use std::cell::Cell;
@@ -33,6 +33,31 @@ pub(crate) const BM: usize = 128;
 pub(crate) const BN: usize = 256;
 pub(crate) const THREADS: u32 = 256;
 pub(crate) const SMEM: usize = 4 * (BM + BN) * 64 * 2 + 1024;
+
+const fn k(name: &'static str, params: &'static [super::Param]) -> Kernel {
+    Kernel { module: "matmul_sm90", name, params }
+}
+/// Indexed by matmul's `gemm_index(ta, tb, f32out, false)`; parameters as matmul.cu's.
+pub const MATMUL_SM90: [Kernel; 8] = [
+    k("matmul_sm90_nn_bf16", GEMM_BF16),
+    k("matmul_sm90_nt_bf16", GEMM_BF16),
+    k("matmul_sm90_tn_bf16", GEMM_BF16),
+    k("matmul_sm90_tt_bf16", GEMM_BF16),
+    k("matmul_sm90_nn_bf16_f32out", GEMM_F32OUT),
+    k("matmul_sm90_nt_bf16_f32out", GEMM_F32OUT),
+    k("matmul_sm90_tn_bf16_f32out", GEMM_F32OUT),
+    k("matmul_sm90_tt_bf16_f32out", GEMM_F32OUT),
+];
+pub const KERNELS: &[&Kernel] = &[
+    &MATMUL_SM90[0],
+    &MATMUL_SM90[1],
+    &MATMUL_SM90[2],
+    &MATMUL_SM90[3],
+    &MATMUL_SM90[4],
+    &MATMUL_SM90[5],
+    &MATMUL_SM90[6],
+    &MATMUL_SM90[7],
+];
 
 thread_local! {
     static CHOICE: Cell<Option<GemmKernel>> = const { Cell::new(None) };
@@ -85,9 +110,9 @@ fn unsupported(gpu: &Gpu, lda: usize, ldb: usize, tiles_m: usize, batch: usize) 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn try_gemm<O: GemmOut>(
     gpu: &Gpu,
-    a: &CudaSlice<bf16>,
-    b: &CudaSlice<bf16>,
-    c: &mut CudaSlice<O>,
+    a: &DeviceBuffer<bf16>,
+    b: &DeviceBuffer<bf16>,
+    c: &mut DeviceBuffer<O>,
     (batch, m, n, k): (usize, usize, usize, usize),
     (s_a, s_b, s_c): (i64, i64, i64),
     (ta, tb): (bool, bool),
@@ -107,35 +132,29 @@ pub(crate) fn try_gemm<O: GemmOut>(
         };
     }
     let (m32, n32, k32) = (dim_i32(op, "M", m)?, dim_i32(op, "N", n)?, dim_i32(op, "K", k)?);
-    let name =
-        format!("matmul_sm90_{}{}_bf16{}", if ta { 't' } else { 'n' }, if tb { 't' } else { 'n' }, O::SUFFIX);
-    let f = gpu.func_smem(op, "matmul_sm90", &name, SMEM)?;
+    let kernel = &MATMUL_SM90[gemm_index(ta, tb, O::F32OUT, false)];
     let config = LaunchConfig {
         grid_dim: (tiles_n as u32, tiles_m as u32, batch as u32),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: SMEM as u32,
     };
-    let acc = accumulate as i32;
+    let args = [
+        Arg::ptr(a),
+        Arg::ptr(b),
+        Arg::ptr_mut(c),
+        Arg::i32(m32),
+        Arg::i32(n32),
+        Arg::i32(k32),
+        Arg::i64(s_a),
+        Arg::i64(s_b),
+        Arg::i64(s_c),
+        Arg::i32(accumulate as i32),
+    ];
     // SAFETY: matmul::gemm checked the lengths against batch*M*K, (batch*)K*N and batch*M*N;
     // the kernel reads A and B within them (zero-filling whole 16-byte chunks past every edge,
     // which the multiple-of-8 contiguous dimensions make exact) and writes (and with `acc`
     // reads) exactly the batch*M*N elements of C.
-    unsafe {
-        gpu.stream
-            .launch_builder(&f)
-            .arg(a)
-            .arg(b)
-            .arg(c)
-            .arg(&m32)
-            .arg(&n32)
-            .arg(&k32)
-            .arg(&s_a)
-            .arg(&s_b)
-            .arg(&s_c)
-            .arg(&acc)
-            .launch(config)
-    }
-    .map_err(launch_err(op))?;
+    unsafe { gpu.launch(op, kernel, config, &args) }?;
     Ok(true)
 }
 

@@ -1,53 +1,59 @@
-//! The CUDA backend: one `Gpu` per device ordinal (a context, one stream, the loaded kernel
-//! modules) and the launchers of every op family, one file each beside this one. The driver is
-//! loaded at run time (cudarc's dynamic loading), so a machine without CUDA builds and runs the
-//! CPU backend; asking for a GPU there is an error that says what is missing, never a panic.
+//! The CUDA backend: one `Gpu` per device ordinal and the launchers of every kernel family, one
+//! file each beside this one, named after its kernels/cu/<family>.cu. A `Gpu` runs on one of
+//! two executors (executor.rs): the driver (cudarc on a real GPU) or the emulator (the same
+//! kernel sources as host C++, on the CPU, with memory checks). Which one is process-wide:
+//! `use_emulator()` or `SOLAR_CUDA_EXECUTOR=emu` make `Gpu::get` open the emulator; either way
+//! the device is `Device::Cuda(ordinal)`, so everything above the launchers is the same code.
 //!
-//! Memory: cudarc allocates with cuMemAllocAsync on our stream, i.e. from the device's
-//! stream-ordered pool; `Gpu::get` raises the pool's release threshold so freed blocks stay
-//! cached for the next step instead of going back to the driver (no cudaMalloc per op).
+//! The driver is loaded at run time (cudarc's dynamic loading), so a machine without CUDA
+//! builds and runs the CPU backend; asking for a GPU there is an error that says what is
+//! missing, never a panic. Driver memory comes from cuMemAllocAsync on our stream, i.e. from
+//! the device's stream-ordered pool; `Gpu::get` raises the pool's release threshold so freed
+//! blocks stay cached for the next step instead of going back to the driver.
 
+pub mod adamw;
 pub mod attention;
+pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
-pub mod loss;
+pub mod executor;
+pub mod launch;
+pub mod linear_cross_entropy;
 pub mod matmul;
 pub mod matmul_sm90;
-pub mod norm;
-pub mod optim;
+pub mod memory;
 pub mod reduce;
+pub mod rmsnorm;
+pub mod rope;
 mod storage;
+pub mod swiglu;
 pub mod timing;
 
-pub use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
+pub use executor::{Driver, Exec};
+pub use launch::{grid_1d, Arg, Elem, Kernel, LaunchConfig, Param};
+pub use memory::{DeviceBuffer, DeviceElem, DeviceSlice, DeviceSliceMut, DeviceView, DeviceViewMut};
 pub use storage::{CudaData, CudaStorage};
 
 use crate::error::{Error, Result};
 use crate::Device;
-use cudarc::driver::{sys, CudaContext, CudaModule, DriverError, ValidAsZeroBits};
+use cudarc::driver::{sys, CudaContext, DriverError};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// A loaded kernel and the dynamic shared memory a block it has been granted so far.
-type LoadedKernel = (CudaFunction, usize);
-
-/// One CUDA device as Solar uses it.
+/// One CUDA device as Solar uses it, on either executor.
 pub struct Gpu {
     pub ordinal: usize,
-    pub ctx: Arc<CudaContext>,
-    pub stream: Arc<CudaStream>,
-    /// The real architecture kernels are compiled for, e.g. "sm_90".
+    /// The real architecture kernels are compiled for, e.g. "sm_90" ("sm_90" on the emulator,
+    /// so launch shapes are those of an H100).
     pub arch: String,
     pub name: String,
     /// Streaming multiprocessors (grid sizing of grid-stride kernels).
     pub sm_count: usize,
     /// The most dynamic shared memory a block may opt in to (read once at open).
     pub smem_optin: usize,
-    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    /// Each loaded kernel and the dynamic shared memory it has been granted so far, so the
-    /// opt-in attribute is set once per kernel and size, not at every launch.
-    functions: Mutex<HashMap<(&'static str, String), LoadedKernel>>,
+    /// The executor running memory operations and launches.
+    pub exec: Exec,
     /// Tests set this: every fresh allocation is filled with 0xFF bytes (NaN in f32 and bf16),
     /// so an element a kernel forgot to write shows up in the comparison.
     poison: AtomicBool,
@@ -68,20 +74,62 @@ pub fn launch_err(op: &'static str) -> impl Fn(DriverError) -> Error {
     move |e| Error::invalid(op, format!("CUDA: {e:?}"))
 }
 
-fn set_max_dynamic_smem(op: &'static str, f: &CudaFunction, bytes: usize) -> Result<()> {
-    f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
-        .map_err(launch_err(op))
+/// Which executor `Gpu::get` opens: unset (read SOLAR_CUDA_EXECUTOR at first use), driver,
+/// emulator.
+static EXECUTOR: AtomicU8 = AtomicU8::new(0);
+const DRIVER: u8 = 1;
+const EMULATOR: u8 = 2;
+
+/// Makes every later `Gpu::get` open the emulator (the CLI's `--device emu`). Devices opened
+/// before stay as they are.
+pub fn use_emulator() {
+    EXECUTOR.store(EMULATOR, Ordering::Relaxed);
 }
 
-/// A grid-stride launch over `n` elements: 256 threads a block, at most 8 blocks per SM's
-/// worth (enough to fill an H100 and keep each thread busy with several elements).
-pub fn grid_1d(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(256).clamp(1, 132 * 8) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+/// Whether `Gpu::get` opens the emulator: `use_emulator()` was called, or
+/// SOLAR_CUDA_EXECUTOR=emu.
+pub fn emulator_selected() -> bool {
+    match EXECUTOR.load(Ordering::Relaxed) {
+        0 => {
+            let emu = std::env::var("SOLAR_CUDA_EXECUTOR").is_ok_and(|v| v == "emu" || v == "emulator");
+            // A concurrent use_emulator() wins over the environment.
+            let _ = EXECUTOR.compare_exchange(
+                0,
+                if emu { EMULATOR } else { DRIVER },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            EXECUTOR.load(Ordering::Relaxed) == EMULATOR
+        }
+        v => v == EMULATOR,
+    }
+}
+
+/// Every kernel the engine declares, family by family (engine/tests/kernel_decls.rs holds
+/// them to the kernels' C++ signatures).
+pub fn all_kernels() -> Vec<&'static Kernel> {
+    [
+        adamw::KERNELS,
+        attention::KERNELS,
+        cross_entropy::KERNELS,
+        elementwise::KERNELS,
+        embedding::KERNELS,
+        matmul::KERNELS,
+        matmul_sm90::KERNELS,
+        reduce::KERNELS,
+        rmsnorm::KERNELS,
+        rope::KERNELS,
+        swiglu::KERNELS,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+    .collect()
 }
 
 impl Gpu {
-    fn open(ordinal: usize) -> Result<Gpu> {
+    /// The driver executor on device `ordinal`.
+    fn open_driver(ordinal: usize) -> Result<Gpu> {
         // SAFETY: only probes whether the driver library can be loaded.
         if !unsafe { sys::is_culib_present() } {
             return Err(unavailable(
@@ -114,27 +162,41 @@ impl Gpu {
         solar_kernels::Toolkit::get().map_err(|e| unavailable(ordinal, e.to_string()))?;
         Ok(Gpu {
             ordinal,
-            ctx,
-            stream,
             arch: format!("sm_{major}{minor}"),
             name,
             sm_count,
             smem_optin,
-            modules: Mutex::new(HashMap::new()),
-            functions: Mutex::new(HashMap::new()),
+            exec: Exec::Driver(Driver::new(ctx, stream)),
             poison: AtomicBool::new(std::env::var("SOLAR_CUDA_POISON").as_deref() == Ok("1")),
         })
     }
 
-    /// The device `ordinal`, opened once per process; the error says what is missing (driver,
-    /// device, NVRTC).
+    /// The emulator as device `ordinal`: shaped like an H100 (sm_90, 132 SMs, 227 KiB of
+    /// opt-in shared memory), so launchers pick the same launch shapes as on one.
+    fn open_emulator(ordinal: usize) -> Gpu {
+        Gpu {
+            ordinal,
+            arch: "sm_90".into(),
+            name: "emulator".into(),
+            sm_count: 132,
+            smem_optin: 227 * 1024,
+            exec: Exec::Emulator,
+            poison: AtomicBool::new(std::env::var("SOLAR_CUDA_POISON").as_deref() == Ok("1")),
+        }
+    }
+
+    /// The device `ordinal` on the selected executor (`emulator_selected`), opened once per
+    /// process; the error says what is missing (driver, device, NVRTC).
     pub fn get(ordinal: usize) -> Result<Arc<Gpu>> {
+        if emulator_selected() {
+            return Ok(Gpu::get_emulator(ordinal));
+        }
         // Per ordinal, the opened device or why it could not be opened (said once, not retried).
         type Opened = std::result::Result<Arc<Gpu>, String>;
         static GPUS: OnceLock<Mutex<HashMap<usize, Opened>>> = OnceLock::new();
         let mut map = GPUS.get_or_init(Default::default).lock().unwrap();
         let entry = map.entry(ordinal).or_insert_with(|| {
-            Gpu::open(ordinal).map(Arc::new).map_err(|e| match e {
+            Gpu::open_driver(ordinal).map(Arc::new).map_err(|e| match e {
                 Error::DeviceUnavailable { msg, .. } => msg,
                 other => other.to_string(),
             })
@@ -146,137 +208,16 @@ impl Gpu {
         })
     }
 
-    /// The kernel `kernel` of the source `module` (kernels/cu/MODULE.cu), compiled for this
-    /// device at first use (or read from the on-disk cubin cache) and loaded once.
-    pub fn func(&self, module: &'static str, kernel: &str) -> Result<CudaFunction> {
-        self.func_smem("cuda", module, kernel, 0)
-    }
-
-    /// `func`, with the kernel allowed `bytes` of dynamic shared memory a block: above the
-    /// default 48 KiB a kernel must opt in (done once per kernel and size, not per launch), and
-    /// past the device's opt-in limit it is an error of `op` naming both sizes.
-    pub fn func_smem(
-        &self,
-        op: &'static str,
-        module: &'static str,
-        kernel: &str,
-        bytes: usize,
-    ) -> Result<CudaFunction> {
-        if bytes > self.smem_optin {
-            return Err(Error::invalid(
-                op,
-                format!(
-                    "{kernel} needs {bytes} bytes of shared memory a block; this device has {}",
-                    self.smem_optin
-                ),
-            ));
-        }
-        let key = (module, kernel.to_string());
-        let mut fns = self.functions.lock().unwrap();
-        if let Some((f, granted)) = fns.get_mut(&key) {
-            if bytes > 48 * 1024 && bytes > *granted {
-                set_max_dynamic_smem(op, f, bytes)?;
-                *granted = bytes;
-            }
-            return Ok(f.clone());
-        }
-        // Loading compiles at first use; the function lock is dropped meanwhile so a long
-        // NVRTC compile does not hold up launches of kernels already loaded.
-        drop(fns);
-        let m = self.module(module)?;
-        let f = m.load_function(kernel).map_err(|e| {
-            Error::invalid("cuda", format!("kernel {kernel} not found in {module}.cu: {e:?}"))
-        })?;
-        let granted = if bytes > 48 * 1024 {
-            set_max_dynamic_smem(op, &f, bytes)?;
-            bytes
-        } else {
-            0
-        };
-        let mut fns = self.functions.lock().unwrap();
-        let entry = fns.entry(key).or_insert((f, 0));
-        entry.1 = entry.1.max(granted);
-        Ok(entry.0.clone())
-    }
-
-    fn module(&self, module: &'static str) -> Result<Arc<CudaModule>> {
-        let mut mods = self.modules.lock().unwrap();
-        if let Some(m) = mods.get(module) {
-            return Ok(m.clone());
-        }
-        let src = solar_kernels::sources::source(module)
-            .ok_or_else(|| Error::invalid("cuda", format!("no kernel source {module}.cu")))?;
-        let (cubin, _) =
-            solar_kernels::cubin_for(src, &self.arch).map_err(|e| Error::invalid("cuda", e.to_string()))?;
-        let m = self
-            .ctx
-            .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
-            .map_err(|e| Error::invalid("cuda", format!("loading {module}.cu for {}: {e:?}", self.arch)))?;
-        mods.insert(module, m.clone());
-        Ok(m)
-    }
-
-    /// `n` uninitialized elements (callers write every one before reading); NaN-filled when
-    /// poisoning is on.
-    pub fn alloc<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
-        if n == 0 {
-            return self.empty();
-        }
-        // SAFETY: the memory is uninitialized; every caller's kernel writes all n elements.
-        let s = unsafe { self.stream.alloc::<T>(n) }.map_err(launch_err("cuda alloc"))?;
-        if self.poison.load(Ordering::Relaxed) && n > 0 {
-            use cudarc::driver::DevicePtr;
-            let (ptr, _sync) = s.device_ptr(&self.stream);
-            // SAFETY: ptr addresses n * size_of::<T>() bytes owned by `s`, on our stream.
-            unsafe {
-                cudarc::driver::result::memset_d8_async(
-                    ptr,
-                    0xff,
-                    n * std::mem::size_of::<T>(),
-                    self.stream.cu_stream(),
-                )
-            }
-            .map_err(launch_err("cuda poison"))?;
-        }
-        Ok(s)
+    /// The emulator as device `ordinal`, whatever the selection (one per ordinal per process).
+    pub fn get_emulator(ordinal: usize) -> Arc<Gpu> {
+        static EMUS: OnceLock<Mutex<HashMap<usize, Arc<Gpu>>>> = OnceLock::new();
+        let mut map = EMUS.get_or_init(Default::default).lock().unwrap();
+        map.entry(ordinal).or_insert_with(|| Arc::new(Gpu::open_emulator(ordinal))).clone()
     }
 
     /// Turns NaN-poisoning of fresh allocations on or off (GPU tests).
     pub fn set_poison(&self, on: bool) {
         self.poison.store(on, Ordering::Relaxed);
-    }
-    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
-        if n == 0 {
-            return self.empty();
-        }
-        self.stream.alloc_zeros::<T>(n).map_err(launch_err("cuda alloc"))
-    }
-    pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
-        if host.is_empty() {
-            return self.empty();
-        }
-        self.stream.clone_htod(host).map_err(launch_err("cuda upload"))
-    }
-    pub fn download<T: DeviceRepr + Default + Clone>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
-        if dev.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.stream.clone_dtoh(dev).map_err(launch_err("cuda download"))
-    }
-
-    /// A buffer of length 0 (empty tensors, empty batches). The driver refuses to allocate 0
-    /// bytes (cuMemAlloc documents CUDA_ERROR_INVALID_VALUE), so it owns one element it never
-    /// exposes; dropping it frees that element like any buffer.
-    fn empty<T: DeviceRepr>(&self) -> Result<CudaSlice<T>> {
-        // SAFETY: one uninitialized element, never read: the slice made from it has length 0.
-        let one = unsafe { self.stream.alloc::<T>(1) }.map_err(launch_err("cuda alloc"))?;
-        let ptr = one.leak();
-        // SAFETY: `ptr` is the live allocation just leaked from this stream; the new slice takes
-        // over freeing it.
-        Ok(unsafe { self.stream.upgrade_device_ptr::<T>(ptr, 0) })
-    }
-    pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(launch_err("cuda synchronize"))
     }
 }
 
@@ -297,16 +238,30 @@ fn keep_pool_cached(ctx: &CudaContext) {
     }
 }
 
-/// The GPU for GPU tests (with poisoned allocations), or None after printing why they skip (no driver, no device, no NVRTC).
+/// The device for GPU tests, with poisoned allocations: a real GPU when one opens, else the
+/// emulator (which then becomes the process's selection, so `Device::Cuda(0)` in the test is
+/// the same device); SOLAR_CUDA_EXECUTOR=driver keeps to a GPU, None after printing why the
+/// test skips (no driver, no device, no NVRTC). Prints which it runs on.
 pub fn test_gpu() -> Option<Arc<Gpu>> {
-    match Gpu::get(0) {
-        Ok(g) => {
-            g.set_poison(true);
-            Some(g)
+    let g = match Gpu::get(0) {
+        Ok(g) => g,
+        Err(e) if std::env::var("SOLAR_CUDA_EXECUTOR").is_ok_and(|v| v == "driver") => {
+            eprintln!("skipping GPU test: {e}");
+            return None;
+        }
+        Err(e) if solar_kernels::emu::kernels().is_empty() => {
+            eprintln!("skipping GPU test: {e}; and this build's emulator has no kernels");
+            return None;
         }
         Err(e) => {
-            eprintln!("skipping GPU test: {e}");
-            None
+            use_emulator();
+            eprintln!("GPU test on the emulator ({e})");
+            Gpu::get_emulator(0)
         }
+    };
+    if !g.is_emulator() {
+        eprintln!("GPU test on cuda:{} ({} {})", g.ordinal, g.name, g.arch);
     }
+    g.set_poison(true);
+    Some(g)
 }

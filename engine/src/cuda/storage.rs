@@ -1,22 +1,20 @@
-//! Device memory of one tensor: a typed `CudaSlice` and the `Gpu` it lives on. Cloning copies
-//! the device buffer (copy on write for in-place updates); tensors themselves share it by Arc.
+//! Device memory of one tensor: a typed `DeviceBuffer` and the `Gpu` it lives on. Tensors share
+//! it by Arc; `try_clone` copies the device buffer (copy on write for in-place updates).
 
-use super::{CudaSlice, Gpu};
+use super::{DeviceBuffer, Gpu};
 use crate::error::{Error, Result};
 use crate::storage::CpuStorage;
 use crate::DType;
 use half::bf16;
 use std::sync::Arc;
 
-#[derive(Clone)]
 pub enum CudaData {
-    F32(CudaSlice<f32>),
-    BF16(CudaSlice<bf16>),
-    I32(CudaSlice<i32>),
-    U32(CudaSlice<u32>),
+    F32(DeviceBuffer<f32>),
+    BF16(DeviceBuffer<bf16>),
+    I32(DeviceBuffer<i32>),
+    U32(DeviceBuffer<u32>),
 }
 
-#[derive(Clone)]
 pub struct CudaStorage {
     pub gpu: Arc<Gpu>,
     pub data: CudaData,
@@ -55,37 +53,49 @@ impl CudaStorage {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    pub fn f32(&self, op: &'static str) -> Result<&CudaSlice<f32>> {
+    pub fn f32(&self, op: &'static str) -> Result<&DeviceBuffer<f32>> {
         match &self.data {
             CudaData::F32(s) => Ok(s),
             _ => Err(wrong(op, self.dtype(), "f32")),
         }
     }
-    pub fn bf16(&self, op: &'static str) -> Result<&CudaSlice<bf16>> {
+    pub fn bf16(&self, op: &'static str) -> Result<&DeviceBuffer<bf16>> {
         match &self.data {
             CudaData::BF16(s) => Ok(s),
             _ => Err(wrong(op, self.dtype(), "bf16")),
         }
     }
-    pub fn i32(&self, op: &'static str) -> Result<&CudaSlice<i32>> {
+    pub fn i32(&self, op: &'static str) -> Result<&DeviceBuffer<i32>> {
         match &self.data {
             CudaData::I32(s) => Ok(s),
             _ => Err(wrong(op, self.dtype(), "i32")),
         }
     }
-    pub fn f32_mut(&mut self, op: &'static str) -> Result<&mut CudaSlice<f32>> {
+    pub fn f32_mut(&mut self, op: &'static str) -> Result<&mut DeviceBuffer<f32>> {
         let got = self.dtype();
         match &mut self.data {
             CudaData::F32(s) => Ok(s),
             _ => Err(wrong(op, got, "f32")),
         }
     }
-    pub fn bf16_mut(&mut self, op: &'static str) -> Result<&mut CudaSlice<bf16>> {
+    pub fn bf16_mut(&mut self, op: &'static str) -> Result<&mut DeviceBuffer<bf16>> {
         let got = self.dtype();
         match &mut self.data {
             CudaData::BF16(s) => Ok(s),
             _ => Err(wrong(op, got, "bf16")),
         }
+    }
+
+    /// A device copy of the data on the same GPU.
+    pub fn try_clone(&self) -> Result<CudaStorage> {
+        let g = &self.gpu;
+        let data = match &self.data {
+            CudaData::F32(s) => CudaData::F32(g.try_clone(s)?),
+            CudaData::BF16(s) => CudaData::BF16(g.try_clone(s)?),
+            CudaData::I32(s) => CudaData::I32(g.try_clone(s)?),
+            CudaData::U32(s) => CudaData::U32(g.try_clone(s)?),
+        };
+        Ok(CudaStorage::new(g.clone(), data))
     }
 
     /// Copies host data to the device. f64 has no GPU kernels, so it is refused.

@@ -13,9 +13,10 @@
 //! (kernels/cu/attention.cu via cuda::attention); the logsumexp stays on the device as f32
 //! [B, H, T] for the backward, and document ids are read there (uploaded when given on the CPU).
 
-use crate::cuda::{self, CudaData, CudaSlice, CudaStorage};
+use crate::cuda::{self, CudaData, CudaStorage, DeviceBuffer};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
+use crate::kernel_args::AttnDims;
 use crate::ops::check_float;
 use crate::storage::CpuStorage;
 use crate::tape::{record, InputGrads, Op};
@@ -83,10 +84,10 @@ pub(crate) struct Saved {
 /// The device side of a CUDA attention's saved state.
 pub(crate) struct CudaSaved {
     /// Logsumexp of every score row, f32 [B, H, T].
-    lse: CudaSlice<f32>,
+    lse: DeviceBuffer<f32>,
     /// Document ids [B, T] (i32 or u32) on the GPU.
     doc: Option<Tensor>,
-    dims: cuda::attention::AttnDims,
+    dims: AttnDims,
 }
 
 /// Shapes, dtypes and the mask checked; document ids read into the geometry when `host_doc`
@@ -196,14 +197,7 @@ fn attention_cuda(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask) -> R
         }
         Some(ids) => Some(ids.detach().to_device(q.device())?),
     };
-    let dims = cuda::attention::AttnDims {
-        b: geom.b,
-        t: geom.t,
-        h: geom.h,
-        hkv: geom.hkv,
-        d: geom.d,
-        window: geom.window,
-    };
+    let dims = AttnDims { b: geom.b, t: geom.t, h: geom.h, hkv: geom.hkv, d: geom.d, window: geom.window };
     let docs = match &doc {
         None => cuda::attention::DocIds::None,
         Some(t) => cuda::attention::DocIds::of(op, t.cuda(op)?)?,

@@ -9,7 +9,7 @@
 //! summed by a fixed two-stage tree; the loss is an f32 scalar and the saved logsumexps stay on
 //! the device, so the backward is one pass over the logits.
 
-use crate::cuda::{self, CudaData, CudaSlice, CudaStorage};
+use crate::cuda::{self, CudaData, CudaStorage, DeviceBuffer};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::ops::embedding::ids_as_i64;
@@ -35,11 +35,11 @@ pub(crate) struct Saved {
 /// per-row logsumexps f32 [N].
 pub(crate) struct CudaSaved {
     pub targets: Tensor,
-    pub lse: CudaSlice<f32>,
+    pub lse: DeviceBuffer<f32>,
 }
 
 impl CudaSaved {
-    pub fn targets(&self, op: &'static str) -> Result<&CudaSlice<i32>> {
+    pub fn targets(&self, op: &'static str) -> Result<&DeviceBuffer<i32>> {
         self.targets.cuda(op)?.i32(op)
     }
 }
@@ -213,9 +213,10 @@ pub(crate) fn cuda_rows(
     targets: &Tensor,
     t: &[Option<usize>],
     v: usize,
-) -> Result<(CudaSlice<f32>, CudaSaved)> {
+) -> Result<(DeviceBuffer<f32>, CudaSaved)> {
     let dt = device_targets(op, logits, targets, t)?;
-    let (loss, lse) = cuda::loss::cross_entropy_rows(logits.cuda(op)?, dt.cuda(op)?.i32(op)?, t.len(), v)?;
+    let (loss, lse) =
+        cuda::cross_entropy::cross_entropy_rows(logits.cuda(op)?, dt.cuda(op)?.i32(op)?, t.len(), v)?;
     Ok((loss, CudaSaved { targets: dt, lse }))
 }
 
@@ -238,8 +239,8 @@ pub(crate) fn cuda_backward(
         g.detach().to_dtype(DType::F32)?.to_device(logits.device())?
     };
     let gs = g.cuda(op)?.f32(op)?;
-    let scale = cuda::loss::RowScale::Device { g: gs, g_div, alpha };
-    let dx = cuda::loss::cross_entropy_backward(lc, cs.targets(op)?, &cs.lse, &scale, n, v)?;
+    let scale = cuda::cross_entropy::RowScale::Device { g: gs, g_div, alpha };
+    let dx = cuda::cross_entropy::cross_entropy_backward(lc, cs.targets(op)?, &cs.lse, &scale, n, v)?;
     Ok(Tensor::from_cuda(dx, logits.shape().clone()))
 }
 

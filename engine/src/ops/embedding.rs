@@ -8,6 +8,7 @@
 use crate::cuda::{self, CudaData, CudaStorage};
 use crate::dtype::{Element, Float};
 use crate::error::{Error, Result};
+use crate::kernel_args::bucket_by_id;
 use crate::ops::check_float;
 use crate::par;
 use crate::storage::CpuStorage;
@@ -99,25 +100,6 @@ pub fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
         _ => forward::<f64>(&idx, table, c)?,
     };
     record(op, &[ids, table], out, Shape::from(dims), |_| Op::Embedding(Saved { ids: idx.clone(), vocab: v }))
-}
-
-/// Positions bucketed by token id with a counting sort, position order kept in a bucket:
-/// `order[start[v]..start[v + 1]]` are the positions holding id v. Both backends' backward use it.
-pub(crate) fn bucket_by_id(ids: &[usize], vocab: usize) -> (Vec<usize>, Vec<usize>) {
-    let mut start = vec![0usize; vocab + 1];
-    for &i in ids {
-        start[i + 1] += 1;
-    }
-    for v in 0..vocab {
-        start[v + 1] += start[v];
-    }
-    let mut fill = start.clone();
-    let mut order = vec![0usize; ids.len()];
-    for (n, &i) in ids.iter().enumerate() {
-        order[fill[i]] = n;
-        fill[i] += 1;
-    }
-    (start, order)
 }
 
 /// Scatter-add of `g` rows [N, C] into a [V, C] gradient, deterministic at any thread count.

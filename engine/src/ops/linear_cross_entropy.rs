@@ -12,14 +12,11 @@
 //!   dW[block] += d^T h[rows]                 [Vb, C], row chunks in order
 //! with gemm adding straight into dh and dW: no temporaries, one tile buffer for every tile.
 //! Each gemm splits output tiles only, so the result is the same at any thread count.
-//! On CUDA (h and W bf16): the same row chunks, each against the whole vocabulary (a tile of
-//! rows x V bf16 logits from the tensor-core gemm; the vocabulary is not blocked, so W is used
-//! in place with no copies): the forward keeps one logsumexp per row (f32), the backward
-//! recomputes each tile, turns it into d in place (cross_entropy.cu), then dh[rows] = d W and
-//! dW += d^T h[rows] (f32 accumulation over row chunks in order, bf16 at the end).
+//! On CUDA (h and W bf16): the same row chunks, each against the whole vocabulary, run by
+//! cuda/linear_cross_entropy.rs (the forward keeps one logsumexp per row, f32, on the device).
 
-use crate::cuda::matmul::gemm;
-use crate::cuda::{self, CudaData, CudaSlice, CudaStorage, Gpu};
+use crate::cuda::linear_cross_entropy::LinearCe;
+use crate::cuda::{self, CudaStorage, DeviceBuffer, Gpu};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::ops::check_float;
@@ -27,7 +24,6 @@ use crate::ops::cross_entropy::{
     device_targets, softmax_minus_onehot_in_place, targets_with_ignore, CrossEntropy, CudaSaved,
 };
 use crate::ops::kernels::{self, gemm_into, Mat};
-use crate::ops::matmul::MatmulDims;
 use crate::par;
 use crate::storage::CpuStorage;
 use crate::tape::{record, InputGrads, Op};
@@ -212,44 +208,11 @@ fn fused(h: &Tensor, w: &Tensor, targets: &Tensor, tile: Tile) -> Result<CrossEn
     Ok(CrossEntropy { loss_sum, count })
 }
 
-/// h[r0..r1] [rows, C]: h itself when the chunk is all of it, else a device copy (the gemm
-/// takes whole buffers; a chunk of h is small beside its logits tile).
-fn rows_of(
-    gpu: &Gpu,
-    h: &CudaSlice<bf16>,
-    c: usize,
-    (r0, r1): (usize, usize),
-) -> Result<Option<CudaSlice<bf16>>> {
-    if r0 == 0 && r1 * c == h.len() {
-        return Ok(None);
-    }
-    let mut out = gpu.alloc::<bf16>((r1 - r0) * c)?;
-    gpu.stream
-        .memcpy_dtod(&h.slice(r0 * c..r1 * c), &mut out)
-        .map_err(cuda::launch_err("linear_cross_entropy"))?;
-    Ok(Some(out))
-}
-
-/// The logits tile [rows, V] = h[rows] W^T, bf16.
-fn tile_logits_cuda(
-    gpu: &Gpu,
-    hr: &CudaSlice<bf16>,
-    w: &CudaSlice<bf16>,
-    rows: usize,
-    v: usize,
-    c: usize,
-) -> Result<CudaSlice<bf16>> {
-    let mut logits = gpu.alloc::<bf16>(rows * v)?;
-    let d = MatmulDims { batch: 1, m: rows, n: v, k: c, b_shared: false };
-    gemm(gpu, hr, w, &mut logits, d, false, true, false)?;
-    Ok(logits)
-}
-
 fn cuda_inputs<'a>(
     op: &'static str,
     h: &'a Tensor,
     w: &'a Tensor,
-) -> Result<(&'a std::sync::Arc<Gpu>, &'a CudaSlice<bf16>, &'a CudaSlice<bf16>)> {
+) -> Result<(&'a std::sync::Arc<Gpu>, &'a DeviceBuffer<bf16>, &'a DeviceBuffer<bf16>)> {
     let (hc, wc) = (h.cuda(op)?, w.cuda(op)?);
     if hc.gpu.ordinal != wc.gpu.ordinal {
         return Err(Error::invalid(
@@ -258,6 +221,11 @@ fn cuda_inputs<'a>(
         ));
     }
     Ok((&hc.gpu, hc.bf16(op)?, wc.bf16(op)?))
+}
+
+/// The CUDA problem of h [N, C], W [V, C] in row chunks of `tile.rows`.
+fn problem(h: &Tensor, w: &Tensor, tile: Tile) -> LinearCe {
+    LinearCe { n: h.dims()[0], v: w.dims()[0], c: w.dims()[1], rows: tile.rows }
 }
 
 fn forward_cuda(
@@ -269,20 +237,10 @@ fn forward_cuda(
     tile: Tile,
 ) -> Result<(CudaStorage, CudaSaved)> {
     let (gpu, hs, ws) = cuda_inputs(op, h, w)?;
-    let (v, c, n) = (w.dims()[0], w.dims()[1], t.len());
     let dt = device_targets(op, h, targets, t)?;
-    let ts = dt.cuda(op)?.i32(op)?;
-    let mut state = gpu.alloc::<f32>(3 * n)?; // [N, 3]: max, sum-exp, target logit
-    for (r0, r1) in Tile::chunks(n, tile.rows) {
-        let rows = r1 - r0;
-        let copy = rows_of(gpu, hs, c, (r0, r1))?;
-        let logits = CudaData::BF16(tile_logits_cuda(gpu, copy.as_ref().unwrap_or(hs), ws, rows, v, c)?);
-        let mut st = state.slice_mut(3 * r0..3 * r1);
-        cuda::loss::chunk_forward(gpu, &logits, &ts.slice(r0..r1), &mut st, rows, v, 0, true)?;
-    }
-    let (loss, lse) = cuda::loss::chunk_finish(gpu, &state, ts, n)?;
-    let sum = cuda::reduce::sum_all(gpu, &CudaData::F32(loss), 1.0)?;
-    Ok((CudaStorage::new(gpu.clone(), CudaData::F32(sum)), CudaSaved { targets: dt, lse }))
+    let (sum, lse) =
+        cuda::linear_cross_entropy::forward(gpu, hs, ws, dt.cuda(op)?.i32(op)?, problem(h, w, tile))?;
+    Ok((sum, CudaSaved { targets: dt, lse }))
 }
 
 /// (dh, dW) on CUDA, each only when needed.
@@ -294,64 +252,25 @@ fn backward_cuda(
 ) -> Result<(Option<Tensor>, Option<Tensor>)> {
     let op = "linear_cross_entropy backward";
     let (gpu, hs, ws) = cuda_inputs(op, &s.h, &s.w)?;
-    let (v, c, n) = (s.w.dims()[0], s.w.dims()[1], s.targets.len());
     let g = if g.is_cuda() && g.dtype() == DType::F32 {
         g.clone()
     } else {
         g.detach().to_dtype(DType::F32)?.to_device(s.h.device())?
     };
-    let scale = cuda::loss::RowScale::Device { g: g.cuda(op)?.f32(op)?, g_div: 0, alpha: 1.0 };
-    let ts = cs.targets(op)?;
-    let mut dh = if needs[0] { Some(gpu.alloc::<bf16>(n * c)?) } else { None }; // [N, C]
-    let mut dw = if needs[1] { Some(gpu.alloc::<f32>(v * c)?) } else { None }; // [V, C] f32
-    if let Some(dw) = dw.as_mut().filter(|_| n == 0) {
-        gpu.stream.memset_zeros(dw).map_err(cuda::launch_err(op))?;
-    }
-    for (r0, r1) in Tile::chunks(n, s.tile.rows) {
-        let rows = r1 - r0;
-        let copy = rows_of(gpu, hs, c, (r0, r1))?;
-        let hr = copy.as_ref().unwrap_or(hs);
-        let mut d = CudaData::BF16(tile_logits_cuda(gpu, hr, ws, rows, v, c)?);
-        cuda::loss::cross_entropy_backward_in_place(
-            gpu,
-            &mut d,
-            &ts.slice(r0..r1),
-            &cs.lse.slice(r0..r1),
-            &scale,
-            rows,
-            v,
-            0,
-        )?;
-        let CudaData::BF16(d) = d else { unreachable!("the tile is bf16") };
-        if let Some(dh) = dh.as_mut() {
-            // dh[rows] = d [rows, V] W [V, C]
-            let dims = MatmulDims { batch: 1, m: rows, n: c, k: v, b_shared: false };
-            if rows == n {
-                gemm(gpu, &d, ws, dh, dims, false, false, false)?;
-            } else {
-                let mut part = gpu.alloc::<bf16>(rows * c)?;
-                gemm(gpu, &d, ws, &mut part, dims, false, false, false)?;
-                gpu.stream
-                    .memcpy_dtod(&part, &mut dh.slice_mut(r0 * c..r1 * c))
-                    .map_err(cuda::launch_err(op))?;
-            }
-        }
-        if let Some(dw) = dw.as_mut() {
-            // dW += d^T [V, rows] h[rows] [rows, C], row chunks in order.
-            let dims = MatmulDims { batch: 1, m: v, n: c, k: rows, b_shared: false };
-            gemm(gpu, &d, hr, dw, dims, true, false, r0 > 0)?;
-        }
-    }
-    let dh =
-        dh.map(|x| Tensor::from_cuda(CudaStorage::new(gpu.clone(), CudaData::BF16(x)), s.h.shape().clone()));
-    let dw = match dw {
-        Some(x) => {
-            let w32 = CudaStorage::new(gpu.clone(), CudaData::F32(x));
-            Some(Tensor::from_cuda(cuda::elementwise::cast(&w32, DType::BF16)?, s.w.shape().clone()))
-        }
-        None => None,
-    };
-    Ok((dh, dw))
+    let (dh, dw) = cuda::linear_cross_entropy::backward(
+        gpu,
+        hs,
+        ws,
+        cs.targets(op)?,
+        &cs.lse,
+        g.cuda(op)?.f32(op)?,
+        problem(&s.h, &s.w, s.tile),
+        (needs[0], needs[1]),
+    )?;
+    Ok((
+        dh.map(|x| Tensor::from_cuda(x, s.h.shape().clone())),
+        dw.map(|x| Tensor::from_cuda(x, s.w.shape().clone())),
+    ))
 }
 
 /// (dh, dW), each only when needed (empty otherwise).

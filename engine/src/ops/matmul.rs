@@ -21,16 +21,7 @@ pub(crate) struct Saved {
     tb: bool,
 }
 
-/// Sizes of one matmul call after validation.
-#[derive(Clone, Copy, Debug)]
-pub struct MatmulDims {
-    pub batch: usize,
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    /// B is 2-D and shared by every batch.
-    pub b_shared: bool,
-}
+pub use crate::kernel_args::MatmulDims;
 
 pub fn matmul_dims(a: &Shape, b: &Shape, ta: bool, tb: bool) -> Result<MatmulDims> {
     let op = "matmul";

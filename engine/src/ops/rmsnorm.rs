@@ -5,7 +5,7 @@
 //! CUDA: bf16 x, w, y, dx, dw with f32 statistics; rstd [N] f32 stays on the device
 //! (cuda/norm.rs, kernels/cu/rmsnorm.cu).
 
-use crate::cuda::{self, CudaSlice};
+use crate::cuda::{self, DeviceBuffer};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::ops::{check_float, kernels};
@@ -23,7 +23,7 @@ pub(crate) struct Saved {
 /// The forward's 1 / rms per row [N], where the forward ran.
 enum Rstd {
     Cpu(Vec<f64>),
-    Cuda(CudaSlice<f32>),
+    Cuda(DeviceBuffer<f32>),
 }
 
 fn forward<F: Float>(x: &Tensor, w: &Tensor, eps: f64) -> Result<(CpuStorage, Vec<f64>)> {
@@ -60,7 +60,7 @@ pub fn rmsnorm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
         }
         let c = w.elem_count();
         let rows = x.elem_count() / c.max(1);
-        let (y, rstd) = cuda::norm::rmsnorm_fwd(x.cuda(op)?, w.cuda(op)?, rows, c, eps)?;
+        let (y, rstd) = cuda::rmsnorm::rmsnorm_fwd(x.cuda(op)?, w.cuda(op)?, rows, c, eps)?;
         return record(op, &[x, w], y, x.shape().clone(), |_| {
             Op::RmsNorm(Saved { x: x.detach(), w: w.detach(), rstd: Rstd::Cuda(rstd) })
         });
@@ -122,7 +122,7 @@ pub(crate) fn backward(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<InputGra
         Rstd::Cuda(r) => {
             let c = s.w.elem_count();
             let rows = s.x.elem_count() / c.max(1);
-            let (dx, dw) = cuda::norm::rmsnorm_bwd(s.x.cuda(op)?, s.w.cuda(op)?, r, g.cuda(op)?, rows, c)?;
+            let (dx, dw) = cuda::rmsnorm::rmsnorm_bwd(s.x.cuda(op)?, s.w.cuda(op)?, r, g.cuda(op)?, rows, c)?;
             return Ok(vec![
                 needs[0].then(|| Tensor::from_cuda(dx, s.x.shape().clone())),
                 needs[1].then(|| Tensor::from_cuda(dw, s.w.shape().clone())),

@@ -102,7 +102,7 @@ pub fn rope(x: &Tensor, positions: &Tensor, theta: f64) -> Result<Tensor> {
             let dev = CudaStorage::new(xs.gpu.clone(), CudaData::I32(xs.gpu.upload(&host)?));
             Tensor::from_cuda(dev, positions.shape().clone())
         };
-        let out = cuda::norm::rope(xs, pos.cuda(op)?, tokens, heads, d, theta, false)?;
+        let out = cuda::rope::rope(xs, pos.cuda(op)?, tokens, heads, d, theta, false)?;
         return record(op, &[x, positions], out, x.shape().clone(), |_| {
             Op::Rope(Saved {
                 positions: Positions::Cuda(pos.clone()),
@@ -130,7 +130,7 @@ pub(crate) fn backward(s: &Saved, g: &Tensor) -> Result<InputGrads> {
         Positions::Cuda(p) => {
             let op = "rope backward";
             let tokens = s.shape.elem_count() / (s.heads * d).max(1);
-            let dx = cuda::norm::rope(g.cuda(op)?, p.cuda(op)?, tokens, s.heads, d, s.theta, true)?;
+            let dx = cuda::rope::rope(g.cuda(op)?, p.cuda(op)?, tokens, s.heads, d, s.theta, true)?;
             return Ok(vec![Some(Tensor::from_cuda(dx, s.shape.clone())), None]);
         }
     };

@@ -42,7 +42,7 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         if gate.dtype() != DType::BF16 {
             return Err(Error::DType { op, got: gate.dtype(), expected: "bf16 on CUDA" });
         }
-        let out = cuda::norm::swiglu_fwd(gate.cuda(op)?, up.cuda(op)?)?;
+        let out = cuda::swiglu::swiglu_fwd(gate.cuda(op)?, up.cuda(op)?)?;
         return record(op, &[gate, up], out, gate.shape().clone(), saved);
     }
     check_float(op, gate)?;
@@ -70,7 +70,7 @@ fn grad<F: Float>(s: &Saved, dy: &Tensor) -> Result<(CpuStorage, CpuStorage)> {
 pub(crate) fn backward(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<InputGrads> {
     if s.gate.is_cuda() {
         let op = "swiglu backward";
-        let (dg, du) = cuda::norm::swiglu_bwd(s.gate.cuda(op)?, s.up.cuda(op)?, g.cuda(op)?)?;
+        let (dg, du) = cuda::swiglu::swiglu_bwd(s.gate.cuda(op)?, s.up.cuda(op)?, g.cuda(op)?)?;
         return Ok(vec![
             needs[0].then(|| Tensor::from_cuda(dg, s.gate.shape().clone())),
             needs[1].then(|| Tensor::from_cuda(du, s.up.shape().clone())),

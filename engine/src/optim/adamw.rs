@@ -9,9 +9,10 @@
 //! copy (kept here, keyed like the moments) that the step updates, and the bf16 parameter is
 //! rewritten from it in the same kernel. An f32 CUDA parameter is its own master.
 
-use crate::cuda::optim::{adamw_step as cuda_adamw_step, AdamWHyper};
+use crate::cuda::adamw::adamw_step as cuda_adamw_step;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
+use crate::kernel_args::AdamWHyper;
 use crate::tape::Grads;
 use crate::tensor::TensorId;
 use crate::{DType, Tensor};
@@ -181,7 +182,7 @@ impl AdamW {
                 return Err(Error::mismatch(op, &shape, t.shape(), "moments and parameter shapes differ"));
             }
         }
-        let h = AdamWHyper::new(&self.config, lr, self.step, decay);
+        let h = hyper(&self.config, lr, self.step, decay);
         let (m, v) = (st.m.cuda_mut(op)?.f32_mut(op)?, st.v.cuda_mut(op)?.f32_mut(op)?);
         match p.dtype() {
             DType::F32 => cuda_adamw_step(&gpu, p.cuda_mut(op)?.f32_mut(op)?, m, v, &gc.data, None, &h),
@@ -247,4 +248,20 @@ fn run<F: Float>(
     })?;
     m_res?;
     v_res
+}
+
+/// The CUDA step's constants for learning rate `lr` at 1-based step `t`, decay on or off,
+/// rounded to f32 from f64 exactly as `adamw_update` rounds them.
+fn hyper(c: &AdamWConfig, lr: f64, t: u64, decay: bool) -> AdamWHyper {
+    let bc1 = 1.0 - c.beta1.powi(t as i32);
+    let bc2 = 1.0 - c.beta2.powi(t as i32);
+    AdamWHyper {
+        keep: (if decay { 1.0 - lr * c.weight_decay } else { 1.0 }) as f32,
+        b1: c.beta1 as f32,
+        b2: c.beta2 as f32,
+        eps: c.eps as f32,
+        step_size: (lr / bc1) as f32,
+        bc2_sqrt: bc2.sqrt() as f32,
+        gscale: 1.0,
+    }
 }

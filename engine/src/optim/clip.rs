@@ -5,7 +5,7 @@
 //! summed there (f32, two fixed stages over all of them: kernels/cu/reduce.cu), one value per
 //! device coming back; the clip itself is `ops::scale` on whichever device holds each gradient.
 
-use crate::cuda::optim::grad_sum_squares;
+use crate::cuda::reduce::sum_squares as grad_sum_squares;
 use crate::cuda::{CudaData, Gpu};
 use crate::error::Result;
 use crate::ops::reduce::deterministic_sum;

@@ -1,0 +1,361 @@
+//! The two executors under the CUDA backend, one interface (methods of `Gpu`): device memory
+//! (alloc from a pool, free on drop, copies host<->device and device<->device, memset), the
+//! stream (synchronize; events only on the driver) and launch (kernel, grid, block, dynamic
+//! shared memory, typed arguments).
+//! - `Exec::Driver`: cudarc on a real GPU. Kernels NVRTC-compiled per device (cubin cache on
+//!   disk), memory from the stream-ordered pool (cuMemAllocAsync), everything on one stream.
+//! - `Exec::Emulator`: the same kernel sources compiled as host C++ (solar_kernels::emu), run
+//!   on the CPU with bounds, race and uninitialised-read checks. Memory is host memory the
+//!   emulator tracks; a launch runs to completion before it returns, so the stream is already
+//!   synchronized and copies are plain memcpy.
+
+use super::launch::{Arg, Kernel, LaunchConfig};
+use super::memory::{Allocation, DeviceBuffer, DeviceElem, DeviceSlice, DeviceSliceMut};
+use super::{launch_err, Gpu};
+use crate::error::{Error, Result};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// A loaded kernel and the dynamic shared memory a block it has been granted so far.
+type LoadedKernel = (CudaFunction, usize);
+
+/// Which executor runs a `Gpu`'s memory operations and launches.
+pub enum Exec {
+    Driver(Driver),
+    Emulator,
+}
+
+/// The driver executor's state: a context, its one stream and the loaded kernel modules.
+pub struct Driver {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub(crate) modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// Each loaded kernel and the dynamic shared memory it has been granted so far, so the
+    /// opt-in attribute is set once per kernel and size, not at every launch.
+    pub(crate) functions: Mutex<HashMap<(&'static str, &'static str), LoadedKernel>>,
+}
+
+impl Driver {
+    pub(crate) fn new(ctx: Arc<CudaContext>, stream: Arc<CudaStream>) -> Driver {
+        Driver { ctx, stream, modules: Mutex::new(HashMap::new()), functions: Mutex::new(HashMap::new()) }
+    }
+}
+
+fn set_max_dynamic_smem(op: &'static str, f: &CudaFunction, bytes: usize) -> Result<()> {
+    f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+        .map_err(launch_err(op))
+}
+
+impl Gpu {
+    /// The driver executor, or an error of `op` saying the emulator cannot do what it asks.
+    pub fn driver(&self, op: &'static str, what: &str) -> Result<&Driver> {
+        match &self.exec {
+            Exec::Driver(d) => Ok(d),
+            Exec::Emulator => Err(Error::invalid(op, format!("the emulator does not {what}"))),
+        }
+    }
+
+    /// Whether this device runs on the emulator.
+    pub fn is_emulator(&self) -> bool {
+        matches!(self.exec, Exec::Emulator)
+    }
+
+    /// The kernel `k` loaded on the driver, allowed `bytes` of dynamic shared memory a block:
+    /// above the default 48 KiB a kernel must opt in (done once per kernel and size, not per
+    /// launch), and past the device's opt-in limit it is an error of `op` naming both sizes.
+    fn function(
+        &self,
+        d: &Driver,
+        op: &'static str,
+        k: &'static Kernel,
+        bytes: usize,
+    ) -> Result<CudaFunction> {
+        let key = (k.module, k.name);
+        let mut fns = d.functions.lock().unwrap();
+        if let Some((f, granted)) = fns.get_mut(&key) {
+            if bytes > 48 * 1024 && bytes > *granted {
+                set_max_dynamic_smem(op, f, bytes)?;
+                *granted = bytes;
+            }
+            return Ok(f.clone());
+        }
+        // Loading compiles at first use; the function lock is dropped meanwhile so a long
+        // NVRTC compile does not hold up launches of kernels already loaded.
+        drop(fns);
+        let m = self.module(d, k.module)?;
+        let f = m.load_function(k.name).map_err(|e| {
+            Error::invalid("cuda", format!("kernel {} not found in {}.cu: {e:?}", k.name, k.module))
+        })?;
+        let granted = if bytes > 48 * 1024 {
+            set_max_dynamic_smem(op, &f, bytes)?;
+            bytes
+        } else {
+            0
+        };
+        let mut fns = d.functions.lock().unwrap();
+        let entry = fns.entry(key).or_insert((f, 0));
+        entry.1 = entry.1.max(granted);
+        Ok(entry.0.clone())
+    }
+
+    fn module(&self, d: &Driver, module: &'static str) -> Result<Arc<CudaModule>> {
+        let mut mods = d.modules.lock().unwrap();
+        if let Some(m) = mods.get(module) {
+            return Ok(m.clone());
+        }
+        let src = solar_kernels::sources::source(module)
+            .ok_or_else(|| Error::invalid("cuda", format!("no kernel source {module}.cu")))?;
+        let (cubin, _) =
+            solar_kernels::cubin_for(src, &self.arch).map_err(|e| Error::invalid("cuda", e.to_string()))?;
+        let m = d
+            .ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
+            .map_err(|e| Error::invalid("cuda", format!("loading {module}.cu for {}: {e:?}", self.arch)))?;
+        mods.insert(module, m.clone());
+        Ok(m)
+    }
+
+    fn smem_fits(&self, op: &'static str, k: &Kernel, bytes: usize) -> Result<()> {
+        if bytes > self.smem_optin {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "{} needs {bytes} bytes of shared memory a block; this device has {}",
+                    k.name, self.smem_optin
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Launches `k` over `cfg` with `args`, after checking them against its declaration (an
+    /// error names the kernel and parameter). On the driver it is queued on the stream; on the
+    /// emulator it has run (with its checks) when this returns. `op` names the error.
+    ///
+    /// # Safety
+    /// Every pointer argument must address memory holding what the kernel reads and writes at
+    /// this launch shape (the launchers check the lengths; each says why the access is in
+    /// bounds), and no buffer the kernel writes may be read by the host until the stream syncs.
+    pub unsafe fn launch(
+        &self,
+        op: &'static str,
+        k: &'static Kernel,
+        cfg: LaunchConfig,
+        args: &[Arg],
+    ) -> Result<()> {
+        k.check(args)?;
+        let smem = cfg.shared_mem_bytes as usize;
+        self.smem_fits(op, k, smem)?;
+        let mut slots: Vec<u64> = args.iter().map(Arg::slot).collect();
+        let mut ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
+        match &self.exec {
+            Exec::Driver(d) => {
+                let f = self.function(d, op, k, smem)?;
+                d.ctx.bind_to_thread().map_err(launch_err(op))?;
+                // SAFETY: `ptrs` holds one pointer per declared parameter (checked above), each
+                // to an 8-byte slot holding the value; the caller upholds the memory contract.
+                unsafe {
+                    cudarc::driver::result::launch_kernel(
+                        f.cu_function(),
+                        cfg.grid_dim,
+                        cfg.block_dim,
+                        cfg.shared_mem_bytes,
+                        d.stream.cu_stream(),
+                        &mut ptrs,
+                    )
+                }
+                .map_err(launch_err(op))
+            }
+            Exec::Emulator => {
+                let ek = solar_kernels::emu::kernel(k.module, k.name).ok_or_else(|| {
+                    Error::invalid(op, format!("the emulator has no kernel {} in {}.cu", k.name, k.module))
+                })?;
+                let (g, b) = (cfg.grid_dim, cfg.block_dim);
+                // SAFETY: as above; emulator device pointers are addresses from emu::alloc.
+                unsafe { solar_kernels::emu::launch(&ek, [g.0, g.1, g.2], [b.0, b.1, b.2], smem, &ptrs) }
+                    .map_err(|e| Error::invalid(op, format!("{}.cu:{}: {e}", k.module, k.name)))
+            }
+        }
+    }
+
+    /// Blocks of `k` with `block` threads and `smem` bytes of dynamic shared memory that fit on
+    /// one SM at once (at least 1). The emulator has no occupancy: it says 1, so launch shapes
+    /// derived from this are deterministic there.
+    pub fn occupancy(&self, op: &'static str, k: &'static Kernel, block: u32, smem: usize) -> Result<usize> {
+        match &self.exec {
+            Exec::Driver(d) => {
+                self.smem_fits(op, k, smem)?;
+                let f = self.function(d, op, k, smem)?;
+                Ok(f.occupancy_max_active_blocks_per_multiprocessor(block, smem, None).unwrap_or(1).max(1)
+                    as usize)
+            }
+            Exec::Emulator => Ok(1),
+        }
+    }
+
+    /// `bytes` of device memory (at least one byte: the driver refuses 0-byte allocations, so
+    /// an empty buffer owns a hidden element).
+    fn alloc_raw(&self, bytes: usize) -> Result<(u64, Allocation)> {
+        let bytes = bytes.max(1);
+        match &self.exec {
+            Exec::Driver(d) => {
+                // SAFETY: uninitialized bytes; every caller writes what it reads.
+                let s = unsafe { d.stream.alloc::<u8>(bytes) }.map_err(launch_err("cuda alloc"))?;
+                // Event tracking is off (one stream), so the sync guard records nothing.
+                let addr = s.device_ptr(&d.stream).0;
+                Ok((addr, Allocation::Driver(s)))
+            }
+            Exec::Emulator => Ok((solar_kernels::emu::alloc(bytes) as u64, Allocation::Emulator)),
+        }
+    }
+
+    /// Sets `bytes` bytes at `addr` to `byte`, in stream order.
+    fn memset_raw(&self, op: &'static str, addr: u64, byte: u8, bytes: usize) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        match &self.exec {
+            Exec::Driver(d) => {
+                d.ctx.bind_to_thread().map_err(launch_err(op))?;
+                // SAFETY: addr addresses `bytes` bytes of a live allocation on this stream.
+                unsafe { cudarc::driver::result::memset_d8_async(addr, byte, bytes, d.stream.cu_stream()) }
+                    .map_err(launch_err(op))
+            }
+            // SAFETY: as above; emulator memory is host memory.
+            Exec::Emulator => {
+                unsafe { std::ptr::write_bytes(addr as *mut u8, byte, bytes) };
+                Ok(())
+            }
+        }
+    }
+
+    /// `n` uninitialized elements (callers write every one before reading); 0xFF-filled (NaN in
+    /// f32 and bf16) when poisoning is on, so an element a kernel forgot to write shows.
+    pub fn alloc<T: DeviceElem>(&self, n: usize) -> Result<DeviceBuffer<T>> {
+        let bytes = n * std::mem::size_of::<T>();
+        let (addr, alloc) = self.alloc_raw(bytes)?;
+        let buf = DeviceBuffer::from_raw(addr, n, alloc);
+        if self.poison.load(Ordering::Relaxed) {
+            self.memset_raw("cuda poison", addr, 0xff, bytes)?;
+        }
+        Ok(buf)
+    }
+
+    /// `n` zero elements.
+    pub fn zeros<T: DeviceElem>(&self, n: usize) -> Result<DeviceBuffer<T>> {
+        let mut buf = self.alloc::<T>(n)?;
+        self.memset_zeros(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Zeroes `dst` (in stream order).
+    pub fn memset_zeros<T: DeviceElem>(&self, dst: &mut impl DeviceSliceMut<T>) -> Result<()> {
+        self.memset_raw("cuda memset", dst.addr(), 0, dst.len() * std::mem::size_of::<T>())
+    }
+
+    /// A device copy of `host`.
+    pub fn upload<T: DeviceElem>(&self, host: &[T]) -> Result<DeviceBuffer<T>> {
+        let op = "cuda upload";
+        let (addr, alloc) = self.alloc_raw(std::mem::size_of_val(host))?;
+        let buf = DeviceBuffer::from_raw(addr, host.len(), alloc);
+        if host.is_empty() {
+            return Ok(buf);
+        }
+        match &self.exec {
+            Exec::Driver(d) => {
+                d.ctx.bind_to_thread().map_err(launch_err(op))?;
+                // SAFETY: the fresh allocation holds host.len() elements; the copy from pageable
+                // host memory is staged before the call returns, so `host` may go after it.
+                unsafe { cudarc::driver::result::memcpy_htod_async(addr, host, d.stream.cu_stream()) }
+                    .map_err(launch_err(op))?;
+            }
+            // SAFETY: the fresh host allocation holds host.len() elements.
+            Exec::Emulator => unsafe {
+                std::ptr::copy_nonoverlapping(host.as_ptr(), addr as *mut T, host.len())
+            },
+        }
+        Ok(buf)
+    }
+
+    /// The elements of `dev` on the host (waits for the stream).
+    pub fn download<T: DeviceElem>(&self, dev: &impl DeviceSlice<T>) -> Result<Vec<T>> {
+        let op = "cuda download";
+        let mut host = vec![T::default(); dev.len()];
+        if host.is_empty() {
+            return Ok(host);
+        }
+        match &self.exec {
+            Exec::Driver(d) => {
+                d.ctx.bind_to_thread().map_err(launch_err(op))?;
+                // SAFETY: `dev` holds host.len() elements; the stream is synchronized before
+                // `host` is read or dropped.
+                unsafe {
+                    cudarc::driver::result::memcpy_dtoh_async(&mut host, dev.addr(), d.stream.cu_stream())
+                }
+                .map_err(launch_err(op))?;
+                d.stream.synchronize().map_err(launch_err(op))?;
+            }
+            // SAFETY: `dev` holds host.len() elements of emulator memory.
+            Exec::Emulator => unsafe {
+                std::ptr::copy_nonoverlapping(dev.addr() as *const T, host.as_mut_ptr(), host.len())
+            },
+        }
+        Ok(host)
+    }
+
+    /// Copies `src` into the start of `dst` (device to device, in stream order).
+    pub fn copy<T: DeviceElem>(
+        &self,
+        src: &impl DeviceSlice<T>,
+        dst: &mut impl DeviceSliceMut<T>,
+    ) -> Result<()> {
+        let op = "cuda copy";
+        if src.len() > dst.len() {
+            return Err(Error::invalid(op, format!("{} elements into {}", src.len(), dst.len())));
+        }
+        let bytes = src.len() * std::mem::size_of::<T>();
+        if bytes == 0 {
+            return Ok(());
+        }
+        match &self.exec {
+            Exec::Driver(d) => {
+                d.ctx.bind_to_thread().map_err(launch_err(op))?;
+                // SAFETY: both address at least `bytes` bytes of live allocations of this context.
+                unsafe {
+                    cudarc::driver::result::memcpy_dtod_async(
+                        dst.addr(),
+                        src.addr(),
+                        bytes,
+                        d.stream.cu_stream(),
+                    )
+                }
+                .map_err(launch_err(op))
+            }
+            Exec::Emulator => {
+                // SAFETY: as above; `copy` (memmove) since views of one buffer may overlap.
+                unsafe { std::ptr::copy(src.addr() as *const u8, dst.addr() as *mut u8, bytes) };
+                Ok(())
+            }
+        }
+    }
+
+    /// A device copy of `src`.
+    pub fn try_clone<T: DeviceElem>(&self, src: &impl DeviceSlice<T>) -> Result<DeviceBuffer<T>> {
+        let (addr, alloc) = self.alloc_raw(src.len() * std::mem::size_of::<T>())?;
+        let mut dst = DeviceBuffer::from_raw(addr, src.len(), alloc);
+        self.copy(src, &mut dst)?;
+        Ok(dst)
+    }
+
+    /// Waits for everything queued on the stream (a no-op on the emulator, where launches
+    /// and copies finish before they return).
+    pub fn synchronize(&self) -> Result<()> {
+        match &self.exec {
+            Exec::Driver(d) => d.stream.synchronize().map_err(launch_err("cuda synchronize")),
+            Exec::Emulator => Ok(()),
+        }
+    }
+}
