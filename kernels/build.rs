@@ -41,6 +41,17 @@ fn main() {
             }
         }
     }
+    // The checks' own test kernels (kernels/tests/emu_checks.rs), built into the emulator only.
+    std::fs::write(
+        src_dir.join("emu_broken.cu"),
+        format!(
+            "#line 1 \"{}\"\n{}",
+            std::fs::canonicalize("emu/broken.cu").unwrap().display(),
+            rewrite_shared(&std::fs::read_to_string("emu/broken.cu").unwrap(), "broken.cu")
+        ),
+    )
+    .unwrap();
+    modules.push("emu_broken".to_string());
     let mut registry = String::from("#include <cstddef>\n#include <vector>\n");
     registry +=
         "struct EmuEntry { const char* m; const char* n; const char* s; void (*f)(void* const*); };\n";

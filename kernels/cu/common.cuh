@@ -70,10 +70,16 @@ struct alignas(sizeof(T) * W >= 16 ? 16 : sizeof(T) * W) Pack {
 };
 template <int W, typename T>
 __device__ __forceinline__ Pack<W, T> ldp(const T* p) {
+#ifdef SOLAR_EMU
+    emu_check_align(p, alignof(Pack<W, T>));  // the emulator's check of the device's rule
+#endif
     return *reinterpret_cast<const Pack<W, T>*>(p);
 }
 template <int W, typename T>
 __device__ __forceinline__ void stp(T* p, const Pack<W, T>& v) {
+#ifdef SOLAR_EMU
+    emu_check_align(p, alignof(Pack<W, T>));
+#endif
     *reinterpret_cast<Pack<W, T>*>(p) = v;
 }
 

@@ -168,10 +168,12 @@ bool check_global(const Fiber& f, const void* p, size_t n, bool write, const cha
     }
     Launch& L = *g_launch;
     std::string near = "not in any allocation";
-    if (it != g_allocs.end() && a >= it->first)
-        near = std::to_string(a + n - it->first - it->second.bytes) + " bytes past the end of allocation #" +
-               std::to_string(it->second.id) + " (" + std::to_string(it->second.bytes) + " bytes at " +
-               hex(it->first) + ")";
+    if (it != g_allocs.end() && a >= it->first && a - it->first < it->second.bytes + 4096) {
+        const size_t off = a - it->first;
+        near = "byte offset " + std::to_string(off) + " of allocation #" + std::to_string(it->second.id) + " (" +
+               std::to_string(it->second.bytes) + " bytes at " + hex(it->first) + "), " +
+               std::to_string(off + n - it->second.bytes) + " bytes past its end";
+    }
     auto next = g_allocs.lower_bound(a);
     if (next != g_allocs.end() && a < next->first && next->first - a <= 256)
         near += "; " + std::to_string(next->first - a) + " bytes before allocation #" + std::to_string(next->second.id) +
@@ -203,19 +205,23 @@ inline void access(const void* p, size_t n, bool write) {
     check_global(*L->cur, p, n, write, "kernel");
 }
 
-inline void access16(const void* p, bool write) {
-    Launch* L = g_launch;
-    if (L && L->cur && g_checks && (reinterpret_cast<uintptr_t>(p) & 15) != 0) {
-        const std::string kind = std::string("misaligned 16-byte ") + rw(write);
-        if (g_seen.insert({kind, __builtin_return_address(0)}).second)
-            report(kind + " in " + L->kernel + " at " + where(*L->cur) + ": address " + hex(reinterpret_cast<uintptr_t>(p)) +
-                       " (the device faults on it)",
-                   false);
-    }
-    access(p, 16, write);
-}
+inline void access16(const void* p, bool write) { access(p, 16, write); }
 
 }  // namespace
+
+// A vector access of `align` bytes the kernel means as one (emu.h's 16-byte types, common.cuh's
+// Pack): the device faults on a misaligned one, so the launch stops here, before it happens.
+extern "C" void emu_check_align(const void* p, unsigned long align) {
+    Launch* L = g_launch;
+    if (!L || !L->cur || (reinterpret_cast<uintptr_t>(p) & (align - 1)) == 0) return;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    const bool shared = a - reinterpret_cast<uintptr_t>(emu_shared_window) < kWindow;
+    report("misaligned " + std::to_string(align) + "-byte access in " + L->kernel + " at " + where(*L->cur) +
+               ": address " + (shared ? "shared offset " + std::to_string(a - reinterpret_cast<uintptr_t>(emu_shared_window))
+                                      : hex(a)) +
+               " (the device faults on it)",
+           true);
+}
 
 // The calls -fsanitize=thread puts before every access of the kernel code.
 extern "C" {

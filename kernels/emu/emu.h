@@ -49,17 +49,36 @@ extern "C" EmuCoords emu_coords;
 #define gridDim (emu_coords.grid_dim)
 constexpr int warpSize = 32;
 
-// ---- vector types (the device's sizes and alignments) ----
+// ---- vector types (the device's sizes and alignments). The 16-byte ones check, when copied
+// from or assigned through a pointer, that the address is 16-byte aligned as the device's
+// LDG.128/STS.128 require (the host would silently accept it, or fault without a report). ----
+extern "C" void emu_check_align(const void* p, unsigned long align);
 struct __align__(8) float2 { float x, y; };
-struct __align__(16) float4 { float x, y, z, w; };
 struct __align__(8) uint2 { unsigned x, y; };
-struct __align__(16) uint4 { unsigned x, y, z, w; };
 struct __align__(8) int2 { int x, y; };
-struct __align__(16) int4 { int x, y, z, w; };
+#define EMU_VEC16(V, E)                                                       \
+    struct __align__(16) V {                                                  \
+        E x, y, z, w;                                                         \
+        V() = default;                                                        \
+        V(E a, E b, E c, E d) : x(a), y(b), z(c), w(d) {}                     \
+        V(const V& o) {                                                       \
+            emu_check_align(&o, 16);                                          \
+            x = o.x, y = o.y, z = o.z, w = o.w;                               \
+        }                                                                     \
+        V& operator=(const V& o) {                                            \
+            emu_check_align(this, 16);                                        \
+            emu_check_align(&o, 16);                                          \
+            x = o.x, y = o.y, z = o.z, w = o.w;                               \
+            return *this;                                                     \
+        }                                                                     \
+    };
+EMU_VEC16(float4, float)
+EMU_VEC16(uint4, unsigned)
+EMU_VEC16(int4, int)
 inline float2 make_float2(float x, float y) { return {x, y}; }
-inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline float4 make_float4(float x, float y, float z, float w) { return float4(x, y, z, w); }
 inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
-inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4(x, y, z, w); }
 
 // ---- bit casts ----
 inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
@@ -154,7 +173,3 @@ extern "C" void emu_cp_commit();
 extern "C" void emu_cp_wait(int n);
 extern "C" void emu_ldsm_x4(unsigned* r, unsigned addr, int trans);
 extern "C" void emu_mma16816(float* d, const unsigned* a, unsigned b0, unsigned b1);
-
-// A 16-byte access the kernel means as one (uint4/float4/Pack<...> of 16 bytes): the compiler
-// may split the host copy, so the alignment the device needs is checked here.
-extern "C" void emu_check_align16(const void* p);

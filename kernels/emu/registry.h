@@ -38,9 +38,10 @@ std::string emu_signature(void (*)(A...)) {
     return s;
 }
 
-// Reading the argument array is the launcher's business, not the kernel's: not instrumented.
+// Reading the argument array is the launcher's business, not the kernel's: not instrumented,
+// and noipa so no interprocedural pass moves those loads into an instrumented caller.
 template <class... A, std::size_t... I>
-__attribute__((no_sanitize_thread)) void emu_call(void (*f)(A...), void* const* args, std::index_sequence<I...>) {
+__attribute__((no_sanitize_thread, noipa)) void emu_call(void (*f)(A...), void* const* args, std::index_sequence<I...>) {
     f(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(args[I])...);
 }
 template <class... A>

@@ -2,9 +2,11 @@
 //! bf16 and f32 output, aligned shapes (the cp.async path) and odd ones (the guarded path),
 //! batched with a shared B, and accumulate. The engine's GPU tests cover the launchers; this
 //! holds the kernel itself, and the emulator's ldmatrix/mma/cp.async, to an independent oracle.
-use std::ffi::c_void;
+mod emu_common;
 
+use emu_common::Buf;
 use solar_kernels::emu;
+use std::ffi::c_void;
 
 fn bf16_bits(x: f32) -> u16 {
     let u = x.to_bits();
@@ -25,32 +27,6 @@ fn values(n: usize, seed: u64) -> Vec<u16> {
             bf16_bits(((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
         })
         .collect()
-}
-
-struct Buf(*mut u8, usize);
-impl Buf {
-    fn from<T: Copy>(v: &[T]) -> Buf {
-        let bytes = std::mem::size_of_val(v);
-        let p = emu::alloc(bytes);
-        // SAFETY: p holds `bytes` bytes.
-        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr() as *const u8, p, bytes) };
-        Buf(p, bytes)
-    }
-    fn read<T: Copy + Default>(&self) -> Vec<T> {
-        let mut v = vec![T::default(); self.1 / std::mem::size_of::<T>()];
-        // SAFETY: the buffer holds exactly v's bytes.
-        unsafe { std::ptr::copy_nonoverlapping(self.0, v.as_mut_ptr() as *mut u8, self.1) };
-        v
-    }
-    fn addr(&self) -> u64 {
-        self.0 as u64
-    }
-}
-impl Drop for Buf {
-    fn drop(&mut self) {
-        // SAFETY: from emu::alloc, freed once.
-        unsafe { emu::free(self.0) }
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
