@@ -63,9 +63,10 @@ fn every_kernel_is_declared() {
     let Some(table) = emulator_table() else { return };
     let declared: HashSet<(&str, &str)> =
         all_kernels().iter().map(|k: &&Kernel| (k.module, k.name)).collect();
+    // emu_* modules are the emulator's own test kernels (kernels/emu/broken.cu), never launched.
     let missing: Vec<String> = table
         .iter()
-        .filter(|e| !declared.contains(&(e.module, e.name)))
+        .filter(|e| !e.module.starts_with("emu_") && !declared.contains(&(e.module, e.name)))
         .map(|e| format!("{}.cu:{}({})", e.module, e.name, e.signature))
         .collect();
     assert!(missing.is_empty(), "kernels with no declaration in engine/src/cuda:\n{}", missing.join("\n"));
