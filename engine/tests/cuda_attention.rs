@@ -97,6 +97,14 @@ fn check(c: &Case, seed: u64) {
         // P and dS are rounded to bf16 for the tensor cores and the gradients are sums that
         // cancel: an absolute floor relative to the gradient's scale, plus a norm bound.
         assert_close(&label, &got_g[i], &want_g[i], 0.06 * rms(&want_g[i]) + 1e-4, 0.03);
+        // Where every query sees only itself (T = 1, window 1) dq is zero in exact arithmetic
+        // (dS = P (dP - delta) with P = 1 and delta = dP), and what is left is the GPU's delta
+        // computed from the bf16-rounded output: a relative norm of that says nothing, so the
+        // elementwise bound above (its 1e-4 floor) is the check there.
+        if rms(&want_g[i]) < 1e-3 {
+            eprintln!("{label}: the reference is ~0 (rms {:.1e}); elementwise bound only", rms(&want_g[i]));
+            continue;
+        }
         let e = rel_l2(&got_g[i], &want_g[i]);
         eprintln!("{label}: relative L2 error {e:.2e}");
         assert!(e < 2e-2, "{label}: relative L2 error {e:.2e}");

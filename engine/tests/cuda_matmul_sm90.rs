@@ -22,6 +22,10 @@ fn hopper() -> Option<Arc<Gpu>> {
         eprintln!("skipping: the wgmma GEMM needs sm_90, cuda:0 is {}", gpu.arch);
         return None;
     }
+    if !gpu.has_kernel(&solar_engine::cuda::matmul_sm90::MATMUL_SM90[0]) {
+        eprintln!("skipping: {} does not run the wgmma GEMM", gpu.name);
+        return None;
+    }
     Some(gpu)
 }
 

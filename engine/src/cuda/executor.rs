@@ -58,6 +58,15 @@ impl Gpu {
         }
     }
 
+    /// Whether this executor can run `k`: always on the driver (it compiles at first use);
+    /// on the emulator when its build has the kernel (it may leave a module out, e.g. wgmma).
+    pub fn has_kernel(&self, k: &Kernel) -> bool {
+        match self.exec {
+            Exec::Driver(_) => true,
+            Exec::Emulator => solar_kernels::emu::kernel(k.module, k.name).is_some(),
+        }
+    }
+
     /// Whether this device runs on the emulator.
     pub fn is_emulator(&self) -> bool {
         matches!(self.exec, Exec::Emulator)

@@ -93,6 +93,9 @@ fn unsupported(gpu: &Gpu, lda: usize, ldb: usize, tiles_m: usize, batch: usize) 
     if gpu.arch != "sm_90" {
         return Some(format!("the wgmma GEMM needs an sm_90 device; cuda:{} is {}", gpu.ordinal, gpu.arch));
     }
+    if !gpu.has_kernel(&MATMUL_SM90[0]) {
+        return Some(format!("cuda:{} ({}) does not run matmul_sm90.cu", gpu.ordinal, gpu.name));
+    }
     if !lda.is_multiple_of(8) || !ldb.is_multiple_of(8) {
         return Some(format!(
             "the wgmma GEMM needs the contiguous dimensions of A and B to be multiples of 8 (they are {lda} and {ldb})"

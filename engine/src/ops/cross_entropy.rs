@@ -202,7 +202,7 @@ pub(crate) fn device_targets(
         }
     }
     let host: Vec<i32> = t.iter().map(|x| x.map_or(IGNORE_INDEX as i32, |c| c as i32)).collect();
-    let dev = CudaStorage::new(gpu.clone(), CudaData::I32(gpu.upload(&host)?));
+    let dev = CudaStorage::upload(gpu, &CpuStorage::I32(host))?;
     Ok(Tensor::from_cuda(dev, Shape::new(&[t.len()])))
 }
 

@@ -85,7 +85,7 @@ pub fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
             Storage::Cuda(dev) => cuda::embedding::embedding_fwd(dev, ts, v, c)?,
             Storage::Cpu(_) => {
                 let host: Vec<i32> = idx.iter().map(|&i| i as i32).collect();
-                let dev = CudaStorage::new(ts.gpu.clone(), CudaData::I32(ts.gpu.upload(&host)?));
+                let dev = CudaStorage::upload(&ts.gpu, &CpuStorage::I32(host))?;
                 cuda::embedding::embedding_fwd(&dev, ts, v, c)?
             }
         };

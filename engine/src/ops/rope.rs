@@ -99,7 +99,7 @@ pub fn rope(x: &Tensor, positions: &Tensor, theta: f64) -> Result<Tensor> {
         } else {
             let host = crate::ops::embedding::ids_as_indices(op, positions, i32::MAX as usize + 1)?;
             let host: Vec<i32> = host.iter().map(|&p| p as i32).collect();
-            let dev = CudaStorage::new(xs.gpu.clone(), CudaData::I32(xs.gpu.upload(&host)?));
+            let dev = CudaStorage::upload(&xs.gpu, &CpuStorage::I32(host))?;
             Tensor::from_cuda(dev, positions.shape().clone())
         };
         let out = cuda::rope::rope(xs, pos.cuda(op)?, tokens, heads, d, theta, false)?;
