@@ -5,7 +5,7 @@
 //! CUDA: a bf16 table; ids (on either device) are validated on the host first, and the same
 //! bucketing, planned on the host, drives the device's scatter-add (cuda/embedding.rs).
 
-use crate::cuda::{self, CudaData, CudaStorage};
+use crate::cuda::{self, CudaStorage};
 use crate::dtype::{Element, Float};
 use crate::error::{Error, Result};
 use crate::kernel_args::bucket_by_id;

@@ -10,7 +10,7 @@
 //! may be a CPU tensor (validated, then uploaded) or an i32/u32 CUDA tensor, used as is: the
 //! device copy is not checked, so a negative i32 position rotates by a negative angle there.
 
-use crate::cuda::{self, CudaData, CudaStorage};
+use crate::cuda::{self, CudaStorage};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::ops::check_float;
