@@ -12,6 +12,7 @@ mod train_cmds;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use common::{CliError, CommonArgs};
+use solar_model::output::{interrupt, OutputLock};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -48,9 +49,34 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+impl Command {
+    /// The folder this command writes, if it writes one: held locked for the whole run.
+    fn output(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::Demo(a) => Some(&a.out),
+            Command::Init(a) => Some(&a.out),
+            Command::Upscale(a) => Some(&a.out),
+            Command::Merge(a) => Some(&a.out),
+            Command::Pretrain(a) => Some(&a.train.out),
+            Command::Sft(a) => Some(&a.train.out),
+            Command::Dpo(a) => Some(&a.train.out),
+            Command::Eval(_) | Command::Generate(_) | Command::Bench(_) => None,
+        }
+    }
+}
+
 fn run(cli: &Cli) -> Result<(), CliError> {
     let mut common = cli.common.resolve();
     common.init_threads()?;
+    // One writer per output folder, for the whole run; a command that writes one also stops
+    // cleanly on SIGINT/SIGTERM instead of dying mid-save.
+    let _lock = match cli.command.output() {
+        Some(out) => {
+            interrupt::install();
+            Some(OutputLock::acquire(out)?)
+        }
+        None => None,
+    };
     match &cli.command {
         Command::Demo(args) => {
             common.run_on = common.select_device()?;
@@ -94,9 +120,14 @@ fn command() -> clap::Command {
     cmd
 }
 
+/// Runtime errors exit 1; a run stopped by SIGINT/SIGTERM exits 128 + the signal, whatever
+/// error its unwinding produced, as shells expect.
 fn fail(e: CliError) -> ExitCode {
     eprintln!("error: {e}");
-    ExitCode::from(1)
+    match interrupt::received() {
+        Some(sig) => ExitCode::from(interrupt::exit_code(sig)),
+        None => ExitCode::from(1),
+    }
 }
 
 fn main() -> ExitCode {
@@ -128,6 +159,10 @@ fn main() -> ExitCode {
     };
     match Cli::from_arg_matches(&matches) {
         Ok(cli) => match run(&cli) {
+            // A signal that arrived during a save the run chose to finish still ends the run.
+            Ok(()) if interrupt::received().is_some() => {
+                fail(CliError("interrupted after the output was completed".into()))
+            }
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
