@@ -9,6 +9,7 @@ mod demo_cmd;
 mod merge_cmd;
 mod model_cmds;
 mod train_cmds;
+mod usage;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use common::{CliError, CommonArgs};
@@ -157,15 +158,19 @@ fn main() -> ExitCode {
         Err(e) if missing(&e) => e.exit(),
         Err(e) => return fail(config_file::file_error(&args, &e)),
     };
-    match Cli::from_arg_matches(&matches) {
-        Ok(cli) => match run(&cli) {
-            // A signal that arrived during a save the run chose to finish still ends the run.
-            Ok(()) if interrupt::received().is_some() => {
-                fail(CliError("interrupted after the output was completed".into()))
-            }
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e),
-        },
-        Err(e) => fail(CliError(e.to_string())),
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => return fail(CliError(e.to_string())),
+    };
+    // Flag values and combinations are judged in one place, before any work: exit 2.
+    if let Err(msg) = usage::check(&cli) {
+        eprintln!("error: {msg}");
+        return ExitCode::from(2);
+    }
+    match run(&cli) {
+        // A signal that arrived during a save the run chose to finish still ends the run.
+        Ok(()) if interrupt::received().is_some() => fail(CliError("interrupted after the output was completed".into())),
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
     }
 }
