@@ -169,7 +169,9 @@ fn main() -> ExitCode {
     }
     match run(&cli) {
         // A signal that arrived during a save the run chose to finish still ends the run.
-        Ok(()) if interrupt::received().is_some() => fail(CliError("interrupted after the output was completed".into())),
+        Ok(()) if interrupt::received().is_some() => {
+            fail(CliError("interrupted after the output was completed".into()))
+        }
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }

@@ -17,12 +17,12 @@ pub fn check(cli: &Cli) -> Result<(), String> {
             train_flags(&a.train, seed)?;
             dpo_config(a.beta, &a.loss, a.label_smoothing).map(|_| ()).map_err(|e| e.0)
         }
-        Command::Eval(a) if a.task == "dpo" => {
-            dpo_config(a.beta, &a.loss, 0.0).map(|_| ()).map_err(|e| e.0)
-        }
+        Command::Eval(a) if a.task == "dpo" => dpo_config(a.beta, &a.loss, 0.0).map(|_| ()).map_err(|e| e.0),
         Command::Generate(a) => {
             let valid = a.temperature.is_finite() && a.temperature >= 0.0 && a.top_p > 0.0 && a.top_p <= 1.0;
-            valid.then_some(()).ok_or_else(|| "--temperature must be finite and >= 0, --top-p in (0, 1]".into())
+            valid
+                .then_some(())
+                .ok_or_else(|| "--temperature must be finite and >= 0, --top-p in (0, 1]".into())
         }
         Command::Merge(a) => {
             if a.weights.iter().flatten().any(|w| !w.is_finite()) {

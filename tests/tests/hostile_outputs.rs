@@ -98,7 +98,12 @@ fn kill_at_every_step(sc: &Scenario) -> Tree {
     assert!(n > 8, "{}: only {n} steps: the fault hook is not reaching the save", sc.name);
     // Every killed run left temporaries and a lock file beside OUT; the next run reclaimed them.
     assert_eq!(hidden(&parent), Vec::<String>::new(), "{}: leftovers beside OUT", sc.name);
-    assert_eq!(hidden(&sc.out.join("checkpoints")), Vec::<String>::new(), "{}: leftovers in checkpoints", sc.name);
+    assert_eq!(
+        hidden(&sc.out.join("checkpoints")),
+        Vec::<String>::new(),
+        "{}: leftovers in checkpoints",
+        sc.name
+    );
     new
 }
 
@@ -145,10 +150,12 @@ fn checkpoints_appear_whole_and_old_ones_go_whole() {
     let (base, _, data) = setup(&d);
     let out = d.join("place/out");
     // Every checkpoint of the run (keep does not change their content).
-    ok(&solar_train(&pretrain(&base, &data, &out, &["--steps", "3", "--save-every", "1", "--keep", "9"])
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()));
+    ok(&solar_train(
+        &pretrain(&base, &data, &out, &["--steps", "3", "--save-every", "1", "--keep", "9"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    ));
     let all = tree(&out);
     assert!(all.contains_key("checkpoints/step-000002/trainer_state.json"), "{:?}", names(&all));
     let sc = Scenario {
@@ -198,7 +205,13 @@ fn training_in_place_keeps_the_model_folder_whole_and_its_other_files() {
         is_old: &|t| *t == old,
     };
     let new = kill_at_every_step(&sc);
-    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja", "README.md"] {
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "chat_template.jinja",
+        "README.md",
+    ] {
         assert_eq!(new.get(f), old.get(f), "{f} must survive training in place");
     }
     assert_ne!(new.get("model.safetensors"), old.get("model.safetensors"), "the weights were trained");
@@ -223,5 +236,11 @@ fn upscale_and_init_overwrite_replace_a_model_whole() {
     assert!(new.contains_key("model.safetensors.index.json"), "sharded: {:?}", names(&new));
     let init = ["init", "--preset", "tiny", "--out", s(&out), "--seed", "9", "--overwrite"];
     let args = init.iter().map(|x| x.to_string()).collect();
-    kill_at_every_step(&Scenario { name: "init", args, out: out.clone(), reset: &reset, is_old: &|t| *t == old });
+    kill_at_every_step(&Scenario {
+        name: "init",
+        args,
+        out: out.clone(),
+        reset: &reset,
+        is_old: &|t| *t == old,
+    });
 }

@@ -29,7 +29,21 @@ fn setup(d: &Path) -> (PathBuf, PathBuf) {
 
 fn pretrain<'a>(base: &'a Path, data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
     let (b, d, o) = (s(base), s(data), s(out));
-    vec!["pretrain", "--model", b, "--data", d, "--out", o, "--steps", steps, "--batch", "2", "--seq-len", "32"]
+    vec![
+        "pretrain",
+        "--model",
+        b,
+        "--data",
+        d,
+        "--out",
+        o,
+        "--steps",
+        steps,
+        "--batch",
+        "2",
+        "--seq-len",
+        "32",
+    ]
 }
 
 /// Starts a long run in the background and waits until `ready` holds.
@@ -74,7 +88,8 @@ fn a_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_taken_over(
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.stderr.contains(&format!("process {pid}")), "names the holder: {}", run.stderr);
     // Any command writing the same folder is refused, not only trainers.
-    let run = solar_train(&["upscale", "--model", s(&base), "--out", s(&out), "--remove", "1", "--overwrite"]);
+    let run =
+        solar_train(&["upscale", "--model", s(&base), "--out", s(&out), "--remove", "1", "--overwrite"]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.stderr.contains(&format!("process {pid}")), "{}", run.stderr);
     first.kill().unwrap(); // SIGKILL: no cleanup, the lock file stays

@@ -221,7 +221,8 @@ pub fn write_checkpoint_into(
             .collect();
         let header = build_header(&path, &header)?;
         fs_step("create file", &path);
-        let file = File::create(dir.join(file_name)).map_err(|e| ModelError::io(&path, "cannot create", e))?;
+        let file =
+            File::create(dir.join(file_name)).map_err(|e| ModelError::io(&path, "cannot create", e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&header).map_err(|e| ModelError::io(&path, "cannot write", e))?;
         for &i in shard {
@@ -312,7 +313,9 @@ pub fn save_model_into(
     copy_from: Option<&Path>,
 ) -> Result<WriteReport> {
     let plan = plan_tensors(shown, tensors)?;
-    write_checkpoint_into(dir, shown, config, &plan, opts, copy_from, |i, sink| sink.write_tensor(&tensors[i].1))
+    write_checkpoint_into(dir, shown, config, &plan, opts, copy_from, |i, sink| {
+        sink.write_tensor(&tensors[i].1)
+    })
 }
 
 /// Groups tensor indices into shards, in order: a shard closes when the next tensor would push

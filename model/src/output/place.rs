@@ -94,7 +94,10 @@ fn reclaim_where(dir: &Path, wanted: &dyn Fn(&str) -> bool) -> Result<usize> {
         if kind == "old" && fs::symlink_metadata(&target).is_err() {
             fs::rename(path, &target)
                 .map_err(|e| ModelError::io(path, "cannot restore a backup left by a killed run", e))?;
-            eprintln!("note: {}: restored the previous content a killed run had moved aside", target.display());
+            eprintln!(
+                "note: {}: restored the previous content a killed run had moved aside",
+                target.display()
+            );
             continue;
         }
         fs::remove_dir_all(path)
@@ -120,7 +123,8 @@ fn replace(new: &Path, target: &Path, try_exchange: bool) -> Result<()> {
             .map_err(|e| ModelError::io(target, "cannot move the new folder into place", e));
     }
     fs_step("exchange with the old folder", target);
-    let exchanged = if try_exchange { exchange(new, target) } else { Err(std::io::ErrorKind::Unsupported.into()) };
+    let exchanged =
+        if try_exchange { exchange(new, target) } else { Err(std::io::ErrorKind::Unsupported.into()) };
     let displaced = match exchanged {
         // `new` now names the old content.
         Ok(()) => new.to_path_buf(),

@@ -22,16 +22,16 @@ use checkpoint::{list_checkpoints, load_checkpoint, save_checkpoint, TrainState}
 use config::{differences, TrainConfig};
 use metrics::{format_step, MetricsLog};
 use objective::{Objective, StepLoss};
+use output::RunPlace;
 use serde_json::{json, Map, Value};
 use solar_engine::optim::Moments;
 use solar_engine::optim::{clip_grad_norm, global_grad_norm, AdamW, AdamWConfig};
 use solar_engine::{Device, Grads, Rng};
-use output::RunPlace;
 use solar_model::checkpoint::SafeDType;
-use solar_model::output::interrupt;
-use solar_model::ModelError;
 use solar_model::names::is_norm;
+use solar_model::output::interrupt;
 use solar_model::Llama;
+use solar_model::ModelError;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -80,7 +80,10 @@ impl RunPlace {
             self.temp = false;
             fs_step("remove the working folder", &self.work);
             if let Err(e) = std::fs::remove_dir_all(&self.work) {
-                eprintln!("warning: {}: model in place; cannot remove the working folder: {e}", self.work.display());
+                eprintln!(
+                    "warning: {}: model in place; cannot remove the working folder: {e}",
+                    self.work.display()
+                );
             }
         }
         Ok(())
