@@ -9,9 +9,11 @@ mod demo_cmd;
 mod merge_cmd;
 mod model_cmds;
 mod train_cmds;
+mod usage;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use common::{CliError, CommonArgs};
+use solar_model::output::{interrupt, OutputLock};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -48,9 +50,34 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+impl Command {
+    /// The folder this command writes, if it writes one: held locked for the whole run.
+    fn output(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::Demo(a) => Some(&a.out),
+            Command::Init(a) => Some(&a.out),
+            Command::Upscale(a) => Some(&a.out),
+            Command::Merge(a) => Some(&a.out),
+            Command::Pretrain(a) => Some(&a.train.out),
+            Command::Sft(a) => Some(&a.train.out),
+            Command::Dpo(a) => Some(&a.train.out),
+            Command::Eval(_) | Command::Generate(_) | Command::Bench(_) => None,
+        }
+    }
+}
+
 fn run(cli: &Cli) -> Result<(), CliError> {
     let mut common = cli.common.resolve();
     common.init_threads()?;
+    // One writer per output folder, for the whole run; a command that writes one also stops
+    // cleanly on SIGINT/SIGTERM instead of dying mid-save.
+    let _lock = match cli.command.output() {
+        Some(out) => {
+            interrupt::install();
+            Some(OutputLock::acquire(out)?)
+        }
+        None => None,
+    };
     match &cli.command {
         Command::Demo(args) => {
             common.run_on = common.select_device()?;
@@ -94,9 +121,14 @@ fn command() -> clap::Command {
     cmd
 }
 
+/// Runtime errors exit 1; a run stopped by SIGINT/SIGTERM exits 128 + the signal, whatever
+/// error its unwinding produced, as shells expect.
 fn fail(e: CliError) -> ExitCode {
     eprintln!("error: {e}");
-    ExitCode::from(1)
+    match interrupt::received() {
+        Some(sig) => ExitCode::from(interrupt::exit_code(sig)),
+        None => ExitCode::from(1),
+    }
 }
 
 fn main() -> ExitCode {
@@ -126,11 +158,21 @@ fn main() -> ExitCode {
         Err(e) if missing(&e) => e.exit(),
         Err(e) => return fail(config_file::file_error(&args, &e)),
     };
-    match Cli::from_arg_matches(&matches) {
-        Ok(cli) => match run(&cli) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e),
-        },
-        Err(e) => fail(CliError(e.to_string())),
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => return fail(CliError(e.to_string())),
+    };
+    // Flag values and combinations are judged in one place, before any work: exit 2.
+    if let Err(msg) = usage::check(&cli) {
+        eprintln!("error: {msg}");
+        return ExitCode::from(2);
+    }
+    match run(&cli) {
+        // A signal that arrived during a save the run chose to finish still ends the run.
+        Ok(()) if interrupt::received().is_some() => {
+            fail(CliError("interrupted after the output was completed".into()))
+        }
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
     }
 }

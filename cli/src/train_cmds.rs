@@ -271,9 +271,42 @@ pub fn dpo_config(beta: f64, loss: &str, label_smoothing: f64) -> Result<DpoConf
     Ok(cfg)
 }
 
+/// The reference scores the policy's token ids, so both must share the vocabulary and the
+/// tokenizer's token table; checked before any work (sizes and depths may differ).
+fn check_reference(model: &Path, reference: &Path) -> Result<(), CliError> {
+    let (policy, refc) = (Llama::load_config(model)?, Llama::load_config(reference)?);
+    if policy.vocab_size != refc.vocab_size {
+        return Err(CliError(format!(
+            "--ref {}: vocabulary of {} tokens, but --model {} has {} (the reference must share the policy's vocabulary)",
+            reference.display(),
+            refc.vocab_size,
+            model.display(),
+            policy.vocab_size
+        )));
+    }
+    let table = |d: &Path| -> Option<serde_json::Value> {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("tokenizer.json")).ok()?).ok()?;
+        Some(json!([v["model"], v["added_tokens"]]))
+    };
+    if let (Some(a), Some(b)) = (table(model), table(reference)) {
+        if a != b {
+            return Err(CliError(format!(
+                "--ref {}: tokenizer.json maps tokens differently from --model {} (the reference would score other tokens)",
+                reference.display(),
+                model.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn dpo(args: &DpoArgs, common: &Common) -> Result<(), CliError> {
     let f = &args.train;
     let dcfg = dpo_config(args.beta, &args.loss, args.label_smoothing)?;
+    if let Some(reference) = &args.reference {
+        check_reference(&f.model, reference)?;
+    }
     let cfg = Llama::load_config(&f.model)?;
     let tok = Tokenizer::from_model_dir(&f.model)?;
     let load = |p: &Path| load_pairs(p, &tok, &f.model, &cfg, f.seq_len, f.skip_bad_lines);

@@ -153,6 +153,8 @@ pub fn upscale(
 
     let mut buf = Vec::new();
     let report = write_checkpoint(out_dir, &config, &planned, opts, Some(model_dir), |i, sink| {
+        // Between tensors a SIGINT/SIGTERM abandons the output cleanly (nothing is in place yet).
+        crate::output::interrupt::check()?;
         let dtype = planned[i].dtype;
         base.stream_bytes(&sources[i], &mut buf, |bytes| sink.write_bytes(dtype, bytes))
     })?;

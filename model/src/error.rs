@@ -19,6 +19,10 @@ pub enum ModelError {
 
     #[error("{0}")]
     Msg(String),
+
+    /// SIGINT or SIGTERM arrived; the current output was abandoned (or finished) cleanly.
+    #[error("interrupted by {0}: stopped cleanly, outputs are complete or untouched")]
+    Interrupted(&'static str),
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;

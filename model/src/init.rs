@@ -63,17 +63,12 @@ pub fn init_model_dir(cfg: &LlamaConfig, out: &Path, opts: &InitOptions) -> Resu
         )));
     }
     let model = Llama::init(cfg.clone(), opts.seed)?;
-    // Side files are staged in a scratch folder and copied through by the checkpoint writer. The
-    // name is unique per call: two inits in one process (parallel tests, same seed) must not
-    // share one, or the first to finish removes the other's files.
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let side = std::env::temp_dir().join(format!("solar-init-{}-{}-{call}", std::process::id(), opts.seed));
-    std::fs::create_dir_all(&side).map_err(|e| ModelError::io(&side, "cannot create a scratch folder", e))?;
-    let result = write_side_files(cfg, &side).and_then(|tokenizer| {
-        let w = WriteOptions { dtype: opts.dtype, max_shard_size: None, overwrite: opts.overwrite };
-        model.save(out, &w, Some(&side)).map(|_| tokenizer)
-    });
-    let _ = std::fs::remove_dir_all(&side);
-    Ok(InitReport { parameters, tokenizer: result? })
+    // The side files go straight into the staging folder, beside the weights: nothing is
+    // written anywhere else, so a killed init leaves nothing the next one cannot reclaim.
+    let stage = StagingDir::create(out, opts.overwrite)?;
+    let tokenizer = write_side_files(cfg, stage.path())?;
+    let w = WriteOptions { dtype: opts.dtype, max_shard_size: None, overwrite: opts.overwrite };
+    model.save_into(stage.path(), out, &w, None)?;
+    stage.commit()?;
+    Ok(InitReport { parameters, tokenizer })
 }

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod init;
 pub mod llama;
 pub mod names;
+pub mod output;
 pub mod presets;
 pub mod tokenizer;
 

@@ -10,7 +10,7 @@
 //! casts them to bf16, so activations and matmuls run in bf16 while gradients arrive in f32
 //! through the cast's backward and accumulate over micro-batches in f32.
 
-use crate::checkpoint::{save_model, Checkpoint, WriteOptions, WriteReport};
+use crate::checkpoint::{save_model, save_model_into, Checkpoint, WriteOptions, WriteReport};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::names::{self, parameter_shapes};
@@ -120,6 +120,20 @@ impl Llama {
         let named: Vec<(String, Tensor)> =
             self.named_params().map(|(n, t)| (n.to_string(), t.clone())).collect();
         save_model(out, &self.config, &named, opts, copy_from)
+    }
+
+    /// Writes the model's files into `dir`, a folder the caller stages and puts in place itself;
+    /// errors name the files as they will be known in `shown`.
+    pub fn save_into(
+        &self,
+        dir: &Path,
+        shown: &Path,
+        opts: &WriteOptions,
+        copy_from: Option<&Path>,
+    ) -> Result<WriteReport> {
+        let named: Vec<(String, Tensor)> =
+            self.named_params().map(|(n, t)| (n.to_string(), t.clone())).collect();
+        save_model_into(dir, shown, &self.config, &named, opts, copy_from)
     }
 
     pub fn param(&self, name: &str) -> Option<&Tensor> {

@@ -21,5 +21,6 @@ pub use dtype::{convert_bytes, decode_bf16, decode_f32, encode_bf16, encode_f32,
 pub use load::CHUNK_BYTES;
 pub use read::{is_rotary_inv_freq, Checkpoint, TensorInfo, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 pub use write::{
-    assign_shards, save_model, write_checkpoint, PlannedTensor, TensorSink, WriteOptions, WriteReport,
+    assign_shards, save_model, save_model_into, write_checkpoint, write_checkpoint_into, PlannedTensor,
+    TensorSink, WriteOptions, WriteReport,
 };

@@ -14,6 +14,7 @@ use super::header::build_header;
 use super::read::{CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
+use crate::output::fs_step;
 use serde_json::{json, Value};
 use solar_engine::{DType, Tensor};
 use std::collections::{BTreeMap, HashSet};
@@ -157,17 +158,26 @@ pub fn write_checkpoint(
     tensors: &[PlannedTensor],
     opts: &WriteOptions,
     copy_from: Option<&Path>,
-    mut fill: impl FnMut(usize, &mut TensorSink<'_>) -> Result<()>,
+    fill: impl FnMut(usize, &mut TensorSink<'_>) -> Result<()>,
 ) -> Result<WriteReport> {
-    let out_dtype = |t: &PlannedTensor| opts.dtype.unwrap_or(t.dtype);
+    // The plan is checked before anything is created.
+    plan_sizes(out_dir, tensors, opts)?;
+    let staging = StagingDir::create(out_dir, opts.overwrite)?;
+    let report = write_checkpoint_into(staging.path(), out_dir, config, tensors, opts, copy_from, fill)?;
+    staging.commit()?;
+    Ok(report)
+}
+
+/// Bytes of each planned tensor in the output dtype; refuses duplicates and overflow.
+fn plan_sizes(out_dir: &Path, tensors: &[PlannedTensor], opts: &WriteOptions) -> Result<Vec<u64>> {
     let mut sizes = Vec::with_capacity(tensors.len());
     let mut seen = HashSet::new();
     for t in tensors {
         if !seen.insert(t.name.as_str()) {
             return Err(ModelError::tensor(out_dir, &t.name, "planned twice"));
         }
-        let bytes =
-            t.shape.iter().try_fold(out_dtype(t).size_in_bytes() as u64, |a, &d| a.checked_mul(d as u64));
+        let width = opts.dtype.unwrap_or(t.dtype).size_in_bytes() as u64;
+        let bytes = t.shape.iter().try_fold(width, |a, &d| a.checked_mul(d as u64));
         sizes.push(
             bytes.ok_or_else(|| {
                 ModelError::tensor(out_dir, &t.name, format!("shape {:?} overflows", t.shape))
@@ -177,25 +187,42 @@ pub fn write_checkpoint(
     if opts.max_shard_size == Some(0) {
         return Err(ModelError::file(out_dir, "max shard size must be positive"));
     }
+    Ok(sizes)
+}
+
+/// Writes the checkpoint's files into `dir`, an existing folder whose staging and commit the
+/// caller owns (the trainer builds its final folder this way); errors name the files as they
+/// will be known in `shown`, the final folder.
+pub fn write_checkpoint_into(
+    dir: &Path,
+    shown: &Path,
+    config: &LlamaConfig,
+    tensors: &[PlannedTensor],
+    opts: &WriteOptions,
+    copy_from: Option<&Path>,
+    mut fill: impl FnMut(usize, &mut TensorSink<'_>) -> Result<()>,
+) -> Result<WriteReport> {
+    let out_dtype = |t: &PlannedTensor| opts.dtype.unwrap_or(t.dtype);
+    let sizes = plan_sizes(shown, tensors, opts)?;
     let shards = assign_shards(&sizes, opts.max_shard_size);
     let file_names: Vec<String> = match shards.len() {
         0 | 1 => vec![SINGLE_FILE.to_string()],
         n => (1..=n).map(|i| format!("model-{i:05}-of-{n:05}.safetensors")).collect(),
     };
 
-    let staging = StagingDir::create(out_dir, opts.overwrite)?;
     let mut scratch = Vec::new();
     let mut weight_map = BTreeMap::new();
     for (shard, file_name) in shards.iter().zip(&file_names) {
         // Errors name the file as the user will know it, not its temporary home.
-        let path = out_dir.join(file_name);
+        let path = shown.join(file_name);
         let header: Vec<(&str, SafeDType, &[usize])> = shard
             .iter()
             .map(|&i| (tensors[i].name.as_str(), out_dtype(&tensors[i]), tensors[i].shape.as_slice()))
             .collect();
         let header = build_header(&path, &header)?;
-        let file = File::create(staging.path().join(file_name))
-            .map_err(|e| ModelError::io(&path, "cannot create", e))?;
+        fs_step("create file", &path);
+        let file =
+            File::create(dir.join(file_name)).map_err(|e| ModelError::io(&path, "cannot create", e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&header).map_err(|e| ModelError::io(&path, "cannot write", e))?;
         for &i in shard {
@@ -221,6 +248,7 @@ pub fn write_checkpoint(
             weight_map.insert(t.name.clone(), json!(file_name));
         }
         let file = out.into_inner().map_err(|e| ModelError::io(&path, "cannot write", e.into_error()))?;
+        fs_step("sync file", &path);
         file.sync_all().map_err(|e| ModelError::io(&path, "cannot sync", e))?;
     }
 
@@ -229,17 +257,16 @@ pub fn write_checkpoint(
         let total_parameters: u64 = tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64).sum();
         let metadata = json!({ "total_size": total_size, "total_parameters": total_parameters });
         let index = json!({ "metadata": metadata, "weight_map": weight_map });
-        write_json(&staging.path().join(INDEX_FILE), &index)?;
+        write_json(&dir.join(INDEX_FILE), &index)?;
     }
     let dtype = dominant_dtype(tensors, &sizes, opts.dtype);
-    write_json(&staging.path().join(CONFIG_FILE), &config_json(config, dtype))?;
+    write_json(&dir.join(CONFIG_FILE), &config_json(config, dtype))?;
     let copied = match copy_from {
-        Some(from) => copy_through(from, staging.path())?,
+        Some(from) => copy_through(from, dir)?,
         None => Vec::new(),
     };
-    staging.commit()?;
     Ok(WriteReport {
-        dir: out_dir.to_path_buf(),
+        dir: shown.to_path_buf(),
         files: file_names,
         copied,
         tensors: tensors.len(),
@@ -256,6 +283,11 @@ pub fn save_model(
     opts: &WriteOptions,
     copy_from: Option<&Path>,
 ) -> Result<WriteReport> {
+    let plan = plan_tensors(out_dir, tensors)?;
+    write_checkpoint(out_dir, config, &plan, opts, copy_from, |i, sink| sink.write_tensor(&tensors[i].1))
+}
+
+fn plan_tensors(out_dir: &Path, tensors: &[(String, Tensor)]) -> Result<Vec<PlannedTensor>> {
     let mut plan = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let dtype = match t.dtype() {
@@ -268,7 +300,22 @@ pub fn save_model(
         };
         plan.push(PlannedTensor { name: name.clone(), dtype, shape: t.dims().to_vec() });
     }
-    write_checkpoint(out_dir, config, &plan, opts, copy_from, |i, sink| sink.write_tensor(&tensors[i].1))
+    Ok(plan)
+}
+
+/// `save_model` into an existing folder the caller stages (see `write_checkpoint_into`).
+pub fn save_model_into(
+    dir: &Path,
+    shown: &Path,
+    config: &LlamaConfig,
+    tensors: &[(String, Tensor)],
+    opts: &WriteOptions,
+    copy_from: Option<&Path>,
+) -> Result<WriteReport> {
+    let plan = plan_tensors(shown, tensors)?;
+    write_checkpoint_into(dir, shown, config, &plan, opts, copy_from, |i, sink| {
+        sink.write_tensor(&tensors[i].1)
+    })
 }
 
 /// Groups tensor indices into shards, in order: a shard closes when the next tensor would push

@@ -43,6 +43,8 @@ pub fn merge(spec: &MergeSpec, out: &Path, opts: &WriteOptions) -> Result<MergeR
     let mut bytes = Vec::new();
     let mut failure: Option<TrainError> = None;
     let written = write_checkpoint(out, &plan.config, &planned, &opts, Some(&plan.copy_from), |i, sink| {
+        // Between tensors a SIGINT/SIGTERM abandons the output cleanly (nothing is in place yet).
+        solar_model::output::interrupt::check()?;
         let tensor = &plan.tensors[i];
         let result = fill(&plan, tensor, sink, &mut bytes);
         // The writer speaks ModelError; keep ours whole (it names the model and tensor) and

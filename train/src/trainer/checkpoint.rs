@@ -13,6 +13,8 @@ use solar_engine::optim::adamw::Moments;
 use solar_engine::optim::AdamW;
 use solar_engine::Tensor;
 use solar_model::checkpoint::{write_synced, StagingDir, WriteOptions};
+use solar_model::output::fs_step;
+use solar_model::output::place::temp_path;
 use solar_model::Llama;
 use std::path::{Path, PathBuf};
 
@@ -70,6 +72,7 @@ pub fn save_checkpoint(
     keep: usize,
 ) -> Result<()> {
     let target = step_dir(out, state.step);
+    fs_step("create the checkpoints folder", &checkpoints_dir(out));
     std::fs::create_dir_all(checkpoints_dir(out))
         .map_err(|e| TrainError::file(&checkpoints_dir(out), format!("cannot create: {e}")))?;
     let stage = StagingDir::create(&target, true)?;
@@ -108,10 +111,17 @@ pub fn save_checkpoint(
     crate::trainer::fault::maybe_abort("in-checkpoint", state.step);
     stage.commit()?;
 
+    // An old checkpoint is renamed out of the listing before it is removed, so a kill during
+    // the removal never leaves a half-removed folder that looks like a checkpoint.
     let all = list_checkpoints(out);
     for (_, dir) in all.iter().take(all.len().saturating_sub(keep.max(1))) {
-        std::fs::remove_dir_all(dir)
+        let trash = temp_path(dir, "trash")?;
+        fs_step("move an old checkpoint out", dir);
+        std::fs::rename(dir, &trash)
             .map_err(|e| TrainError::file(dir, format!("cannot remove an old checkpoint: {e}")))?;
+        fs_step("remove an old checkpoint", &trash);
+        std::fs::remove_dir_all(&trash)
+            .map_err(|e| TrainError::file(&trash, format!("cannot remove an old checkpoint: {e}")))?;
     }
     Ok(())
 }

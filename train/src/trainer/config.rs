@@ -86,7 +86,12 @@ impl TrainConfig {
 
     /// Checks the values make sense; the message names the flag.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 9] = [
+        let finite = [self.lr, self.min_lr, self.weight_decay, self.beta1, self.beta2, self.eps, self.clip];
+        let checks: [(bool, &str); 10] = [
+            (
+                finite.iter().all(|x| x.is_finite()) && self.epochs.is_none_or(f64::is_finite),
+                "--lr, --min-lr, --weight-decay, --beta1, --beta2, --eps, --clip and --epochs must be finite numbers",
+            ),
             (self.lr > 0.0 && self.lr.is_finite(), "--lr must be positive"),
             (self.min_lr >= 0.0 && self.min_lr <= self.lr, "--min-lr must be between 0 and --lr"),
             (self.schedule.parse::<Schedule>().is_ok(), "--schedule must be constant, linear or cosine"),

@@ -14,6 +14,7 @@ pub mod config;
 pub mod fault;
 pub mod metrics;
 pub mod objective;
+pub mod output;
 pub mod schedule;
 
 use crate::error::{Result, TrainError};
@@ -21,13 +22,16 @@ use checkpoint::{list_checkpoints, load_checkpoint, save_checkpoint, TrainState}
 use config::{differences, TrainConfig};
 use metrics::{format_step, MetricsLog};
 use objective::{Objective, StepLoss};
+use output::RunPlace;
 use serde_json::{json, Map, Value};
 use solar_engine::optim::Moments;
 use solar_engine::optim::{clip_grad_norm, global_grad_norm, AdamW, AdamWConfig};
 use solar_engine::{Device, Grads, Rng};
-use solar_model::checkpoint::{SafeDType, WriteOptions};
+use solar_model::checkpoint::SafeDType;
 use solar_model::names::is_norm;
+use solar_model::output::interrupt;
 use solar_model::Llama;
+use solar_model::ModelError;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -90,51 +94,37 @@ fn adamw_config(cfg: &TrainConfig) -> AdamWConfig {
     AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay }
 }
 
-/// Prepares OUT: refuses another run's folder unless overwrite, and on resume loads the newest
-/// complete checkpoint whose identity matches.
+/// Loads the newest complete checkpoint in `work` on resume (its identity must match), or
+/// starts fresh.
 fn start(
     model: Llama,
     cfg: &TrainConfig,
     run: &RunOptions,
+    work: &Path,
     identity: &Map<String, Value>,
 ) -> Result<(Llama, AdamW, TrainState, Option<usize>)> {
-    let out = &run.out;
     let fresh = |model| (model, AdamW::new(adamw_config(cfg)), TrainState::empty(identity.clone()), None);
-    if run.resume {
-        if let Some((step, dir)) = list_checkpoints(out).pop() {
-            let (m, mut opt, state) = load_checkpoint(&dir, adamw_config(cfg))?;
-            let m = m.to_device(run.device)?;
-            for (_, p) in m.named_params() {
-                if let Some(Moments { m: mut m1, v: mut v1 }) = opt.moments(p.id()).cloned() {
-                    m1.move_to(run.device)?;
-                    v1.move_to(run.device)?;
-                    opt.set_moments(p.id(), Moments { m: m1, v: v1 });
-                }
-            }
-            let diff = differences(identity, &state.identity);
-            if !diff.is_empty() {
-                return Err(TrainError::file(
-                    &dir,
-                    format!("cannot resume: the run differs: {}", diff.join("; ")),
-                ));
-            }
-            return Ok((m, opt, state, Some(step)));
-        }
-        std::fs::create_dir_all(out).map_err(|e| TrainError::file(out, format!("cannot create: {e}")))?;
+    if !run.resume {
         return Ok(fresh(model));
     }
-    let occupied = std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false);
-    if occupied {
-        if !run.overwrite {
-            return Err(TrainError::file(
-                out,
-                "holds another run or model; pass --overwrite to replace it or --resume to continue",
-            ));
+    let Some((step, dir)) = list_checkpoints(work).pop() else {
+        eprintln!("note: --resume: no complete checkpoint in {}; starting from step 0", work.display());
+        return Ok(fresh(model));
+    };
+    let (m, mut opt, state) = load_checkpoint(&dir, adamw_config(cfg))?;
+    let m = m.to_device(run.device)?;
+    for (_, p) in m.named_params() {
+        if let Some(Moments { m: mut m1, v: mut v1 }) = opt.moments(p.id()).cloned() {
+            m1.move_to(run.device)?;
+            v1.move_to(run.device)?;
+            opt.set_moments(p.id(), Moments { m: m1, v: v1 });
         }
-        std::fs::remove_dir_all(out).map_err(|e| TrainError::file(out, format!("cannot clear: {e}")))?;
     }
-    std::fs::create_dir_all(out).map_err(|e| TrainError::file(out, format!("cannot create: {e}")))?;
-    Ok(fresh(model))
+    let diff = differences(identity, &state.identity);
+    if !diff.is_empty() {
+        return Err(TrainError::file(&dir, format!("cannot resume: the run differs: {}", diff.join("; "))));
+    }
+    Ok((m, opt, state, Some(step)))
 }
 
 impl TrainState {
@@ -162,10 +152,12 @@ pub fn train(
     identity.insert("data".into(), json!(objective.fingerprint()));
     identity.extend(extra_identity);
 
-    let (mut model, mut opt, mut state, resumed_from) = start(model, cfg, run, &identity)?;
-    let mut log = MetricsLog::open(&run.out, state.step)?;
+    let mut place = RunPlace::prepare(run)?;
+    let work = place.work.clone();
+    let (mut model, mut opt, mut state, resumed_from) = start(model, cfg, run, &work, &identity)?;
+    let mut log = MetricsLog::open(&work, state.step)?;
     if let Some(s) = resumed_from {
-        eprintln!("resuming from step {s} ({})", run.out.join("checkpoints").display());
+        eprintln!("resuming from step {s} ({})", work.join("checkpoints").display());
     }
     let mut order = RowOrder::new(rows, cfg.rows_per_step(), cfg.seed, cfg.shuffle);
     let schedule = cfg.schedule();
@@ -195,7 +187,7 @@ pub fn train(
                 state.bad_in_a_row
             );
             if state.bad_in_a_row >= cfg.max_bad_steps.max(1) {
-                let last = list_checkpoints(&run.out)
+                let last = list_checkpoints(&work)
                     .pop()
                     .map_or("none".to_string(), |(_, d)| d.display().to_string());
                 return Err(TrainError::Msg(format!(
@@ -239,33 +231,25 @@ pub fn train(
         }
         fault::maybe_abort("after-step", state.step);
         if cfg.save_every > 0 && state.step % cfg.save_every == 0 && state.step < total {
-            save_checkpoint(&run.out, &model, &opt, &state, cfg.keep)?;
+            save_checkpoint(&work, &model, &opt, &state, cfg.keep)?;
+        }
+        if let Some(sig) = interrupt::received() {
+            stopped_early(&place, state.step, total);
+            return Err(ModelError::Interrupted(interrupt::signal_name(sig)).into());
         }
     }
-    save_final(&model, run)?;
+    place.save_final(&model, run)?;
     Ok(RunReport { steps: state.step, last_loss, bad_steps: state.bad_steps, resumed_from })
 }
 
-/// Writes the model into OUT (beside metrics and checkpoints): staged in a temporary folder,
-/// then each file renamed in, config.json last, so a reader never sees a config without weights.
-fn save_final(model: &Llama, run: &RunOptions) -> Result<()> {
-    let stage = run.out.join(format!(".final.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&stage);
-    let opts = WriteOptions { dtype: run.save_dtype, max_shard_size: None, overwrite: true };
-    model.save(&stage, &opts, run.copy_from.as_deref())?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&stage)
-        .map_err(|e| TrainError::file(&stage, format!("cannot list: {e}")))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort_by_key(|p| p.file_name().is_some_and(|n| n == "config.json"));
-    for f in &files {
-        let name = f.file_name().unwrap_or_default();
-        std::fs::rename(f, run.out.join(name))
-            .map_err(|e| TrainError::file(f, format!("cannot move into place: {e}")))?;
-    }
-    solar_model::checkpoint::sync_dir(&run.out)?;
-    std::fs::remove_dir_all(&stage).map_err(|e| TrainError::file(&stage, format!("cannot remove: {e}")))?;
-    Ok(())
+/// Says what an interrupted run leaves: a resumable run in OUT, or OUT as it was.
+fn stopped_early(place: &RunPlace, step: usize, total: usize) {
+    let kept = match list_checkpoints(&place.work).pop() {
+        Some((s, _)) if place.work == place.out => format!("resume from step {s} with --resume"),
+        _ if place.work == place.out => "no checkpoint was written yet".to_string(),
+        _ => format!("{} is unchanged", place.out.display()),
+    };
+    eprintln!("stopping after step {step} of {total}: {kept}");
 }
 
 /// Whether OUT holds a finished model.

@@ -1,0 +1,49 @@
+//! The one place where flag values and combinations are judged, after parsing and before any
+//! work (no file is read, no folder touched): every problem found here is a usage error, exit 2,
+//! like clap's own. Runtime failures (bad files, bad data, divergence) exit 1 elsewhere.
+//! Numbers are checked so NaN fails too (a comparison with NaN is false), and infinities are
+//! refused wherever a finite value is meant.
+
+use crate::train_cmds::{dpo_config, TrainFlags};
+use crate::{Cli, Command};
+
+/// Ok, or the message of the first invalid value or combination.
+pub fn check(cli: &Cli) -> Result<(), String> {
+    let seed = cli.common.seed.unwrap_or(0);
+    match &cli.command {
+        Command::Pretrain(a) => train_flags(&a.train, seed),
+        Command::Sft(a) => train_flags(&a.train, seed),
+        Command::Dpo(a) => {
+            train_flags(&a.train, seed)?;
+            dpo_config(a.beta, &a.loss, a.label_smoothing).map(|_| ()).map_err(|e| e.0)
+        }
+        Command::Eval(a) if a.task == "dpo" => dpo_config(a.beta, &a.loss, 0.0).map(|_| ()).map_err(|e| e.0),
+        Command::Generate(a) => {
+            let valid = a.temperature.is_finite() && a.temperature >= 0.0 && a.top_p > 0.0 && a.top_p <= 1.0;
+            valid
+                .then_some(())
+                .ok_or_else(|| "--temperature must be finite and >= 0, --top-p in (0, 1]".into())
+        }
+        Command::Merge(a) => {
+            if a.weights.iter().flatten().any(|w| !w.is_finite()) {
+                return Err("--weights must be finite numbers".into());
+            }
+            if a.lambda.is_some_and(|l| !l.is_finite()) {
+                return Err("--lambda must be a finite number".into());
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn train_flags(f: &TrainFlags, seed: u64) -> Result<(), String> {
+    f.config(seed).validate()?;
+    if f.resume && f.overwrite {
+        return Err("--resume continues the run in --out and --overwrite replaces it: pass one".into());
+    }
+    if f.eval_every > 0 && f.eval_data.is_none() {
+        return Err("--eval-every needs --eval-data (the held-out data to evaluate on)".into());
+    }
+    Ok(())
+}

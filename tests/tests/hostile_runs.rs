@@ -1,0 +1,160 @@
+//! Hostile: runs that collide, get interrupted or die. Protects issue 17's second and third
+//! promises: one writer per OUT (a second run is refused naming the holder; a dead holder's
+//! lock is taken over), SIGINT/SIGTERM stop a run cleanly with 130/143 leaving OUT complete or
+//! untouched and no temporaries, and temporaries of killed runs are reclaimed by the next run.
+
+use solar_tests::cli::{assert_ok as ok, path_str as s, scratch_dir, solar_train, solar_train_path};
+use solar_tests::folders::{copy_tree, hidden, names, tree};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn scratch(name: &str) -> PathBuf {
+    scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("hostile_runs_{name}"))
+}
+
+fn setup(d: &Path) -> (PathBuf, PathBuf) {
+    let base = d.join("base");
+    ok(&solar_train(&["init", "--preset", "tiny", "--out", s(&base), "--seed", "2"]));
+    let data = d.join("docs.jsonl");
+    let lines: Vec<String> = (0..40u32)
+        .map(|i| {
+            let ids: Vec<u32> = (0..(5 + i % 23)).map(|j| 3 + (i * 7 + j * 13) % 200).collect();
+            serde_json::json!({ "input_ids": ids }).to_string()
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    (base, data)
+}
+
+fn pretrain<'a>(base: &'a Path, data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
+    let (b, d, o) = (s(base), s(data), s(out));
+    vec![
+        "pretrain",
+        "--model",
+        b,
+        "--data",
+        d,
+        "--out",
+        o,
+        "--steps",
+        steps,
+        "--batch",
+        "2",
+        "--seq-len",
+        "32",
+    ]
+}
+
+/// Starts a long run in the background and waits until `ready` holds.
+fn start(args: &[&str], ready: impl Fn() -> bool) -> Child {
+    let mut child = Command::new(solar_train_path()).args(args).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready() {
+        assert!(child.try_wait().unwrap().is_none(), "the background run ended early");
+        assert!(Instant::now() < deadline, "the background run never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Lines of metrics.jsonl in `dir`.
+fn steps_done(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("metrics.jsonl")).map_or(0, |t| t.lines().count())
+}
+
+/// The hidden working folder of an --overwrite run beside `out`.
+fn work_dir(out: &Path) -> Option<PathBuf> {
+    let name = out.file_name()?.to_string_lossy().into_owned();
+    let parent = out.parent()?;
+    hidden(parent).into_iter().find(|n| n.starts_with(&format!(".{name}.run-"))).map(|n| parent.join(n))
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill").args(["-s", sig, &child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill -s {sig}");
+}
+
+#[test]
+fn a_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_taken_over() {
+    let d = scratch("lock");
+    let (base, data) = setup(&d);
+    let out = d.join("place/out");
+    let mut first = start(&pretrain(&base, &data, &out, "1000000"), || steps_done(&out) >= 1);
+    let pid = first.id();
+    let mut second = pretrain(&base, &data, &out, "2");
+    second.push("--overwrite");
+    let run = solar_train(&second);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("process {pid}")), "names the holder: {}", run.stderr);
+    // Any command writing the same folder is refused, not only trainers.
+    let run =
+        solar_train(&["upscale", "--model", s(&base), "--out", s(&out), "--remove", "1", "--overwrite"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("process {pid}")), "{}", run.stderr);
+    first.kill().unwrap(); // SIGKILL: no cleanup, the lock file stays
+    first.wait().unwrap();
+    assert!(hidden(&d.join("place")).contains(&".out.lock".to_string()));
+    ok(&solar_train(&second));
+    assert!(tree(&out).contains_key("model.safetensors"));
+    assert_eq!(hidden(&d.join("place")), Vec::<String>::new(), "the taken-over lock is released");
+}
+
+#[test]
+fn sigterm_during_an_overwrite_leaves_the_old_model_and_no_temporaries() {
+    let d = scratch("sigterm");
+    let (base, data) = setup(&d);
+    let out = d.join("place/out");
+    copy_tree(&base, &out);
+    let old = tree(&out);
+    let mut a = pretrain(&base, &data, &out, "1000000");
+    a.extend(["--overwrite", "--save-every", "1"]);
+    let child = start(&a, || work_dir(&out).is_some_and(|w| steps_done(&w) >= 2));
+    signal(&child, "TERM");
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("SIGTERM") && stderr.contains("unchanged"), "{stderr}");
+    assert!(tree(&out) == old, "OUT must be untouched: {:?}", names(&tree(&out)));
+    assert_eq!(hidden(&d.join("place")), Vec::<String>::new(), "working folder and lock removed");
+}
+
+#[test]
+fn sigint_during_a_fresh_run_keeps_complete_checkpoints_to_resume_from() {
+    let d = scratch("sigint");
+    let (base, data) = setup(&d);
+    let out = d.join("place/out");
+    let mut a = pretrain(&base, &data, &out, "1000000");
+    a.extend(["--save-every", "1"]);
+    let child = start(&a, || steps_done(&out) >= 3);
+    signal(&child, "INT");
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("SIGINT") && stderr.contains("--resume"), "{stderr}");
+    assert_eq!(hidden(&d.join("place")), Vec::<String>::new());
+    assert_eq!(hidden(&out.join("checkpoints")), Vec::<String>::new(), "no half-staged checkpoint");
+    let t = tree(&out);
+    assert!(!t.contains_key("model.safetensors"), "no final model from an interrupted run");
+    assert!(t.keys().any(|k| k.ends_with("trainer_state.json")), "{:?}", names(&t));
+}
+
+#[test]
+fn a_checkpoint_killed_half_staged_is_reclaimed_by_the_resuming_run() {
+    let d = scratch("reclaim");
+    let (base, data) = setup(&d);
+    let out = d.join("place/out");
+    let mut a = pretrain(&base, &data, &out, "4");
+    a.extend(["--save-every", "1"]);
+    // Step 4 of the saves is inside the first checkpoint's staging folder.
+    let killed = Command::new(solar_train_path()).args(&a).env("SOLAR_FAULT_AT", "4").output().unwrap();
+    assert!(killed.status.code().is_none(), "{}", String::from_utf8_lossy(&killed.stderr));
+    let left = hidden(&out.join("checkpoints"));
+    assert!(left.iter().any(|n| n.starts_with(".step-000001.tmp-")), "{left:?}");
+    a.push("--resume");
+    let run = solar_train(&a);
+    ok(&run);
+    assert!(run.stderr.contains("reclaimed"), "{}", run.stderr);
+    assert_eq!(hidden(&out.join("checkpoints")), Vec::<String>::new());
+    assert_eq!(hidden(&d.join("place")), Vec::<String>::new());
+}
