@@ -44,6 +44,16 @@ impl Driver {
     }
 }
 
+/// The emulator's kernel `k`, looked up once per process (the table is static; a lookup per
+/// launch would rebuild it).
+fn emu_kernel(k: &Kernel) -> Option<solar_kernels::emu::EmuKernel> {
+    type Table = HashMap<(&'static str, &'static str), solar_kernels::emu::EmuKernel>;
+    static TABLE: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
+    let table = TABLE
+        .get_or_init(|| solar_kernels::emu::kernels().into_iter().map(|e| ((e.module, e.name), e)).collect());
+    table.get(&(k.module, k.name)).copied()
+}
+
 fn set_max_dynamic_smem(op: &'static str, f: &CudaFunction, bytes: usize) -> Result<()> {
     f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
         .map_err(launch_err(op))
@@ -63,7 +73,7 @@ impl Gpu {
     pub fn has_kernel(&self, k: &Kernel) -> bool {
         match self.exec {
             Exec::Driver(_) => true,
-            Exec::Emulator => solar_kernels::emu::kernel(k.module, k.name).is_some(),
+            Exec::Emulator => emu_kernel(k).is_some(),
         }
     }
 
@@ -179,7 +189,7 @@ impl Gpu {
                 .map_err(launch_err(op))
             }
             Exec::Emulator => {
-                let ek = solar_kernels::emu::kernel(k.module, k.name).ok_or_else(|| {
+                let ek = emu_kernel(k).ok_or_else(|| {
                     Error::invalid(op, format!("the emulator has no kernel {} in {}.cu", k.name, k.module))
                 })?;
                 let (g, b) = (cfg.grid_dim, cfg.block_dim);
