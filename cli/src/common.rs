@@ -37,22 +37,26 @@ impl From<solar_train::error::TrainError> for CliError {
     }
 }
 
-/// `--device`: `auto` picks CUDA when this build has a backend for it, else the CPU.
+/// `--device`: `auto` picks CUDA when this build has a backend for it, else the CPU; `emu` is
+/// the CUDA backend with its kernels run by the emulator executor on the CPU (checks on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
     Auto,
+    Emulator,
     Fixed(Device),
 }
 
 impl FromStr for DeviceChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if s == "auto" {
-            return Ok(DeviceChoice::Auto);
+        match s {
+            "auto" => return Ok(DeviceChoice::Auto),
+            "emu" | "emulator" => return Ok(DeviceChoice::Emulator),
+            _ => {}
         }
         s.parse::<Device>()
             .map(DeviceChoice::Fixed)
-            .map_err(|_| format!("unknown device '{s}' (expected auto, cpu, cuda or cuda:N)"))
+            .map_err(|_| format!("unknown device '{s}' (expected auto, cpu, cuda, cuda:N or emu)"))
     }
 }
 
@@ -62,7 +66,8 @@ const MAX_THREADS: u64 = 4096;
 /// The flags every subcommand takes (global, so they go before or after the subcommand).
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
-    /// Where to run: auto (CUDA if present, else the CPU), cpu, cuda or cuda:N.
+    /// Where to run: auto (CUDA if present, else the CPU), cpu, cuda, cuda:N, or emu (the CUDA
+    /// backend's kernels on the CPU emulator, with memory and race checks; slow, never timed).
     #[arg(long, global = true, value_name = "DEVICE")]
     pub device: Option<DeviceChoice>,
     /// Worker threads for the CPU backend [default: one per core].
@@ -113,6 +118,13 @@ impl Common {
                     None => eprintln!("note: --device auto: running on {device}"),
                 }
                 Ok(device)
+            }
+            DeviceChoice::Emulator => {
+                solar_engine::cuda::use_emulator();
+                let d = Device::Cuda(0);
+                d.ensure_available()?;
+                eprintln!("note: --device emu: the CUDA backend on the emulator executor (checks on, no timings)");
+                Ok(d)
             }
             DeviceChoice::Fixed(d) => {
                 d.ensure_available()?;

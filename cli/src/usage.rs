@@ -4,6 +4,7 @@
 //! Numbers are checked so NaN fails too (a comparison with NaN is false), and infinities are
 //! refused wherever a finite value is meant.
 
+use crate::common::DeviceChoice;
 use crate::train_cmds::{dpo_config, TrainFlags};
 use crate::{Cli, Command};
 
@@ -33,6 +34,13 @@ pub fn check(cli: &Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        // The emulator runs kernels one fiber at a time on the CPU: a timing there would
+        // describe this machine's scheduler, never a GPU. --kernels compiles, it does not time.
+        Command::Bench(a) if !a.kernels && cli.common.device == Some(DeviceChoice::Emulator) => Err(
+            "bench --device emu: the emulator proves kernels correct but cannot time them; use --device cuda \
+             on a GPU, or --kernels for the ptxas report"
+                .into(),
+        ),
         _ => Ok(()),
     }
 }

@@ -78,7 +78,11 @@ impl Recipe {
         let mut cfg = preset("tiny").expect("the tiny preset exists");
         cfg.num_hidden_layers = self.layers;
         cfg.hidden_size = self.hidden;
-        cfg.head_dim = self.hidden / cfg.num_attention_heads;
+        // Head dim 16 at every size, the smallest the CUDA attention kernels have, so the demo
+        // runs on every device (--device cuda, and emu on the CPU's emulator).
+        cfg.head_dim = 16;
+        cfg.num_attention_heads = self.hidden / 16;
+        cfg.num_key_value_heads = if cfg.num_attention_heads % 2 == 0 { cfg.num_attention_heads / 2 } else { 1 };
         cfg.intermediate_size = self.hidden * 8 / 3 / 8 * 8;
         cfg.max_position_embeddings = 256;
         cfg
