@@ -1,8 +1,9 @@
 //! `--config FILE.toml`: the same keys as the flags, for any subcommand. The file's keys become
 //! flags placed right after the subcommand, ahead of what the user typed, and every argument
 //! overrides itself, so a flag given on the command line wins over the file. Keys are checked
-//! against the subcommand's own flags (dashes or underscores both work): an unknown key or a
-//! value the flag refuses is a runtime error naming the file and the key (exit 1).
+//! against the subcommand's own flags (dashes or underscores both work): an unknown key is a
+//! runtime error naming the file and the key (exit 1); a value the flag refuses is the usage
+//! error the flag would give (exit 2), naming the file and the key.
 
 use crate::common::CliError;
 use clap::{ArgAction, Command};
@@ -154,7 +155,7 @@ pub fn expand(args: Vec<OsString>, cmd: &Command) -> Result<Vec<OsString>, CliEr
     Ok(out)
 }
 
-/// Turns a parse error caused by the file's values into a runtime error naming the file.
+/// Turns a parse error caused by the file's values into an error naming the file and key.
 pub fn file_error(args: &[OsString], e: &clap::Error) -> CliError {
     let path = config_path(args).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     let arg = e.get(clap::error::ContextKind::InvalidArg).map(|a| a.to_string()).unwrap_or_default();

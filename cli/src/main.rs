@@ -156,7 +156,11 @@ fn main() -> ExitCode {
     let matches = match cmd.try_get_matches_from(&expanded) {
         Ok(m) => m,
         Err(e) if missing(&e) => e.exit(),
-        Err(e) => return fail(config_file::file_error(&args, &e)),
+        // A value in the file that its flag refuses is the same usage error as the flag: exit 2.
+        Err(e) => {
+            eprintln!("error: {}", config_file::file_error(&args, &e));
+            return ExitCode::from(2);
+        }
     };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

@@ -10,14 +10,14 @@ use solar_engine::Device;
 use solar_model::checkpoint::{Checkpoint, SafeDType};
 use solar_model::names::EMBED;
 use solar_model::tokenizer::Tokenizer;
-use solar_model::Llama;
+use solar_model::{Llama, LlamaConfig};
 use solar_train::data::pairs::load_pairs;
 use solar_train::data::records::DataStats;
 use solar_train::data::rows::LmRow;
 use solar_train::dpo::{reference_logps, DpoConfig};
 use solar_train::trainer::config::TrainConfig;
 use solar_train::trainer::objective::Objective;
-use solar_train::trainer::{train, RunOptions};
+use solar_train::trainer::{memory, train, RunOptions};
 use std::path::{Path, PathBuf};
 
 /// Flags every trainer takes.
@@ -145,6 +145,20 @@ impl TrainFlags {
     }
 }
 
+/// Refuses, before the data is read or the model loaded, a run whose step cannot fit in the
+/// memory the device has (`rows_per_micro_batch`: DPO's pairs are two rows each).
+fn check_memory(
+    f: &TrainFlags,
+    common: &Common,
+    cfg: &LlamaConfig,
+    rows_per_micro_batch: usize,
+) -> Result<(), CliError> {
+    let avail = memory::available(common.run_on, |_| None);
+    memory::check_fits(cfg, rows_per_micro_batch, f.seq_len, common.run_on, avail)
+        .map(|_| ())
+        .map_err(|e| CliError(format!("{}: {e}", f.model.display())))
+}
+
 fn report(what: &str, path: &Path, s: &DataStats) {
     eprintln!(
         "{what} {}: {} examples -> {} rows, {} tokens ({} scored); {} truncated, {} bad lines skipped",
@@ -191,6 +205,7 @@ pub struct PretrainArgs {
 pub fn pretrain(args: &PretrainArgs, common: &Common) -> Result<(), CliError> {
     let f = &args.train;
     let cfg = Llama::load_config(&f.model)?;
+    check_memory(f, common, &cfg, f.batch)?;
     let tok = Tokenizer::from_model_dir_if_present(&f.model)?;
     let (rows, stats) =
         solar_train::data::pretrain::load_pretrain(&f.data, tok.as_ref(), &cfg, f.seq_len, f.skip_bad_lines)?;
@@ -219,6 +234,7 @@ pub struct SftArgs {
 pub fn sft(args: &SftArgs, common: &Common) -> Result<(), CliError> {
     let f = &args.train;
     let cfg = Llama::load_config(&f.model)?;
+    check_memory(f, common, &cfg, f.batch)?;
     let tok = Tokenizer::from_model_dir(&f.model)?;
     let format = args.format.parse().map_err(CliError)?;
     let load = |p: &Path| {
@@ -308,6 +324,7 @@ pub fn dpo(args: &DpoArgs, common: &Common) -> Result<(), CliError> {
         check_reference(&f.model, reference)?;
     }
     let cfg = Llama::load_config(&f.model)?;
+    check_memory(f, common, &cfg, f.batch.saturating_mul(2))?;
     let tok = Tokenizer::from_model_dir(&f.model)?;
     let load = |p: &Path| load_pairs(p, &tok, &f.model, &cfg, f.seq_len, f.skip_bad_lines);
     let (pairs, stats) = load(&f.data)?;

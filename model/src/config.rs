@@ -235,19 +235,64 @@ impl LlamaConfig {
         if self.sliding_window == Some(0) {
             return bad("sliding_window", "must be null or at least 1".into());
         }
-        Ok(())
+        self.check_sizes(path)
     }
 
-    /// Parameters in the model (embeddings, layers, final norm, lm_head unless tied).
+    /// Parameters in the model (embeddings, layers, final norm, lm_head unless tied). A
+    /// validated config cannot overflow here (validate_fields checks the same sums).
     pub fn num_parameters(&self) -> u64 {
+        self.checked_num_parameters().unwrap_or(u64::MAX)
+    }
+
+    /// Parameters, every product checked: Err names the field whose size overflows 64 bits.
+    pub fn checked_num_parameters(&self) -> std::result::Result<u64, (&'static str, String)> {
+        let over = |field: &'static str, what: &str| (field, format!("{what} overflows 64 bits"));
+        let mul = |a: u64, b: u64, field, what: &str| a.checked_mul(b).ok_or_else(|| over(field, what));
         let (c, f, v) = (self.hidden_size as u64, self.intermediate_size as u64, self.vocab_size as u64);
-        let (q, kv) = (
-            (self.num_attention_heads * self.head_dim) as u64,
-            (self.num_key_value_heads * self.head_dim) as u64,
-        );
-        let layer = c * q + 2 * c * kv + q * c + 3 * c * f + 2 * c;
-        let head = if self.tie_word_embeddings { 0 } else { v * c };
-        v * c + self.num_hidden_layers as u64 * layer + c + head
+        let q = mul(
+            self.num_attention_heads as u64,
+            self.head_dim as u64,
+            "head_dim",
+            "num_attention_heads x head_dim",
+        )?;
+        let kv = mul(
+            self.num_key_value_heads as u64,
+            self.head_dim as u64,
+            "head_dim",
+            "num_key_value_heads x head_dim",
+        )?;
+        let attn_what = "hidden_size x num_attention_heads x head_dim";
+        let mlp_what = "hidden_size x intermediate_size";
+        let layer = [
+            mul(2, mul(c, q, "hidden_size", attn_what)?, "hidden_size", attn_what)?,
+            mul(2, mul(c, kv, "hidden_size", attn_what)?, "hidden_size", attn_what)?,
+            mul(3, mul(c, f, "intermediate_size", mlp_what)?, "intermediate_size", mlp_what)?,
+            mul(2, c, "hidden_size", "hidden_size")?,
+        ]
+        .into_iter()
+        .try_fold(0u64, u64::checked_add)
+        .ok_or_else(|| over("hidden_size", "one layer's parameters"))?;
+        let layers =
+            mul(self.num_hidden_layers as u64, layer, "num_hidden_layers", "num_hidden_layers x one layer")?;
+        let embed = mul(v, c, "vocab_size", "vocab_size x hidden_size")?;
+        let head = if self.tie_word_embeddings { 0 } else { embed };
+        [embed, layers, c, head]
+            .into_iter()
+            .try_fold(0u64, u64::checked_add)
+            .ok_or_else(|| over("num_hidden_layers", "the parameter count"))
+    }
+
+    /// Sizes later computed from the fields (tensor shapes, parameter counts, and training's
+    /// 16 bytes a parameter: f32 weights, gradients and two moments) must fit in 64 bits, so
+    /// no later product can overflow into a panic or a wrapped, wrong size.
+    fn check_sizes(&self, path: &Path) -> Result<()> {
+        let params =
+            self.checked_num_parameters().map_err(|(field, msg)| ModelError::field(path, field, msg))?;
+        if params.checked_mul(16).is_none() {
+            let msg = format!("{params} parameters: their training state overflows 64 bits");
+            return Err(ModelError::field(path, "num_hidden_layers", msg));
+        }
+        Ok(())
     }
 
     /// The config as config.json: the fields read, with ours written over them.

@@ -183,10 +183,10 @@ fn an_unknown_config_key_exits_1_naming_file_and_key() {
 }
 
 #[test]
-fn a_bad_config_value_exits_1_naming_the_key() {
+fn a_bad_config_value_exits_2_as_the_flag_would_naming_the_key() {
     let path = config_file("bad_value", "op = \"conv2d\"\n");
     let run = solar_train(&["bench", "--config", path.to_str().unwrap()]);
-    assert_eq!(run.code, Some(1), "stderr: {}", run.stderr);
+    assert_eq!(run.code, Some(2), "stderr: {}", run.stderr);
     assert!(run.stderr.contains("'op'") && run.stderr.contains("conv2d"), "{}", run.stderr);
 }
 

@@ -91,3 +91,24 @@ fn generate_eval_and_merge_refuse_senseless_numbers_with_exit_2() {
     ];
     refused(&merge, cases, &out);
 }
+
+#[test]
+fn bad_values_in_a_toml_config_exit_2_like_the_same_flag() {
+    let d = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "hostile_flags_toml");
+    let cases = [
+        ("lr = nan\n", "--lr"),
+        ("batch = -3\n", "batch"),
+        ("clip = inf\n", "--clip"),
+        ("lr = \"fast\"\n", "lr"),
+    ];
+    for (i, (body, flag)) in cases.iter().enumerate() {
+        let file = d.join(format!("run{i}.toml"));
+        std::fs::write(&file, format!("data = \"/nonexistent/d.jsonl\"\n{body}")).unwrap();
+        let out = d.join(format!("out{i}"));
+        let r =
+            solar_train(&["pretrain", "--config", s(&file), "--model", "/nonexistent/m", "--out", s(&out)]);
+        assert_eq!(r.code, Some(2), "{body}: {}", r.stderr);
+        assert!(r.stderr.contains(flag), "{body}: {}", r.stderr);
+        assert!(!out.exists());
+    }
+}

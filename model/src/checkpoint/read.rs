@@ -7,7 +7,7 @@ use super::dtype::SafeDType;
 use super::header::{open_safetensors, ShardHeader};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::names::parameter_shapes;
+use crate::names::{parameter_shapes, LAYER_SUFFIXES};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -103,11 +103,13 @@ impl Checkpoint {
             files.push((path, file));
         }
 
-        let mut order: Vec<String> = parameter_shapes(&config)
-            .into_iter()
-            .map(|(n, _)| n)
-            .filter(|n| entries.contains_key(n))
-            .collect();
+        // The config's layer count sizes the list of expected names: one claiming more layers
+        // than the files hold tensors is not believed here (validate refuses it), so a number
+        // in a text file cannot make us allocate for billions of names.
+        let expected =
+            if plausible_layers(&config, entries.len()) { parameter_shapes(&config) } else { vec![] };
+        let mut order: Vec<String> =
+            expected.into_iter().map(|(n, _)| n).filter(|n| entries.contains_key(n)).collect();
         let known: HashSet<String> = order.iter().cloned().collect();
         order.extend(file_order.into_iter().filter(|n| !known.contains(n)));
         Ok(Checkpoint { dir: dir.to_path_buf(), config, weights_path, files, entries, order })
@@ -145,6 +147,14 @@ impl Checkpoint {
     /// shape, and nothing else is there except rotary `inv_freq` buffers, which older
     /// transformers versions saved and which are recomputed anyway.
     pub fn validate(&self) -> Result<()> {
+        if !plausible_layers(&self.config, self.entries.len()) {
+            let msg = format!(
+                "config.json says {} layers, but the checkpoint holds only {} tensors",
+                self.config.num_hidden_layers,
+                self.entries.len()
+            );
+            return Err(ModelError::file(&self.weights_path, msg));
+        }
         let expected = parameter_shapes(&self.config);
         for (name, shape) in &expected {
             let Some(entry) = self.entries.get(name) else {
@@ -171,6 +181,11 @@ impl Checkpoint {
         }
         Ok(())
     }
+}
+
+/// Whether `tensors` tensors can hold the config's layers (each has LAYER_SUFFIXES of them).
+fn plausible_layers(config: &LlamaConfig, tensors: usize) -> bool {
+    config.num_hidden_layers.checked_mul(LAYER_SUFFIXES.len()).is_some_and(|n| n <= tensors)
 }
 
 /// `model.layers.N.self_attn.rotary_emb.inv_freq`: a buffer, not a parameter.

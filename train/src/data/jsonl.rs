@@ -4,7 +4,6 @@
 
 use crate::error::{Result, TrainError};
 use serde_json::{Map, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 /// One JSON object with the 1-based line it came from.
@@ -30,20 +29,12 @@ pub fn parse_record(path: &Path, line: usize, text: &str) -> Result<Record> {
     }
 }
 
+/// Every record of a JSONL file, lines bounded as the loaders' are (records::MAX_LINE_BYTES).
 pub fn read_jsonl(path: &Path) -> Result<Vec<Record>> {
-    let file = std::fs::File::open(path).map_err(|e| TrainError::file(path, format!("cannot open: {e}")))?;
-    let mut out = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line_no = i + 1;
-        let text = line.map_err(|e| TrainError::line(path, line_no, format!("cannot read: {e}")))?;
-        if !text.trim().is_empty() {
-            out.push(parse_record(path, line_no, &text)?);
-        }
-    }
-    if out.is_empty() {
-        return Err(TrainError::file(path, "no examples: the file is empty"));
-    }
-    Ok(out)
+    let mut stats = crate::data::records::DataStats::default();
+    crate::data::records::read_lines(path, false, &mut stats, |line, text| {
+        parse_record(path, line, text).map(Some)
+    })
 }
 
 /// A string field of a record, or an error naming FILE:LINE and the field.

@@ -48,6 +48,22 @@ pub fn read_lines<T>(
     path: &Path,
     skip_bad_lines: bool,
     stats: &mut DataStats,
+    make: impl FnMut(usize, &str) -> Result<Option<T>>,
+) -> Result<Vec<T>> {
+    read_lines_within(path, MAX_LINE_BYTES, skip_bad_lines, stats, make)
+}
+
+/// The longest data line read: a line is held whole while it is parsed, so without a bound
+/// one corrupt or hostile file (no newlines, say) could take all memory.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// `read_lines` with the line bound a parameter. A longer line is a bad line naming
+/// FILE:LINE, skippable like any other; its bytes are read past, never held.
+pub fn read_lines_within<T>(
+    path: &Path,
+    max_line: usize,
+    skip_bad_lines: bool,
+    stats: &mut DataStats,
     mut make: impl FnMut(usize, &str) -> Result<Option<T>>,
 ) -> Result<Vec<T>> {
     let file = std::fs::File::open(path).map_err(|e| TrainError::file(path, format!("cannot open: {e}")))?;
@@ -57,13 +73,21 @@ pub fn read_lines<T>(
     let (mut line_no, mut non_blank) = (0, 0);
     loop {
         buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
+        let (n, whole) = read_line_bounded(&mut reader, &mut buf, max_line)
             .map_err(|e| TrainError::file(path, format!("cannot read: {e}")))?;
         if n == 0 {
             break;
         }
         line_no += 1;
+        if !whole {
+            non_blank += 1;
+            let msg = format!("line of {n} bytes is over the {} MiB limit for one example", max_line >> 20);
+            if !skip_bad_lines {
+                return Err(TrainError::line(path, line_no, msg));
+            }
+            stats.skipped_lines += 1;
+            continue;
+        }
         let made = match std::str::from_utf8(&buf) {
             Err(e) => Err(TrainError::line(path, line_no, format!("not valid UTF-8: {e}"))),
             Ok(text) if text.trim().is_empty() => continue,
@@ -99,6 +123,40 @@ pub fn read_lines<T>(
         return Err(TrainError::file(path, why));
     }
     Ok(out)
+}
+
+/// Reads one line (newline included) into `buf`, keeping at most `max` bytes of it: returns
+/// the line's full length (0 at the end of the file) and whether it was kept whole.
+fn read_line_bounded(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
+    let mut n = 0;
+    loop {
+        let chunk = match reader.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok((n, n <= max));
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if n + take <= max {
+            buf.extend_from_slice(&chunk[..take]);
+        } else {
+            buf.clear();
+        }
+        n += take;
+        reader.consume(take);
+        if done {
+            return Ok((n, n <= max));
+        }
+    }
 }
 
 /// Like `read_lines` for JSONL: each line must be a JSON object, handed to `make` as a Record.

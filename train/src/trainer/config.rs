@@ -87,7 +87,8 @@ impl TrainConfig {
     /// Checks the values make sense; the message names the flag.
     pub fn validate(&self) -> Result<(), String> {
         let finite = [self.lr, self.min_lr, self.weight_decay, self.beta1, self.beta2, self.eps, self.clip];
-        let checks: [(bool, &str); 10] = [
+        let step_rows = self.batch.checked_mul(self.grad_accum).and_then(|r| r.checked_mul(self.seq_len));
+        let checks: [(bool, &str); 11] = [
             (
                 finite.iter().all(|x| x.is_finite()) && self.epochs.is_none_or(f64::is_finite),
                 "--lr, --min-lr, --weight-decay, --beta1, --beta2, --eps, --clip and --epochs must be finite numbers",
@@ -106,6 +107,7 @@ impl TrainConfig {
                 self.batch > 0 && self.grad_accum > 0 && self.seq_len > 1,
                 "--batch, --grad-accum must be >= 1, --seq-len >= 2",
             ),
+            (step_rows.is_some(), "--batch x --grad-accum x --seq-len overflows: lower them"),
             (
                 self.epochs.is_none_or(|e| e > 0.0) && self.steps != Some(0),
                 "--steps/--epochs must be positive",

@@ -12,6 +12,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod fault;
+pub mod memory;
 pub mod metrics;
 pub mod objective;
 pub mod output;

@@ -1,0 +1,145 @@
+//! Hostile: runs and files that would take more memory than there is. Protects issue 17's
+//! fourth promise: a training step's memory is estimated before anything is allocated and a
+//! run that cannot fit is refused with the estimate and the flags to lower; a data line is
+//! held only up to a bound (FILE:LINE named past it); sizes from config.json are
+//! overflow-checked, and a config cannot make a reader allocate for what the files do not hold.
+
+use solar_tests::cli::{assert_ok as ok, path_str as s, scratch_dir, solar_train, solar_train_path, Run};
+use solar_train::data::records::{read_lines_within, DataStats};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn scratch(name: &str) -> PathBuf {
+    scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("hostile_resources_{name}"))
+}
+
+fn setup(d: &Path) -> (PathBuf, PathBuf) {
+    let base = d.join("base");
+    ok(&solar_train(&["init", "--preset", "tiny", "--out", s(&base), "--seed", "2"]));
+    let data = d.join("docs.jsonl");
+    let lines: Vec<String> =
+        (0..8u32).map(|i| serde_json::json!({ "input_ids": [3 + i, 4 + i, 5 + i, 6] }).to_string()).collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    (base, data)
+}
+
+fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = Command::new(solar_train_path()).args(args).envs(env.iter().copied()).output().unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A model's config.json with some fields replaced.
+fn edit_config(model: &Path, edits: serde_json::Value) {
+    let path = model.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (k, v) in edits.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    std::fs::write(&path, cfg.to_string()).unwrap();
+}
+
+#[test]
+fn a_step_that_cannot_fit_is_refused_before_anything_is_allocated() {
+    let d = scratch("fit");
+    let (base, data) = setup(&d);
+    let out = d.join("out");
+    let args = [
+        "pretrain",
+        "--model",
+        s(&base),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--steps",
+        "1",
+        "--seq-len",
+        "16",
+    ];
+    // The tiny model's step fits in 64 MiB but not in 1 MiB.
+    ok(&run_with_env(&args, &[("SOLAR_MEMORY_LIMIT", "67108864")]));
+    std::fs::remove_dir_all(&out).unwrap();
+    let r = run_with_env(&args, &[("SOLAR_MEMORY_LIMIT", "1048576")]);
+    assert_eq!(r.code, Some(1), "stderr: {}", r.stderr);
+    for needle in ["needs about", "weights", "activations", "1.0 MiB is available", "cannot be trained"] {
+        assert!(r.stderr.contains(needle), "`{needle}` missing from: {}", r.stderr);
+    }
+    assert!(!out.exists(), "a refused run must not create OUT");
+
+    // Activations over the real machine's memory: the advice names the flags to lower.
+    let big = ["--batch", "4096", "--seq-len", "1048576"];
+    let r = solar_train(&[&args[..9], &big].concat());
+    assert_eq!(r.code, Some(1), "stderr: {}", r.stderr);
+    for needle in ["activations must shrink", "--batch", "--grad-accum", "--seq-len"] {
+        assert!(r.stderr.contains(needle), "`{needle}` missing from: {}", r.stderr);
+    }
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_config_whose_sizes_overflow_is_an_error_naming_the_field() {
+    let d = scratch("overflow");
+    let (base, data) = setup(&d);
+    edit_config(&base, serde_json::json!({"vocab_size": 1u64 << 40, "hidden_size": 1u64 << 40}));
+    let out = d.join("out");
+    for args in [
+        vec!["pretrain", "--model", s(&base), "--data", s(&data), "--out", s(&out), "--steps", "1"],
+        vec!["generate", "--model", s(&base), "--prompt", "hi"],
+    ] {
+        let r = solar_train(&args);
+        assert_eq!(r.code, Some(1), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("config.json") && r.stderr.contains("overflows"), "{}", r.stderr);
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+    // --batch x --grad-accum x --seq-len past 64 bits is a usage error.
+    let (b, dd) = (s(&base), s(&data));
+    let args = ["pretrain", "--model", b, "--data", dd, "--out", s(&out), "--batch", "4294967296"];
+    let r = solar_train(&[&args[..], &["--grad-accum", "4294967296", "--seq-len", "2"]].concat());
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("overflows"), "{}", r.stderr);
+}
+
+#[test]
+fn a_config_claiming_more_layers_than_the_weights_hold_is_refused_without_listing_them() {
+    let d = scratch("layers");
+    let (base, _) = setup(&d);
+    // 10^12 layers: listing their tensor names alone would need hundreds of terabytes.
+    edit_config(&base, serde_json::json!({"num_hidden_layers": 1_000_000_000_000u64}));
+    let r = solar_train(&["generate", "--model", s(&base), "--prompt", "hi", "--max-new-tokens", "1"]);
+    assert_eq!(r.code, Some(1), "stderr: {}", r.stderr);
+    assert!(r.stderr.contains("1000000000000 layers"), "{}", r.stderr);
+}
+
+#[test]
+fn a_data_line_over_the_bound_is_refused_by_file_and_line_and_never_held() {
+    let d = scratch("line");
+    let path = d.join("rows.jsonl");
+    let long = format!("{{\"text\": \"{}\"}}", "x".repeat(5000));
+    std::fs::write(&path, format!("{{\"a\": 1}}\n{long}\n{{\"b\": 2}}\n")).unwrap();
+    let mut held = 0;
+    let mut stats = DataStats::default();
+    let read = |skip: bool, stats: &mut DataStats, held: &mut usize| {
+        read_lines_within(&path, 1024, skip, stats, |_, text| {
+            *held = (*held).max(text.len());
+            Ok(Some(text.to_string()))
+        })
+    };
+    let err = read(false, &mut stats, &mut held).unwrap_err().to_string();
+    assert!(err.contains("rows.jsonl:2") && err.contains("limit"), "{err}");
+    let kept = read(true, &mut stats, &mut held).unwrap();
+    assert_eq!(kept, vec!["{\"a\": 1}", "{\"b\": 2}"]);
+    assert_eq!(stats.skipped_lines, 1);
+    assert!(held <= 1024, "a line of {held} bytes reached the parser");
+
+    // Through the command line, at the real bound (64 MiB): one line with no newline at all.
+    let (base, _) = setup(&d);
+    let huge = d.join("huge.jsonl");
+    std::fs::write(&huge, vec![b'['; (64 << 20) + 1]).unwrap();
+    let r = solar_train(&["pretrain", "--model", s(&base), "--data", s(&huge), "--out", s(&d.join("o"))]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("huge.jsonl:1") && r.stderr.contains("64 MiB limit"), "{}", r.stderr);
+}
