@@ -102,6 +102,21 @@ __device__ __forceinline__ void load_tile(unsigned tile, const bf16* g, long ld,
     }
 }
 
+#ifdef SOLAR_EMU
+// The emulator (kernels/emu) runs each wgmma synchronously as a warpgroup collective that
+// decodes the descriptors (128-byte swizzle) and writes the accumulators in the instruction's
+// layout, so the fences and the commit/wait bookkeeping have nothing left to order.
+__device__ __forceinline__ void fence_proxy_async() {}
+__device__ __forceinline__ void wgmma_fence() {}
+__device__ __forceinline__ void wgmma_commit() {}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {}
+__device__ __forceinline__ void fence_operands(float (&)[64]) {}
+template <int MN_A, int MN_B>
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], unsigned long long da, unsigned long long db) {
+    emu_wgmma_m64n128k16(d, da, db, MN_A, MN_B);
+}
+#else
 __device__ __forceinline__ void fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
@@ -140,6 +155,7 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], unsigned long l
           "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "l"(da), "l"(db), "r"(1), "n"(MN_A), "n"(MN_B));
 }
+#endif
 
 template <bool TA, bool TB, typename OutT>
 __device__ __forceinline__ void gemm(const bf16* __restrict__ A, const bf16* __restrict__ B, OutT* __restrict__ C,

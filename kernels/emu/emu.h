@@ -173,3 +173,5 @@ extern "C" void emu_cp_commit();
 extern "C" void emu_cp_wait(int n);
 extern "C" void emu_ldsm_x4(unsigned* r, unsigned addr, int trans);
 extern "C" void emu_mma16816(float* d, const unsigned* a, unsigned b0, unsigned b1);
+// wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 with scale-d 1, over the warpgroup.
+extern "C" void emu_wgmma_m64n128k16(float* d, unsigned long long da, unsigned long long db, int mn_a, int mn_b);

@@ -44,6 +44,7 @@ struct Fiber {
     unsigned coll_mask = 0;
     uint32_t in[10] = {};
     uint32_t out[4] = {};
+    float* acc = nullptr;  // a wgmma's accumulators (64 floats on this thread's stack)
     std::vector<PendingCopy> copies;
     unsigned commits = 0;
 };
@@ -66,6 +67,7 @@ struct Launch {
     unsigned nthreads = 0;
     std::vector<Fiber> fibers;
     std::vector<Warp> warps;
+    std::vector<unsigned> groups;  // threads of each warpgroup waiting at a wgmma
     Fiber* cur = nullptr;
     uint32_t block_epoch = 0;  // the epoch the current block started in
     uint32_t epoch = 0;        // advances at every block start and barrier

@@ -140,6 +140,7 @@ void run_block(Launch& L, dim3 b) {
     L.block_epoch = L.epoch;
     L.or_acc = L.or_result = 0;
     for (auto& w : L.warps) w = Warp{};
+    for (auto& g : L.groups) g = 0;
     for (unsigned i = 0; i < L.nthreads; i++) {
         Fiber& f = L.fibers[i];
         f = Fiber{};
@@ -273,6 +274,7 @@ extern "C" int solar_emu_launch(const Entry* entry, const unsigned* grid, const 
     L.nthreads = unsigned(nthreads);
     L.fibers.resize(L.nthreads);
     L.warps.resize((L.nthreads + kWarp - 1) / kWarp);
+    L.groups.resize((L.nthreads + 127) / 128);
     L.epoch = g_epoch;
     g_launch = &L;
     checks_begin_launch();

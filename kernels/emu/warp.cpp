@@ -16,7 +16,7 @@
 namespace emu {
 namespace {
 
-enum Kind { kShfl = 1, kLdsm = 2, kMma = 3, kSyncwarp = 4 };
+enum Kind { kShfl = 1, kLdsm = 2, kMma = 3, kSyncwarp = 4, kWgmma = 5 };
 
 const char* kind_name(int k) {
     switch (k) {
@@ -24,6 +24,7 @@ const char* kind_name(int k) {
         case kLdsm: return "ldmatrix";
         case kMma: return "mma.sync";
         case kSyncwarp: return "__syncwarp";
+        case kWgmma: return "wgmma.mma_async";
     }
     return "?";
 }
@@ -109,6 +110,66 @@ void do_mma(Fiber* lanes) {
             for (unsigned k = 0; k < 16; k++) acc += A[i][k] * B[k][j];
             lanes[t].out[q] = __float_as_uint(acc);
         }
+    }
+}
+
+// The byte a wgmma shared-memory descriptor addresses for element (mn, k) of its operand (mn:
+// the M row of A or the N column of B), as the PTX ISA's canonical layouts with the 128-byte
+// swizzle put it: K-major, 8-row groups SBO apart, each row 128 bytes of k; MN-major, 8-k groups
+// SBO apart and 64-wide MN groups LBO apart, each k row 128 bytes of MN. The swizzle XORs the
+// 16-byte chunk (address bits 4-6) with the row within the 1024-byte atom (bits 7-9).
+unsigned wgmma_addr(uint64_t desc, bool mn_major, unsigned mn, unsigned k) {
+    const unsigned start = unsigned(desc & 0x3fff) << 4;
+    const unsigned lbo = unsigned((desc >> 16) & 0x3fff) << 4, sbo = unsigned((desc >> 32) & 0x3fff) << 4;
+    const unsigned a = mn_major ? start + (mn / 64) * lbo + (k / 8) * sbo + (k % 8) * 128 + (mn % 64) * 2
+                                : start + (mn / 8) * sbo + (mn % 8) * 128 + k * 2;
+    return a ^ (((a >> 7) & 7) << 4);
+}
+
+// D (64 x 128, f32) += A (64 x 16) B (16 x 128) over the 128 threads of a warpgroup. Thread t
+// (warp q = t / 32, g = lane / 4, t4 = lane % 4) holds rows 16 q + g and 16 q + g + 8, columns
+// 8 j + 2 t4 and 8 j + 2 t4 + 1: d[4 j], d[4 j + 1] (row 16 q + g), d[4 j + 2], d[4 j + 3] (+8).
+void do_wgmma(Fiber* th) {
+    const Fiber& f0 = th[0];
+    const uint64_t da = f0.in[0] | uint64_t(f0.in[1]) << 32, db = f0.in[2] | uint64_t(f0.in[3]) << 32;
+    const bool mn_a = f0.in[4] != 0, mn_b = f0.in[5] != 0;
+    for (unsigned t = 1; t < 128; t++)
+        if (memcmp(th[t].in, f0.in, 6 * sizeof(uint32_t)) != 0) {
+            report("wgmma: threads of one warpgroup pass different descriptors or layouts (" + where(f0) + " and " +
+                       where(th[t]) + ")",
+                   true);
+            return;
+        }
+    if (((da >> 62) & 3) != 1 || ((db >> 62) & 3) != 1) {
+        report("wgmma at " + where(f0) + ": only the 128-byte swizzle (descriptor mode 1) is emulated", true);
+        return;
+    }
+    static float A[64][16], B[16][128];
+    auto load = [&](uint64_t desc, bool mn_major, unsigned mn, unsigned k) {
+        const unsigned off = wgmma_addr(desc, mn_major, mn, k);
+        if (off + 2 > kWindow) {
+            report("wgmma operand at shared offset " + std::to_string(off) + " is outside shared memory at " + where(f0),
+                   true);
+        }
+        check_shared(f0, emu_shared_window + off, 2, false, "wgmma operand read", g_launch->epoch);
+        unsigned short h;
+        memcpy(&h, emu_shared_window + off, 2);
+        return bf(h);
+    };
+    for (unsigned m = 0; m < 64; m++)
+        for (unsigned k = 0; k < 16; k++) A[m][k] = load(da, mn_a, m, k);
+    for (unsigned k = 0; k < 16; k++)
+        for (unsigned n = 0; n < 128; n++) B[k][n] = load(db, mn_b, n, k);
+    for (unsigned t = 0; t < 128; t++) {
+        const unsigned q = t / 32, lane = t % 32, g = lane / 4, t4 = lane % 4;
+        float* d = th[t].acc;
+        for (unsigned j = 0; j < 16; j++)
+            for (unsigned e = 0; e < 4; e++) {
+                const unsigned m = 16 * q + g + 8 * (e >> 1), n = 8 * j + 2 * t4 + (e & 1);
+                float acc = d[4 * j + e];
+                for (unsigned k = 0; k < 16; k++) acc += A[m][k] * B[k][n];
+                d[4 * j + e] = acc;
+            }
     }
 }
 
@@ -212,6 +273,40 @@ extern "C" void emu_mma16816(float* d, const unsigned* a, unsigned b0, unsigned 
     for (int q = 0; q < 4; q++) f.in[6 + q] = __float_as_uint(d[q]);
     warp_collective(kMma, 0xffffffffu);
     for (int q = 0; q < 4; q++) d[q] = __uint_as_float(f.out[q]);
+}
+
+extern "C" void emu_wgmma_m64n128k16(float* d, unsigned long long da, unsigned long long db, int mn_a, int mn_b) {
+    Launch& L = *g_launch;
+    Fiber& me = *L.cur;
+    const unsigned g = me.tid / 128;
+    if ((g + 1) * 128 > L.nthreads) {
+        report("wgmma at " + where(me) + " needs a whole warpgroup of 128 threads; the block has " +
+                   std::to_string(L.nthreads),
+               true);
+    }
+    Fiber* th = &L.fibers[g * 128];
+    for (unsigned t = 0; t < 128; t++)
+        if (th[t].state == State::Done)
+            report("wgmma at " + where(me) + " waits for thread " + std::to_string(g * 128 + t) + ", which has exited",
+                   true);
+    me.in[0] = uint32_t(da), me.in[1] = uint32_t(da >> 32);
+    me.in[2] = uint32_t(db), me.in[3] = uint32_t(db >> 32);
+    me.in[4] = uint32_t(mn_a), me.in[5] = uint32_t(mn_b);
+    me.acc = d;
+    me.state = State::AtWarp;
+    me.coll_kind = kWgmma;
+    if (++L.groups[g] < 128) {
+        yield_to_scheduler();
+        return;
+    }
+    L.groups[g] = 0;
+    for (unsigned t = 0; t < 128; t++)
+        if (th[t].state != State::AtWarp || th[t].coll_kind != kWgmma)
+            report(std::string("threads of one warpgroup meet at different collectives: wgmma at ") + where(me) + ", " +
+                       kind_name(th[t].coll_kind) + " at " + where(th[t]),
+                   true);
+    do_wgmma(th);
+    for (unsigned t = 0; t < 128; t++) th[t].state = State::Runnable;
 }
 
 extern "C" void emu_cp_async16(unsigned dst, const void* src, int bytes) {
