@@ -36,6 +36,9 @@ struct Alloc {
 std::map<uintptr_t, Alloc> g_allocs;
 uint64_t g_next_id = 1;
 uintptr_t g_stack_lo = 0, g_stack_hi = 0;
+// Accesses come in long runs over one buffer: the last allocation hit answers most of them
+// (forgotten when that allocation is freed).
+uintptr_t g_hit_lo = 1, g_hit_hi = 0;
 uintptr_t g_image_lo = 0, g_image_hi = 0;
 std::set<std::pair<std::string, const void*>> g_seen;  // (kind, code address) reported once a launch
 
@@ -94,7 +97,10 @@ void set_stack_range(const void* lo, const void* hi) {
 void checks_begin_launch() { g_seen.clear(); }
 
 void register_alloc(void* base, size_t bytes) { g_allocs[reinterpret_cast<uintptr_t>(base)] = {bytes, g_next_id++}; }
-void unregister_alloc(void* base) { g_allocs.erase(reinterpret_cast<uintptr_t>(base)); }
+void unregister_alloc(void* base) {
+    g_allocs.erase(reinterpret_cast<uintptr_t>(base));
+    if (reinterpret_cast<uintptr_t>(base) == g_hit_lo) g_hit_lo = 1, g_hit_hi = 0;
+}
 
 void report(const std::string& text, bool fatal) {
     Launch& L = *g_launch;
@@ -161,10 +167,14 @@ void check_shared(const Fiber& f, const void* p, size_t n, bool write, const cha
 
 bool check_global(const Fiber& f, const void* p, size_t n, bool write, const char* what) {
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    if (a >= g_hit_lo && a + n <= g_hit_hi) return true;
     auto it = g_allocs.upper_bound(a);
     if (it != g_allocs.begin()) {
         --it;
-        if (a >= it->first && a + n <= it->first + it->second.bytes) return true;
+        if (a >= it->first && a + n <= it->first + it->second.bytes) {
+            g_hit_lo = it->first, g_hit_hi = it->first + it->second.bytes;
+            return true;
+        }
     }
     Launch& L = *g_launch;
     std::string near = "not in any allocation";

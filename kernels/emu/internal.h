@@ -69,6 +69,10 @@ struct Launch {
     std::vector<Warp> warps;
     std::vector<unsigned> groups;  // threads of each warpgroup waiting at a wgmma
     Fiber* cur = nullptr;
+    // Fibers ready to run, first in first out: a fiber that blocks hands over straight to the
+    // next one (no trip through the scheduler), in an order fixed by the program alone.
+    std::vector<Fiber*> ready;
+    size_t ready_head = 0, ready_count = 0;
     uint32_t block_epoch = 0;  // the epoch the current block started in
     uint32_t epoch = 0;        // advances at every block start and barrier
     int or_acc = 0, or_result = 0;
@@ -82,6 +86,7 @@ extern bool g_checks;
 
 // runtime.cpp
 void yield_to_scheduler();
+void make_runnable(Fiber& f);
 [[noreturn]] void abort_launch();
 std::string where(const Fiber& f);
 // warp.cpp: the last lane of a warp to arrive at a collective computes it for all lanes.

@@ -135,6 +135,13 @@ std::string stuck_block(Launch& L) {
     return s;
 }
 
+Fiber* pop_ready(Launch& L) {
+    Fiber* f = L.ready[L.ready_head];
+    L.ready_head = (L.ready_head + 1) % L.ready.size();
+    L.ready_count--;
+    return f;
+}
+
 void run_block(Launch& L, dim3 b) {
     L.epoch++;
     L.block_epoch = L.epoch;
@@ -151,17 +158,18 @@ void run_block(Launch& L, dim3 b) {
         f.coords.block_dim = L.block;
         f.coords.grid_dim = L.grid;
     }
+    L.ready.assign(L.nthreads, nullptr);
+    L.ready_head = L.ready_count = 0;
+    for (auto& f : L.fibers) make_runnable(f);
     for (;;) {
-        bool ran = false;
-        for (auto& f : L.fibers) {
-            if (f.state != State::Runnable) continue;
-            ran = true;
-            L.cur = &f;
-            emu_coords = f.coords;
-            solar_emu_switch(&g_sched_sp, f.sp);
+        if (L.ready_count) {
+            Fiber* f = pop_ready(L);
+            L.cur = f;
+            emu_coords = f->coords;
+            solar_emu_switch(&g_sched_sp, f->sp);
             if (L.aborted) return;
+            continue;
         }
-        if (ran) continue;
         unsigned done = 0, at_barrier = 0;
         for (auto& f : L.fibers) {
             done += f.state == State::Done;
@@ -172,7 +180,7 @@ void run_block(Launch& L, dim3 b) {
             L.epoch++;
             L.or_result = L.or_acc;
             L.or_acc = 0;
-            for (auto& f : L.fibers) f.state = State::Runnable;
+            for (auto& f : L.fibers) make_runnable(f);
             continue;
         }
         const char* what = at_barrier + done == L.nthreads ? "__syncthreads not reached by every thread of the block"
@@ -187,14 +195,30 @@ void run_block(Launch& L, dim3 b) {
 
 }  // namespace
 
+void make_runnable(Fiber& f) {
+    Launch& L = *g_launch;
+    f.state = State::Runnable;
+    L.ready[(L.ready_head + L.ready_count++) % L.ready.size()] = &f;
+}
+
+// The running fiber blocks: the next ready fiber runs, or the scheduler when none is (to
+// release a barrier, finish the block or report a deadlock).
 void yield_to_scheduler() {
-    Fiber* f = g_launch->cur;
-    solar_emu_switch(&f->sp, g_sched_sp);
+    Launch& L = *g_launch;
+    Fiber* me = L.cur;
+    if (L.ready_count) {
+        Fiber* next = pop_ready(L);
+        L.cur = next;
+        emu_coords = next->coords;
+        solar_emu_switch(&me->sp, next->sp);
+    } else {
+        solar_emu_switch(&me->sp, g_sched_sp);
+    }
 }
 
 void abort_launch() {
     g_launch->aborted = true;
-    yield_to_scheduler();
+    solar_emu_switch(&g_launch->cur->sp, g_sched_sp);
     __builtin_unreachable();  // an aborted launch never resumes its fibers
 }
 

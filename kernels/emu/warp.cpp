@@ -102,14 +102,14 @@ void do_mma(Fiber* lanes) {
         }
         for (unsigned q = 0; q < 4; q++) C[g + 8 * (q >> 1)][2 * t4 + (q & 1)] = __uint_as_float(f.in[6 + q]);
     }
+    // D = C + A B, each element summed in k order in f32; j runs innermost so the compiler
+    // vectorizes across columns without changing any element's order.
+    for (unsigned i = 0; i < 16; i++)
+        for (unsigned k = 0; k < 16; k++)
+            for (unsigned j = 0; j < 8; j++) C[i][j] += A[i][k] * B[k][j];
     for (unsigned t = 0; t < 32; t++) {
         const unsigned g = t / 4, t4 = t % 4;
-        for (unsigned q = 0; q < 4; q++) {
-            const unsigned i = g + 8 * (q >> 1), j = 2 * t4 + (q & 1);
-            float acc = C[i][j];
-            for (unsigned k = 0; k < 16; k++) acc += A[i][k] * B[k][j];
-            lanes[t].out[q] = __float_as_uint(acc);
-        }
+        for (unsigned q = 0; q < 4; q++) lanes[t].out[q] = __float_as_uint(C[g + 8 * (q >> 1)][2 * t4 + (q & 1)]);
     }
 }
 
@@ -160,16 +160,20 @@ void do_wgmma(Fiber* th) {
         for (unsigned k = 0; k < 16; k++) A[m][k] = load(da, mn_a, m, k);
     for (unsigned k = 0; k < 16; k++)
         for (unsigned n = 0; n < 128; n++) B[k][n] = load(db, mn_b, n, k);
+    static float D[64][128];
     for (unsigned t = 0; t < 128; t++) {
         const unsigned q = t / 32, lane = t % 32, g = lane / 4, t4 = lane % 4;
-        float* d = th[t].acc;
         for (unsigned j = 0; j < 16; j++)
-            for (unsigned e = 0; e < 4; e++) {
-                const unsigned m = 16 * q + g + 8 * (e >> 1), n = 8 * j + 2 * t4 + (e & 1);
-                float acc = d[4 * j + e];
-                for (unsigned k = 0; k < 16; k++) acc += A[m][k] * B[k][n];
-                d[4 * j + e] = acc;
-            }
+            for (unsigned e = 0; e < 4; e++) D[16 * q + g + 8 * (e >> 1)][8 * j + 2 * t4 + (e & 1)] = th[t].acc[4 * j + e];
+    }
+    // In k order per element, vectorized across n (as in do_mma).
+    for (unsigned m = 0; m < 64; m++)
+        for (unsigned k = 0; k < 16; k++)
+            for (unsigned n = 0; n < 128; n++) D[m][n] += A[m][k] * B[k][n];
+    for (unsigned t = 0; t < 128; t++) {
+        const unsigned q = t / 32, lane = t % 32, g = lane / 4, t4 = lane % 4;
+        for (unsigned j = 0; j < 16; j++)
+            for (unsigned e = 0; e < 4; e++) th[t].acc[4 * j + e] = D[16 * q + g + 8 * (e >> 1)][8 * j + 2 * t4 + (e & 1)];
     }
 }
 
@@ -197,7 +201,8 @@ void warp_collective(int kind, unsigned mask) {
     me.state = State::AtWarp;
     me.coll_kind = kind;
     me.coll_mask = mask;
-    if (++L.warps[w].arrived < unsigned(__builtin_popcount(parts))) {
+    const unsigned expected = parts == 0xffffffffu ? 32 : unsigned(__builtin_popcount(parts));
+    if (++L.warps[w].arrived < expected) {
         yield_to_scheduler();
         return;
     }
@@ -219,7 +224,8 @@ void warp_collective(int kind, unsigned mask) {
         default: break;
     }
     for (unsigned l = 0; l < n; l++)
-        if (parts >> l & 1) lanes[l].state = State::Runnable;
+        if ((parts >> l & 1) && l != me.tid % kWarp) make_runnable(lanes[l]);
+    me.state = State::Runnable;
 }
 
 // Lands the copies of every committed group but the newest `keep`: each counts as this thread's
@@ -306,7 +312,9 @@ extern "C" void emu_wgmma_m64n128k16(float* d, unsigned long long da, unsigned l
                        kind_name(th[t].coll_kind) + " at " + where(th[t]),
                    true);
     do_wgmma(th);
-    for (unsigned t = 0; t < 128; t++) th[t].state = State::Runnable;
+    for (unsigned t = 0; t < 128; t++)
+        if (&th[t] != &me) make_runnable(th[t]);
+    me.state = State::Runnable;
 }
 
 extern "C" void emu_cp_async16(unsigned dst, const void* src, int bytes) {
