@@ -36,9 +36,13 @@ struct Alloc {
 std::map<uintptr_t, Alloc> g_allocs;
 uint64_t g_next_id = 1;
 uintptr_t g_stack_lo = 0, g_stack_hi = 0;
-// Accesses come in long runs over one buffer: the last allocation hit answers most of them
-// (forgotten when that allocation is freed).
-uintptr_t g_hit_lo = 1, g_hit_hi = 0;
+// Accesses come in runs over a few buffers (a kernel's inputs and outputs): the last four
+// allocations hit answer most of them (one is forgotten when it is freed).
+struct Hit {
+    uintptr_t lo = 1, hi = 0;
+};
+Hit g_hits[4];
+unsigned g_hit_next = 0;
 uintptr_t g_image_lo = 0, g_image_hi = 0;
 std::set<std::pair<std::string, const void*>> g_seen;  // (kind, code address) reported once a launch
 
@@ -99,7 +103,8 @@ void checks_begin_launch() { g_seen.clear(); }
 void register_alloc(void* base, size_t bytes) { g_allocs[reinterpret_cast<uintptr_t>(base)] = {bytes, g_next_id++}; }
 void unregister_alloc(void* base) {
     g_allocs.erase(reinterpret_cast<uintptr_t>(base));
-    if (reinterpret_cast<uintptr_t>(base) == g_hit_lo) g_hit_lo = 1, g_hit_hi = 0;
+    for (Hit& h : g_hits)
+        if (h.lo == reinterpret_cast<uintptr_t>(base)) h = Hit{};
 }
 
 void report(const std::string& text, bool fatal) {
@@ -114,7 +119,8 @@ void report(const std::string& text, bool fatal) {
     }
 }
 
-void check_shared(const Fiber& f, const void* p, size_t n, bool write, const char* what, uint32_t since) {
+void check_shared(const Fiber& f, const void* p, size_t n, bool write, const char* what, uint32_t since,
+                  const void* site) {
     Launch& L = *g_launch;
     const size_t off = static_cast<size_t>(static_cast<const unsigned char*>(p) - emu_shared_window);
     if (!shared_in_bounds(off, n)) {
@@ -127,7 +133,7 @@ void check_shared(const Fiber& f, const void* p, size_t n, bool write, const cha
     const uint16_t tid = uint16_t(f.tid);
     for (size_t i = off; i < off + n; i++) {
         Cell& c = g_shadow[i];
-        std::string problem;
+        const char* problem = nullptr;
         uint16_t other = 0;
         if (write) {
             if (c.w_epoch >= since && c.w_epoch >= L.block_epoch && c.w_tid != tid) {
@@ -143,19 +149,19 @@ void check_shared(const Fiber& f, const void* p, size_t n, bool write, const cha
             } else if (c.w_epoch >= since && c.w_tid != tid) {
                 problem = "write-read race", other = c.w_tid;
             }
-            if (c.r_epoch == L.epoch && c.r_tid != tid) {
-                c.r_multi = 1;
-            } else if (c.r_epoch != L.epoch) {
+            if (c.r_epoch != L.epoch) {
                 c.r_epoch = L.epoch, c.r_tid = tid, c.r_multi = 0;
+            } else if (c.r_tid != tid) {
+                c.r_multi = 1;
             }
         }
-        if (problem.empty() || !g_checks) continue;
+        if (__builtin_expect(problem == nullptr, 1) || !g_checks) continue;
         // One report per kind and place in the code is enough to find it.
-        if (!g_seen.insert({problem + what, __builtin_return_address(0)}).second) return;
-        std::string text = problem + " in " + L.kernel + " at " + where(f) + ": " + what + " " + rw(write) + " of " +
-                           std::to_string(n) + " bytes at shared offset " + std::to_string(off) + " (byte " +
+        if (!g_seen.insert({std::string(problem) + what, site}).second) return;
+        std::string text = std::string(problem) + " in " + L.kernel + " at " + where(f) + ": " + what + " " + rw(write) +
+                           " of " + std::to_string(n) + " bytes at shared offset " + std::to_string(off) + " (byte " +
                            std::to_string(i) + ", " + shared_place(i, 1) + ")";
-        if (problem.find("race") != std::string::npos) {
+        if (strstr(problem, "race")) {
             const Fiber& o = L.fibers[other];
             text += " conflicts with thread " + std::to_string(other) + " (" + where(o) +
                     ") since the last __syncthreads";
@@ -167,12 +173,13 @@ void check_shared(const Fiber& f, const void* p, size_t n, bool write, const cha
 
 bool check_global(const Fiber& f, const void* p, size_t n, bool write, const char* what) {
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    if (a >= g_hit_lo && a + n <= g_hit_hi) return true;
+    for (const Hit& h : g_hits)
+        if (a >= h.lo && a + n <= h.hi) return true;
     auto it = g_allocs.upper_bound(a);
     if (it != g_allocs.begin()) {
         --it;
         if (a >= it->first && a + n <= it->first + it->second.bytes) {
-            g_hit_lo = it->first, g_hit_hi = it->first + it->second.bytes;
+            g_hits[g_hit_next++ % 4] = {it->first, it->first + it->second.bytes};
             return true;
         }
     }
@@ -200,13 +207,13 @@ using namespace emu;
 
 namespace {
 
-inline void access(const void* p, size_t n, bool write) {
+inline void access(const void* p, size_t n, bool write, const void* site) {
     Launch* L = g_launch;
     if (!L || !L->cur) return;
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
     const uintptr_t w = reinterpret_cast<uintptr_t>(emu_shared_window);
     if (a - w < kWindow) {
-        check_shared(*L->cur, p, n, write, "kernel", L->epoch);
+        check_shared(*L->cur, p, n, write, "kernel", L->epoch, site);
         return;
     }
     if (a - g_stack_lo < g_stack_hi - g_stack_lo) return;
@@ -215,7 +222,7 @@ inline void access(const void* p, size_t n, bool write) {
     check_global(*L->cur, p, n, write, "kernel");
 }
 
-inline void access16(const void* p, bool write) { access(p, 16, write); }
+
 
 }  // namespace
 
@@ -238,28 +245,28 @@ extern "C" {
 void __tsan_init() {}
 void __tsan_func_entry(void*) {}
 void __tsan_func_exit() {}
-void __tsan_read1(void* p) { access(p, 1, false); }
-void __tsan_read2(void* p) { access(p, 2, false); }
-void __tsan_read4(void* p) { access(p, 4, false); }
-void __tsan_read8(void* p) { access(p, 8, false); }
-void __tsan_read16(void* p) { access16(p, false); }
-void __tsan_write1(void* p) { access(p, 1, true); }
-void __tsan_write2(void* p) { access(p, 2, true); }
-void __tsan_write4(void* p) { access(p, 4, true); }
-void __tsan_write8(void* p) { access(p, 8, true); }
-void __tsan_write16(void* p) { access16(p, true); }
-void __tsan_unaligned_read2(void* p) { access(p, 2, false); }
-void __tsan_unaligned_read4(void* p) { access(p, 4, false); }
-void __tsan_unaligned_read8(void* p) { access(p, 8, false); }
-void __tsan_unaligned_read16(void* p) { access16(p, false); }
-void __tsan_unaligned_write2(void* p) { access(p, 2, true); }
-void __tsan_unaligned_write4(void* p) { access(p, 4, true); }
-void __tsan_unaligned_write8(void* p) { access(p, 8, true); }
-void __tsan_unaligned_write16(void* p) { access16(p, true); }
-void __tsan_read_range(void* p, unsigned long n) { access(p, n, false); }
-void __tsan_write_range(void* p, unsigned long n) { access(p, n, true); }
-void __tsan_volatile_read4(void* p) { access(p, 4, false); }
-void __tsan_volatile_write4(void* p) { access(p, 4, true); }
+void __tsan_read1(void* p) { access(p, 1, false, __builtin_return_address(0)); }
+void __tsan_read2(void* p) { access(p, 2, false, __builtin_return_address(0)); }
+void __tsan_read4(void* p) { access(p, 4, false, __builtin_return_address(0)); }
+void __tsan_read8(void* p) { access(p, 8, false, __builtin_return_address(0)); }
+void __tsan_read16(void* p) { access(p, 16, false, __builtin_return_address(0)); }
+void __tsan_write1(void* p) { access(p, 1, true, __builtin_return_address(0)); }
+void __tsan_write2(void* p) { access(p, 2, true, __builtin_return_address(0)); }
+void __tsan_write4(void* p) { access(p, 4, true, __builtin_return_address(0)); }
+void __tsan_write8(void* p) { access(p, 8, true, __builtin_return_address(0)); }
+void __tsan_write16(void* p) { access(p, 16, true, __builtin_return_address(0)); }
+void __tsan_unaligned_read2(void* p) { access(p, 2, false, __builtin_return_address(0)); }
+void __tsan_unaligned_read4(void* p) { access(p, 4, false, __builtin_return_address(0)); }
+void __tsan_unaligned_read8(void* p) { access(p, 8, false, __builtin_return_address(0)); }
+void __tsan_unaligned_read16(void* p) { access(p, 16, false, __builtin_return_address(0)); }
+void __tsan_unaligned_write2(void* p) { access(p, 2, true, __builtin_return_address(0)); }
+void __tsan_unaligned_write4(void* p) { access(p, 4, true, __builtin_return_address(0)); }
+void __tsan_unaligned_write8(void* p) { access(p, 8, true, __builtin_return_address(0)); }
+void __tsan_unaligned_write16(void* p) { access(p, 16, true, __builtin_return_address(0)); }
+void __tsan_read_range(void* p, unsigned long n) { access(p, n, false, __builtin_return_address(0)); }
+void __tsan_write_range(void* p, unsigned long n) { access(p, n, true, __builtin_return_address(0)); }
+void __tsan_volatile_read4(void* p) { access(p, 4, false, __builtin_return_address(0)); }
+void __tsan_volatile_write4(void* p) { access(p, 4, true, __builtin_return_address(0)); }
 // Only the registry's function-local statics (their guard variables) use atomics.
 unsigned char __tsan_atomic8_load(const volatile unsigned char* a, int) { return __atomic_load_n(a, __ATOMIC_ACQUIRE); }
 void __tsan_atomic8_store(volatile unsigned char* a, unsigned char v, int) { __atomic_store_n(a, v, __ATOMIC_RELEASE); }

@@ -51,6 +51,7 @@ struct Fiber {
 
 struct Warp {
     unsigned arrived = 0;  // lanes waiting at the current collective
+    unsigned exited = 0;   // lanes that have finished (a collective must not wait for them)
 };
 
 // A finding of the checks; `fatal` ones (an access outside every allocation) stop the launch
@@ -93,7 +94,9 @@ std::string where(const Fiber& f);
 void warp_collective(int kind, unsigned mask);
 // checks.cpp. `since`: the epoch from which another thread's access conflicts (the current one
 // for ordinary accesses; a cp.async's issue epoch when it lands).
-void check_shared(const Fiber& f, const void* p, size_t n, bool write, const char* what, uint32_t since);
+// `site`: the code address of the access (one report per kind and site).
+void check_shared(const Fiber& f, const void* p, size_t n, bool write, const char* what, uint32_t since,
+                  const void* site = nullptr);
 bool check_global(const Fiber& f, const void* p, size_t n, bool write, const char* what);
 void report(const std::string& text, bool fatal);
 void checks_begin_launch();

@@ -237,6 +237,7 @@ extern "C" void solar_emu_fiber_main() {
     g_entry->invoke(g_args);
     Fiber* f = g_launch->cur;
     f->state = State::Done;
+    g_launch->warps[f->tid / kWarp].exited++;
     yield_to_scheduler();
     __builtin_unreachable();
 }

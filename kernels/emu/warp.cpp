@@ -192,7 +192,7 @@ void warp_collective(int kind, unsigned mask) {
                    " that leaves out the calling lane at " + where(me),
                false);
     }
-    for (unsigned l = 0; l < n; l++)
+    for (unsigned l = 0; L.warps[w].exited && l < n; l++)
         if ((parts >> l & 1) && lanes[l].state == State::Done) {
             report(std::string(kind_name(kind)) + " at " + where(me) + " waits for lane " + std::to_string(l) +
                        ", which has exited",
