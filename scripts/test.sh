@@ -3,7 +3,9 @@
 # It installs what the tests need: the Rust toolchain is on the machine; NVRTC, the CUDA headers
 # and nvdisasm come from NVIDIA's wheels (scripts/cuda-wheels.sh) unless a CUDA toolkit is
 # present, and SOLAR_REQUIRE_NVRTC=1 makes the kernel compile checks fail rather than skip
-# without them. GPU tests skip, saying so, on a machine without a GPU (CI).
+# without them. On a machine without a GPU (CI) the GPU tests run on the emulator executor (the
+# kernels compiled as host C++ with memory and race checks); SOLAR_REQUIRE_EMU=1 makes the launch
+# declaration test fail rather than skip if this build's emulator has no kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,7 @@ if [[ -z "${SOLAR_NVRTC:-}" && ! -e /usr/local/cuda/include/cuda_bf16.h && -z "$
   export SOLAR_CUDA_WHEELS
 fi
 export SOLAR_REQUIRE_NVRTC=1
+export SOLAR_REQUIRE_EMU=1
 
 echo "== build (all targets)"
 cargo build --workspace --all-targets --locked
