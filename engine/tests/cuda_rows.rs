@@ -71,6 +71,7 @@ fn cuda_rmsnorm_matches_cpu() {
         (vec![5, 8200], 4),
         (vec![2, 1, 1000], 5),
         (vec![4, 301], 6),
+        (vec![2, 32776], 7),
     ] {
         let c = *dims.last().unwrap();
         let x = randn_bf16_exact(&dims, 1.0, seed);
