@@ -106,6 +106,15 @@ pub unsafe fn launch(
     dynamic_smem: usize,
     args: &[*mut c_void],
 ) -> Result<(), EmuReport> {
+    let params = if kernel.signature.is_empty() { 0 } else { kernel.signature.split(", ").count() };
+    if args.len() != params {
+        return Err(EmuReport(format!(
+            "emulator: {} takes {params} arguments ({}), the launch passed {}",
+            kernel.name,
+            kernel.signature,
+            args.len()
+        )));
+    }
     let mut report: *mut c_char = std::ptr::null_mut();
     // SAFETY: the caller upholds the argument contract; grid and block are 3 u32 each.
     let rc = unsafe {

@@ -132,6 +132,13 @@ fn launches_the_device_would_refuse_are_refused() {
 }
 
 #[test]
+fn a_launch_with_the_wrong_argument_count_is_refused() {
+    let mut py = 0u64;
+    let r = launch(M, "broken_oob_write", 1, 32, 0, &[arg(&mut py)]).unwrap_err();
+    contains_all(&r, &["broken_oob_write takes 2 arguments (*mut f32, i64), the launch passed 1"]);
+}
+
+#[test]
 fn printf_works_in_kernels() {
     let mut tag = 7i32;
     launch(M, "hello_printf", 2, 32, 0, &[arg(&mut tag)]).unwrap();
