@@ -123,7 +123,9 @@ impl Common {
                 solar_engine::cuda::use_emulator();
                 let d = Device::Cuda(0);
                 d.ensure_available()?;
-                eprintln!("note: --device emu: the CUDA backend on the emulator executor (checks on, no timings)");
+                eprintln!(
+                    "note: --device emu: the CUDA backend on the emulator executor (checks on, no timings)"
+                );
                 Ok(d)
             }
             DeviceChoice::Fixed(d) => {
