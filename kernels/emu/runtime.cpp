@@ -137,7 +137,7 @@ std::string stuck_block(Launch& L) {
 
 Fiber* pop_ready(Launch& L) {
     Fiber* f = L.ready[L.ready_head];
-    L.ready_head = (L.ready_head + 1) % L.ready.size();
+    if (++L.ready_head == L.ready.size()) L.ready_head = 0;  // a ring; no division on this path
     L.ready_count--;
     return f;
 }
@@ -198,7 +198,9 @@ void run_block(Launch& L, dim3 b) {
 void make_runnable(Fiber& f) {
     Launch& L = *g_launch;
     f.state = State::Runnable;
-    L.ready[(L.ready_head + L.ready_count++) % L.ready.size()] = &f;
+    size_t at = L.ready_head + L.ready_count++;
+    if (at >= L.ready.size()) at -= L.ready.size();
+    L.ready[at] = &f;
 }
 
 // The running fiber blocks: the next ready fiber runs, or the scheduler when none is (to
