@@ -51,6 +51,8 @@ fn loss_chart_has_axes_labels_legend_points_and_markers() {
     }
     // Tick labels: numbers, on both axes, within the ranges drawn.
     let numbers: Vec<f64> = t.iter().filter_map(|s| s.parse::<f64>().ok()).collect();
+    // Steps are whole numbers, so their ticks read "10", not "10.0".
+    assert!(t.iter().any(|s| s == "10") && !t.iter().any(|s| s == "10.0"), "{t:?}");
     let steps = numbers.iter().filter(|&&v| v >= 10.0 && v <= 50.0).count();
     let losses = numbers.iter().filter(|&&v| v > 0.5 && v < 4.0 && v.fract() != 0.0).count();
     assert!(steps >= 3, "too few step ticks: {numbers:?}");
@@ -82,12 +84,21 @@ fn heatmap_has_layer_numbers_colour_bar_and_seam() {
         (0..n).map(|i| (0..n).map(|j| 1.0 - 0.1 * (i as f64 - j as f64).abs()).collect()).collect();
     let svg = heatmap_svg(&m, "Layer similarity", Some(3)).unwrap();
     let t = texts(&svg);
-    for want in ["Layer similarity", "layer", "cosine similarity", "seam: layer 3 starts the second copy"] {
+    for want in [
+        "Layer similarity",
+        "layer",
+        "cosine similarity",
+        "layer (red lines: the seam, layer 3 starts the second copy)",
+    ] {
         assert!(t.iter().any(|s| s == want), "no text {want:?} in {t:?}");
     }
     for k in 0..n {
         let label = k.to_string();
         assert!(t.iter().filter(|s| **s == label).count() >= 2, "layer {k} not on both axes: {t:?}");
+    }
+    // No label beyond the layers (a segmented axis has one segment more than it is told).
+    for outside in ["-1", "6"] {
+        assert!(!t.iter().any(|s| s == outside), "label {outside} outside the layers: {t:?}");
     }
     // The colour bar's scale reads the matrix's range, 0.50 to 1.00.
     assert!(t.iter().any(|s| s == "1.00") && t.iter().any(|s| s == "0.50"), "{t:?}");

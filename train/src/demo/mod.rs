@@ -97,11 +97,14 @@ fn evaluate(r: &Recipe, name: &str, dir: &Path, files: &Files, seq_len: usize) -
     let tok = Tokenizer::from_model_dir(dir)?;
     let (mut m, mut counts) = (BTreeMap::new(), BTreeMap::new());
     let seqs = read_token_sequences(&files.heldout, Some(&tok), model.config.vocab_size)?;
-    m.insert("heldout_loss".into(), eval_lm(&model, &seqs, seq_len)?.loss);
-    let doc_losses = seqs
-        .iter()
-        .map(|s| Ok(eval_lm(&model, std::slice::from_ref(s), seq_len)?.loss))
-        .collect::<Result<_>>()?;
+    // Each document on its own (for the paired loss claim); the held-out loss is their
+    // token-weighted mean, which is what one pass over all of them gives.
+    let per_doc: Vec<_> =
+        seqs.iter().map(|s| eval_lm(&model, std::slice::from_ref(s), seq_len)).collect::<Result<_>>()?;
+    let tokens: usize = per_doc.iter().map(|e| e.tokens).sum();
+    let summed: f64 = per_doc.iter().map(|e| e.loss * e.tokens as f64).sum();
+    m.insert("heldout_loss".into(), summed / tokens.max(1) as f64);
+    let doc_losses = per_doc.iter().map(|e| e.loss).collect();
     for (key, path) in [("add_em", &files.add_test), ("reverse_em", &files.rev_test)] {
         let ex = load_generate_examples(path, SftFormat::PromptCompletion, &tok, dir, &model)?;
         let got = eval_generate(&model, &tok, &ex, 6)?;

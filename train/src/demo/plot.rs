@@ -90,8 +90,10 @@ fn draw_error<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> TrainError + '_
 /// The chart as SVG text, and the ranges it shows.
 pub fn loss_chart_svg(title: &str, series: &[Series], markers: &[Marker]) -> Result<(String, Ranges)> {
     let r = ranges(series, markers);
-    // Room above the highest loss for the legend and the stage labels.
-    let (y0, y1) = (r.loss.0 - 0.05 * (r.loss.1 - r.loss.0), r.loss.1 + 0.25 * (r.loss.1 - r.loss.0));
+    // Room above the highest loss for the legend, and below the lowest for the stage labels
+    // (there they stay clear of the legend wherever a stage begins).
+    let span = r.loss.1 - r.loss.0;
+    let (y0, y1) = (r.loss.0 - 0.12 * span, r.loss.1 + 0.25 * span);
     let err = draw_error(title);
     let mut svg = String::new();
     {
@@ -107,6 +109,7 @@ pub fn loss_chart_svg(title: &str, series: &[Series], markers: &[Marker]) -> Res
         chart
             .configure_mesh()
             .x_desc("optimizer step")
+            .x_label_formatter(&|x: &f64| format!("{x:.0}"))
             .y_desc("training loss")
             .axis_desc_style((FONT, 15))
             .label_style((FONT, 13))
@@ -124,7 +127,7 @@ pub fn loss_chart_svg(title: &str, series: &[Series], markers: &[Marker]) -> Res
                     grey.stroke_width(1),
                 ))
                 .map_err(&err)?;
-            let at = (m.step, y1);
+            let at = (m.step, y0 + 0.07 * span);
             let style = (FONT, 13).into_font().color(&grey);
             chart
                 .draw_series(std::iter::once(Text::new(format!(" {}", m.label), at, style)))
@@ -133,7 +136,7 @@ pub fn loss_chart_svg(title: &str, series: &[Series], markers: &[Marker]) -> Res
         for (i, s) in series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             let raw = finite(&s.points);
-            let faint = color.mix(0.3).filled();
+            let faint = color.mix(0.4).filled();
             chart.draw_series(raw.iter().map(|&p| Circle::new(p, 2, faint))).map_err(&err)?;
             let line = smooth(&raw, smoothing_half_width(raw.len()));
             chart

@@ -53,13 +53,14 @@ pub fn heatmap_svg(m: &[Vec<f64>], title: &str, seam: Option<usize>) -> Result<S
         root.fill(&WHITE).map_err(draw_error)?;
         let root = root.titled(title, (FONT, 20)).map_err(draw_error)?;
         let (left, right) = root.split_horizontally(size.0 - BAR_WIDTH);
-        // Rows run top to bottom: row i sits in segment n-1-i, labelled back as i.
+        // Rows run top to bottom: row i sits in segment n-1-i, labelled back as i. A segmented
+        // range a..b has the segments a..=b, so 0..n-1 gives the n layers.
         let n_i = n as i32;
         let mut chart = ChartBuilder::on(&left)
             .margin(10)
             .x_label_area_size(44)
             .y_label_area_size(50)
-            .build_cartesian_2d((0..n_i).into_segmented(), (0..n_i).into_segmented())
+            .build_cartesian_2d((0..n_i - 1).into_segmented(), (0..n_i - 1).into_segmented())
             .map_err(draw_error)?;
         let label = |flip: bool| {
             move |v: &SegmentValue<i32>| match v {
@@ -75,7 +76,12 @@ pub fn heatmap_svg(m: &[Vec<f64>], title: &str, seam: Option<usize>) -> Result<S
             .y_labels(n)
             .x_label_formatter(&label(false))
             .y_label_formatter(&label(true))
-            .x_desc("layer (hidden state after it)")
+            .x_desc(match seam {
+                Some(s) if s > 0 && s < n => {
+                    format!("layer (red lines: the seam, layer {s} starts the second copy)")
+                }
+                _ => "layer".to_string(),
+            })
             .y_desc("layer")
             .axis_desc_style((FONT, 15))
             .label_style((FONT, 12))
@@ -100,16 +106,6 @@ pub fn heatmap_svg(m: &[Vec<f64>], title: &str, seam: Option<usize>) -> Result<S
                 .map_err(draw_error)?;
             chart
                 .draw_series(LineSeries::new(vec![(at(0), at(flip)), (at(n_i), at(flip))], style))
-                .map_err(draw_error)?
-                .label(format!("seam: layer {s} starts the second copy"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], SEAM.stroke_width(2)));
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerLeft)
-                .label_font((FONT, 13))
-                .background_style(WHITE.mix(0.9))
-                .border_style(RGBColor(160, 160, 160))
-                .draw()
                 .map_err(draw_error)?;
         }
         colour_bar(&right, lo, hi)?;
