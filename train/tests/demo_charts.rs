@@ -53,7 +53,7 @@ fn loss_chart_has_axes_labels_legend_points_and_markers() {
     let numbers: Vec<f64> = t.iter().filter_map(|s| s.parse::<f64>().ok()).collect();
     // Steps are whole numbers, so their ticks read "10", not "10.0".
     assert!(t.iter().any(|s| s == "10") && !t.iter().any(|s| s == "10.0"), "{t:?}");
-    let steps = numbers.iter().filter(|&&v| v >= 10.0 && v <= 50.0).count();
+    let steps = numbers.iter().filter(|&&v| (10.0..=50.0).contains(&v)).count();
     let losses = numbers.iter().filter(|&&v| v > 0.5 && v < 4.0 && v.fract() != 0.0).count();
     assert!(steps >= 3, "too few step ticks: {numbers:?}");
     assert!(losses >= 3, "too few loss ticks: {numbers:?}");

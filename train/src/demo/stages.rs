@@ -81,7 +81,7 @@ impl Recipe {
         cfg.head_dim = 16;
         cfg.num_attention_heads = self.hidden / 16;
         cfg.num_key_value_heads =
-            if cfg.num_attention_heads % 2 == 0 { cfg.num_attention_heads / 2 } else { 1 };
+            if cfg.num_attention_heads.is_multiple_of(2) { cfg.num_attention_heads / 2 } else { 1 };
         cfg.intermediate_size = self.hidden * 8 / 3 / 8 * 8;
         cfg.max_position_embeddings = 256;
         cfg

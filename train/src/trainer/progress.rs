@@ -87,7 +87,7 @@ impl Progress {
                 bar.set_message(format!("loss {:.4} | {}", v.loss, throughput(v, self.unit)));
                 bar.set_position(v.step as u64);
             }
-            None if self.log_every > 0 && (v.step % self.log_every == 0 || v.step == v.total) => {
+            None if self.log_every > 0 && (v.step.is_multiple_of(self.log_every) || v.step == v.total) => {
                 eprintln!("{}", format_step(v, self.unit));
             }
             None => {}
