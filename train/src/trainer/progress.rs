@@ -60,7 +60,9 @@ impl Progress {
     pub fn new(label: &str, total: usize, done: usize, log_every: usize, unit: &'static str) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let style = ProgressStyle::with_template(
-                "{prefix:>22} [{bar:28.cyan/blue}] {pos}/{len} | {msg} | ETA {eta}",
+                // wide_msg: the message is cut to the terminal's width rather than wrapped,
+                // which would leave a copy of the bar on every redraw.
+                "{prefix:>20} [{bar:24.cyan/blue}] {pos}/{len} ETA {eta} | {wide_msg}",
             )
             .expect("the template is valid")
             .progress_chars("=> ");
@@ -106,6 +108,9 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish();
+            // indicatif leaves the cursor at the end of the bar's line: what follows (the next
+            // bar, the demo's next stage line) starts on its own line.
+            eprintln!();
         }
     }
 }
@@ -113,8 +118,9 @@ impl Progress {
 impl Drop for Progress {
     /// A run that stops early (an error, a signal) leaves its bar where it stopped.
     fn drop(&mut self) {
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = self.bar.as_ref().filter(|b| !b.is_finished()) {
             bar.abandon();
+            eprintln!();
         }
     }
 }
