@@ -65,7 +65,9 @@ fn quick_demo_writes_a_complete_report() {
     {
         assert!(md.contains(part), "report.md lacks {part}");
     }
-    for img in ["loss_pretrain.svg", "loss_sft.svg", "loss_dpo.svg", "layers_upscaled.svg"] {
+    for img in
+        ["loss_pretrain.svg", "loss_continued.svg", "loss_sft.svg", "loss_dpo.svg", "layers_upscaled.svg"]
+    {
         let svg = std::fs::read_to_string(out.join(img)).unwrap();
         assert!(svg.contains("<svg") && svg.contains("</svg>"), "{img} is not an SVG");
         let axis = if img.starts_with("loss") { "optimizer step" } else { "cosine similarity" };

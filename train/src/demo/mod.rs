@@ -252,6 +252,17 @@ fn images(out: &Path, sim: &crate::eval::layers::LayerSimilarity, r: &Recipe) ->
             ],
             vec![marker(0, "pretrain base"), marker(r.base_steps, "up-scale + continue")],
         ),
+        // The same continuation on its own scale: beside the base's first steps (loss ~6) the
+        // gap between up-scaled and base (hundredths) would be a single line.
+        (
+            "loss_continued.svg",
+            "Continued pretraining: up-scaled vs base (zoomed)",
+            vec![
+                series("up-scaled, continued", "upscaled_pretrained", r.base_steps),
+                series("base, continued", "base_pretrained", r.base_steps),
+            ],
+            vec![],
+        ),
         (
             "loss_sft.svg",
             "SFT: both tasks, then one specialist per task",
