@@ -29,8 +29,8 @@ fn count(svg: &str, needle: &str) -> usize {
 fn series() -> Vec<Series> {
     let falling = |k: f64| (1..=50).map(|s| (s as f64, 4.0 / (1.0 + 0.1 * s as f64) + k)).collect();
     vec![
-        Series { label: "up-scaled, continued".into(), points: falling(0.0) },
-        Series { label: "base, continued".into(), points: falling(0.3) },
+        Series { label: "up-scaled, continued".into(), points: falling(0.0), color: 0 },
+        Series { label: "base, continued".into(), points: falling(0.3), color: 1 },
     ]
 }
 

@@ -236,9 +236,10 @@ fn curve(dir: &Path, offset: usize) -> Vec<(f64, f64)> {
 /// one line of descent, so a stage that continues another starts where its parent ended.
 fn images(out: &Path, sim: &crate::eval::layers::LayerSimilarity, r: &Recipe) -> Result<Vec<String>> {
     let m = |name: &str| model_dir(out, name);
-    let series = |label: &str, name: &str, offset: usize| plot::Series {
+    let series = |label: &str, name: &str, offset: usize, color: usize| plot::Series {
         label: label.into(),
         points: curve(&m(name), offset),
+        color,
     };
     let marker = |step: usize, label: &str| plot::Marker { step: step as f64, label: label.into() };
     let charts = [
@@ -246,9 +247,9 @@ fn images(out: &Path, sim: &crate::eval::layers::LayerSimilarity, r: &Recipe) ->
             "loss_pretrain.svg",
             "Pretraining: the base, then up-scaled vs base trained as long",
             vec![
-                series("base", "base", 0),
-                series("up-scaled, continued", "upscaled_pretrained", r.base_steps),
-                series("base, continued", "base_pretrained", r.base_steps),
+                series("base", "base", 0, 0),
+                series("up-scaled, continued", "upscaled_pretrained", r.base_steps, 1),
+                series("base, continued", "base_pretrained", r.base_steps, 2),
             ],
             vec![marker(0, "pretrain base"), marker(r.base_steps, "up-scale + continue")],
         ),
@@ -258,8 +259,8 @@ fn images(out: &Path, sim: &crate::eval::layers::LayerSimilarity, r: &Recipe) ->
             "loss_continued.svg",
             "Continued pretraining: up-scaled vs base (zoomed)",
             vec![
-                series("up-scaled, continued", "upscaled_pretrained", r.base_steps),
-                series("base, continued", "base_pretrained", r.base_steps),
+                series("up-scaled, continued", "upscaled_pretrained", r.base_steps, 1),
+                series("base, continued", "base_pretrained", r.base_steps, 2),
             ],
             vec![],
         ),
@@ -267,16 +268,16 @@ fn images(out: &Path, sim: &crate::eval::layers::LayerSimilarity, r: &Recipe) ->
             "loss_sft.svg",
             "SFT: both tasks, then one specialist per task",
             vec![
-                series("both tasks", "sft_both", 0),
-                series("add specialist", "sft_add", r.sft_steps),
-                series("reverse specialist", "sft_reverse", r.sft_steps),
+                series("both tasks", "sft_both", 0, 0),
+                series("add specialist", "sft_add", r.sft_steps, 1),
+                series("reverse specialist", "sft_reverse", r.sft_steps, 2),
             ],
             vec![marker(0, "SFT on both"), marker(r.sft_steps, "specialists")],
         ),
         (
             "loss_dpo.svg",
             "DPO from the model tuned on both tasks",
-            vec![series("dpo (sigmoid loss)", "dpo", 0)],
+            vec![series("dpo (sigmoid loss)", "dpo", 0, 0)],
             vec![marker(0, "DPO")],
         ),
     ];

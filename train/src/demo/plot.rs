@@ -25,6 +25,8 @@ const FONT: &str = "sans-serif";
 pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
+    /// Index into COLORS, so one run keeps its colour across charts.
+    pub color: usize,
 }
 
 /// Where a stage began, on the chart's step axis.
@@ -133,8 +135,8 @@ pub fn loss_chart_svg(title: &str, series: &[Series], markers: &[Marker]) -> Res
                 .draw_series(std::iter::once(Text::new(format!(" {}", m.label), at, style)))
                 .map_err(&err)?;
         }
-        for (i, s) in series.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
+        for s in series {
+            let color = COLORS[s.color % COLORS.len()];
             let raw = finite(&s.points);
             let faint = color.mix(0.4).filled();
             chart.draw_series(raw.iter().map(|&p| Circle::new(p, 2, faint))).map_err(&err)?;
@@ -178,7 +180,8 @@ mod tests {
 
     #[test]
     fn ranges_cover_points_and_markers_and_survive_no_data() {
-        let s = [Series { label: "a".into(), points: vec![(1.0, 2.0), (5.0, f64::NAN), (3.0, 1.0)] }];
+        let s =
+            [Series { label: "a".into(), points: vec![(1.0, 2.0), (5.0, f64::NAN), (3.0, 1.0)], color: 0 }];
         let r = ranges(&s, &[Marker { step: 9.0, label: "m".into() }]);
         assert_eq!(r, Ranges { steps: (1.0, 9.0), loss: (1.0, 2.0) });
         let empty = ranges(&[], &[]);
