@@ -10,6 +10,7 @@ use solar_train::bench::{format_table, run_gpu_suite, run_suite, BenchOptions, B
 use std::io::{IsTerminal, Write};
 
 #[derive(Args, Debug, Clone)]
+#[command(after_help = "Example:\n  solar-train bench --device cpu --op matmul --json")]
 pub struct BenchArgs {
     /// Time only this op (all of them by default).
     #[arg(long, value_name = "NAME", value_parser = PossibleValuesParser::new(OP_NAMES))]

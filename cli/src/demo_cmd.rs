@@ -8,6 +8,7 @@ use solar_train::demo::{run_demo, DemoOptions};
 use std::path::PathBuf;
 
 #[derive(Args, Debug, Clone)]
+#[command(after_help = "Example:\n  solar-train demo --quick --out runs/demo-quick")]
 pub struct DemoArgs {
     /// Where the models, data, report.md, report.json and images go.
     #[arg(long, default_value = "runs/demo")]
@@ -23,7 +24,7 @@ pub fn demo(args: &DemoArgs, common: &Common) -> Result<(), CliError> {
     let rows = run_demo(&opts, |line| eprintln!("demo {line}"))?;
     println!("{}", table(&rows));
     eprintln!(
-        "report: {} (and report.json, loss_*.png, layers_upscaled.png beside it)",
+        "report: {} (and report.json, loss_*.svg, layers_upscaled.svg beside it)",
         args.out.join("report.md").display()
     );
     Ok(())

@@ -6,6 +6,7 @@ mod bench;
 mod common;
 mod config_file;
 mod demo_cmd;
+mod generate_cmd;
 mod merge_cmd;
 mod model_cmds;
 mod train_cmds;
@@ -36,7 +37,7 @@ enum Command {
     /// Mean next-token loss, perplexity and token count of a model on a data file.
     Eval(model_cmds::EvalArgs),
     /// Generate text from a prompt (greedy, or sampled with --temperature and --top-p).
-    Generate(model_cmds::GenerateArgs),
+    Generate(generate_cmd::GenerateArgs),
     /// Continued pretraining on packed text (documents never attend to each other).
     Pretrain(train_cmds::PretrainArgs),
     /// Instruction tuning: loss on the responses only (alpaca, openorca, prompt-completion, messages).
@@ -91,7 +92,7 @@ fn run(cli: &Cli) -> Result<(), CliError> {
         }
         Command::Generate(args) => {
             common.run_on = common.select_device()?;
-            model_cmds::generate(args, &common)
+            generate_cmd::generate(args, &common)
         }
         Command::Pretrain(args) => {
             common.run_on = common.select_device()?;

@@ -32,6 +32,9 @@ const FLAG_ONLY: [&str; 9] =
     ["method", "models", "base", "weights", "t", "density", "lambda", "normalize", "slices"];
 
 #[derive(Args, Debug, Clone)]
+#[command(
+    after_help = "Example:\n  solar-train merge --method slerp --models runs/demo/models/sft_add runs/demo/models/sft_reverse --t 0.5 --out merged"
+)]
 pub struct MergeArgs {
     /// linear | slerp | task-arithmetic | ties | dare-ties | dare-linear | passthrough.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(METHODS), hide_possible_values = true,

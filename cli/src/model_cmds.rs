@@ -9,7 +9,6 @@ use clap::{ArgGroup, Args};
 use solar_engine::Device;
 use solar_model::checkpoint::{SafeDType, WriteOptions};
 use solar_model::dus::{upscale, LayerSpec};
-use solar_model::generate::GenerateOptions;
 use solar_model::init::{init_model_dir, InitOptions};
 use solar_model::presets::{preset, PRESETS};
 use solar_model::tokenizer::Tokenizer;
@@ -31,6 +30,7 @@ fn preset_names() -> Vec<&'static str> {
 
 #[derive(Args, Debug, Clone)]
 #[command(group(ArgGroup::new("shape").required(true).args(["preset", "model_config"])))]
+#[command(after_help = "Example:\n  solar-train init --preset tiny --out tiny-model")]
 pub struct InitArgs {
     /// A named shape: tiny, tiny-mistral, small (demo), mistral-7b, solar-10.7b.
     #[arg(long, value_parser = PossibleValuesParser::new(preset_names()))]
@@ -77,6 +77,9 @@ pub fn init(args: &InitArgs, common: &Common) -> Result<(), CliError> {
 
 #[derive(Args, Debug, Clone)]
 #[command(group(ArgGroup::new("layers").required(true).args(["remove", "slices"])))]
+#[command(
+    after_help = "Example:\n  solar-train upscale --model runs/demo/models/base --remove 2 --out upscaled"
+)]
 pub struct UpscaleArgs {
     /// The base model folder (HF layout).
     #[arg(long)]
@@ -121,6 +124,9 @@ pub fn upscale_cmd(args: &UpscaleArgs) -> Result<(), CliError> {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(
+    after_help = "Example:\n  solar-train eval --model runs/demo/models/sft_both --task generate --data runs/demo/data/add_heldout.jsonl --json"
+)]
 pub struct EvalArgs {
     /// The model folder (HF layout).
     #[arg(long)]
@@ -199,56 +205,6 @@ pub fn eval(args: &EvalArgs, device: Device) -> Result<(), CliError> {
         println!("{}", serde_json::json!({"loss": r.loss, "ppl": r.ppl, "tokens": r.tokens}));
     } else {
         println!("loss {:.6}  ppl {:.4}  tokens {}", r.loss, r.ppl, r.tokens);
-    }
-    Ok(())
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct GenerateArgs {
-    /// The model folder (HF layout, with tokenizer.json).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// The prompt (encoded with the tokenizer's special tokens, so BOS as the model expects).
-    #[arg(long)]
-    pub prompt: String,
-    #[arg(long, default_value_t = 64)]
-    pub max_new_tokens: usize,
-    /// 0 picks the most likely token every step (greedy).
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f64,
-    /// Nucleus sampling: draw from the smallest set of tokens holding this much probability.
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f64,
-    /// Keep going past the end-of-sequence token.
-    #[arg(long)]
-    pub ignore_eos: bool,
-    /// Print {"output_ids": [...], "text": ...} (the generated tokens only) on stdout.
-    #[arg(long)]
-    pub json: bool,
-}
-
-pub fn generate(args: &GenerateArgs, common: &Common) -> Result<(), CliError> {
-    // Written so NaN fails too: a NaN comparison is false.
-    let valid = args.temperature >= 0.0 && args.top_p > 0.0 && args.top_p <= 1.0;
-    if !valid {
-        return Err(CliError("--temperature must be >= 0 and --top-p in (0, 1]".into()));
-    }
-    let model = load_model(&args.model, common.run_on)?;
-    let tok = Tokenizer::from_model_dir(&args.model)?;
-    let prompt = tok.encode(&args.prompt, true)?;
-    let opts = GenerateOptions {
-        max_new_tokens: args.max_new_tokens,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        seed: common.seed,
-        ignore_eos: args.ignore_eos,
-    };
-    let ids = model.generate(&prompt, &opts)?;
-    let text = tok.decode(&ids, true)?;
-    if args.json {
-        println!("{}", serde_json::json!({"output_ids": ids, "text": text}));
-    } else {
-        println!("{text}");
     }
     Ok(())
 }

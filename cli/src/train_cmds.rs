@@ -1,23 +1,19 @@
 //! The training subcommands: `pretrain` (continued pretraining on packed text), `sft`
-//! (instruction tuning with the loss on responses only) and `dpo` (preference alignment). They share the trainer flags
-//! (`TrainFlags`), load the model, tokenizer and data, and hand over to solar_train's trainer.
-//! `dpo` trains on preference pairs against reference log-probs computed before training.
+//! (instruction tuning with the loss on responses only) and `dpo` (preference alignment). They
+//! share the trainer flags (`TrainFlags`), check what only a command line can get wrong, and
+//! call the stage's one implementation in solar_train::pipeline, which the demo calls too.
 
-use crate::common::{load_model, parse_save_dtype, CliError, Common};
+use crate::common::{parse_save_dtype, CliError, Common};
 use clap::Args;
-use serde_json::{json, Map};
+use serde_json::json;
 use solar_engine::Device;
 use solar_model::checkpoint::{Checkpoint, SafeDType};
 use solar_model::names::EMBED;
-use solar_model::tokenizer::Tokenizer;
-use solar_model::{Llama, LlamaConfig};
-use solar_train::data::pairs::load_pairs;
-use solar_train::data::records::DataStats;
-use solar_train::data::rows::LmRow;
-use solar_train::dpo::{reference_logps, DpoConfig};
+use solar_model::Llama;
+use solar_train::dpo::DpoConfig;
+use solar_train::pipeline::{self, StageInput};
 use solar_train::trainer::config::TrainConfig;
-use solar_train::trainer::objective::Objective;
-use solar_train::trainer::{memory, train, RunOptions};
+use solar_train::trainer::{RunOptions, RunReport};
 use std::path::{Path, PathBuf};
 
 /// Flags every trainer takes.
@@ -131,7 +127,7 @@ impl TrainFlags {
         }
     }
 
-    fn run_options(&self, device: Device) -> Result<RunOptions, CliError> {
+    fn run_options(&self, device: Device, label: &str) -> Result<RunOptions, CliError> {
         // The finished model keeps the input's dtype unless told otherwise.
         let input_dtype = Checkpoint::open(&self.model)?.dtype_of(EMBED)?;
         Ok(RunOptions {
@@ -141,62 +137,36 @@ impl TrainFlags {
             save_dtype: Some(self.save_dtype.unwrap_or(input_dtype)),
             copy_from: Some(self.model.clone()),
             device,
+            label: label.to_string(),
         })
     }
 }
 
-/// Refuses, before the data is read or the model loaded, a run whose step cannot fit in the
-/// memory the device has (`rows_per_micro_batch`: DPO's pairs are two rows each).
-fn check_memory(
-    f: &TrainFlags,
-    common: &Common,
-    cfg: &LlamaConfig,
-    rows_per_micro_batch: usize,
-) -> Result<(), CliError> {
-    let avail = memory::available(common.run_on, |_| None);
-    memory::check_fits(cfg, rows_per_micro_batch, f.seq_len, common.run_on, avail)
-        .map(|_| ())
-        .map_err(|e| CliError(format!("{}: {e}", f.model.display())))
+/// What every stage reads, from the flags.
+fn input(f: &TrainFlags) -> StageInput {
+    StageInput {
+        model: f.model.clone(),
+        data: f.data.clone(),
+        eval_data: f.eval_data.clone(),
+        skip_bad_lines: f.skip_bad_lines,
+        announce: true,
+    }
 }
 
-fn report(what: &str, path: &Path, s: &DataStats) {
-    eprintln!(
-        "{what} {}: {} examples -> {} rows, {} tokens ({} scored); {} truncated, {} bad lines skipped",
-        path.display(),
-        s.examples,
-        s.rows,
-        s.tokens,
-        s.scored_tokens,
-        s.truncated,
-        s.skipped_lines
-    );
-}
-
-/// Runs the trainer on LM rows and says where the model went.
-fn run_lm(
-    flags: &TrainFlags,
-    common: &Common,
-    stage: &str,
-    rows: Vec<LmRow>,
-    eval: Option<Vec<LmRow>>,
-    extra: Map<String, serde_json::Value>,
-) -> Result<(), CliError> {
-    let model = load_model(&flags.model, common.run_on)?;
-    let cfg = flags.config(common.seed);
-    let mut identity = extra;
-    identity.insert("stage".into(), json!(stage));
-    let report =
-        train(model, &Objective::Lm { rows, eval }, &cfg, &flags.run_options(common.run_on)?, identity)?;
+/// Says where the model went.
+fn done(stage: &str, report: &RunReport, out: &Path) {
     eprintln!(
         "{stage}: {} steps, last loss {:.4}; model written to {}",
         report.steps,
         report.last_loss,
-        flags.out.display()
+        out.display()
     );
-    Ok(())
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(
+    after_help = "Example:\n  solar-train pretrain --model runs/demo/models/base --data runs/demo/data/pretrain.jsonl --out pt --steps 100 --seq-len 128"
+)]
 pub struct PretrainArgs {
     #[command(flatten)]
     pub train: TrainFlags,
@@ -204,22 +174,16 @@ pub struct PretrainArgs {
 
 pub fn pretrain(args: &PretrainArgs, common: &Common) -> Result<(), CliError> {
     let f = &args.train;
-    let cfg = Llama::load_config(&f.model)?;
-    check_memory(f, common, &cfg, f.batch)?;
-    let tok = Tokenizer::from_model_dir_if_present(&f.model)?;
-    let (rows, stats) =
-        solar_train::data::pretrain::load_pretrain(&f.data, tok.as_ref(), &cfg, f.seq_len, f.skip_bad_lines)?;
-    report("data", &f.data, &stats);
-    let eval = match &f.eval_data {
-        Some(p) => Some(
-            solar_train::data::pretrain::load_pretrain(p, tok.as_ref(), &cfg, f.seq_len, f.skip_bad_lines)?.0,
-        ),
-        None => None,
-    };
-    run_lm(f, common, "pretrain", rows, eval, Map::new())
+    let report =
+        pipeline::pretrain(&input(f), &f.config(common.seed), &f.run_options(common.run_on, "pretrain")?)?;
+    done("pretrain", &report, &f.out);
+    Ok(())
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(
+    after_help = "Example:\n  solar-train sft --model pt --data runs/demo/data/sft_both.jsonl --format prompt-completion --packing --out sft --steps 100"
+)]
 pub struct SftArgs {
     #[command(flatten)]
     pub train: TrainFlags,
@@ -233,36 +197,17 @@ pub struct SftArgs {
 
 pub fn sft(args: &SftArgs, common: &Common) -> Result<(), CliError> {
     let f = &args.train;
-    let cfg = Llama::load_config(&f.model)?;
-    check_memory(f, common, &cfg, f.batch)?;
-    let tok = Tokenizer::from_model_dir(&f.model)?;
     let format = args.format.parse().map_err(CliError)?;
-    let load = |p: &Path| {
-        solar_train::data::sft::load_sft(
-            p,
-            format,
-            &tok,
-            &f.model,
-            &cfg,
-            f.seq_len,
-            args.packing,
-            f.skip_bad_lines,
-        )
-    };
-    let (rows, stats) = load(&f.data)?;
-    report("data", &f.data, &stats);
-    let eval = match &f.eval_data {
-        Some(p) => Some(load(p)?.0),
-        None => None,
-    };
-    let extra = Map::from_iter([
-        ("format".to_string(), json!(args.format)),
-        ("packing".to_string(), json!(args.packing)),
-    ]);
-    run_lm(f, common, "sft", rows, eval, extra)
+    let run = f.run_options(common.run_on, "sft")?;
+    let report = pipeline::sft(&input(f), format, args.packing, &f.config(common.seed), &run)?;
+    done("sft", &report, &f.out);
+    Ok(())
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(
+    after_help = "Example:\n  solar-train dpo --model sft --data runs/demo/data/pairs.jsonl --beta 0.1 --out dpo --steps 40"
+)]
 pub struct DpoArgs {
     #[command(flatten)]
     pub train: TrainFlags,
@@ -323,44 +268,8 @@ pub fn dpo(args: &DpoArgs, common: &Common) -> Result<(), CliError> {
     if let Some(reference) = &args.reference {
         check_reference(&f.model, reference)?;
     }
-    let cfg = Llama::load_config(&f.model)?;
-    check_memory(f, common, &cfg, f.batch.saturating_mul(2))?;
-    let tok = Tokenizer::from_model_dir(&f.model)?;
-    let load = |p: &Path| load_pairs(p, &tok, &f.model, &cfg, f.seq_len, f.skip_bad_lines);
-    let (pairs, stats) = load(&f.data)?;
-    report("pairs", &f.data, &stats);
-    let eval_pairs = match &f.eval_data {
-        Some(p) => Some(load(p)?.0),
-        None => None,
-    };
-    let ref_dir = args.reference.clone().unwrap_or_else(|| f.model.clone());
-    let (refs, eval) = {
-        let reference = load_model(&ref_dir, common.run_on)?;
-        eprintln!("reference log-probs of {} pairs from {}", pairs.len(), ref_dir.display());
-        let refs = reference_logps(&reference, &pairs, f.batch)?;
-        let eval = match eval_pairs {
-            Some(e) => {
-                let r = reference_logps(&reference, &e, f.batch)?;
-                Some((e, r))
-            }
-            None => None,
-        };
-        (refs, eval)
-    };
-    let model = load_model(&f.model, common.run_on)?;
-    let objective = Objective::Dpo { pairs, refs, cfg: dcfg, eval };
-    let identity = Map::from_iter([
-        ("stage".to_string(), json!("dpo")),
-        ("beta".to_string(), json!(dcfg.beta)),
-        ("loss".to_string(), json!(args.loss)),
-        ("label_smoothing".to_string(), json!(dcfg.label_smoothing)),
-    ]);
-    let report = train(model, &objective, &f.config(common.seed), &f.run_options(common.run_on)?, identity)?;
-    eprintln!(
-        "dpo: {} steps, last loss {:.4}; model written to {}",
-        report.steps,
-        report.last_loss,
-        f.out.display()
-    );
+    let run = f.run_options(common.run_on, "dpo")?;
+    let report = pipeline::dpo(&input(f), args.reference.as_deref(), dcfg, &f.config(common.seed), &run)?;
+    done("dpo", &report, &f.out);
     Ok(())
 }

@@ -19,12 +19,7 @@ pub fn check(cli: &Cli) -> Result<(), String> {
             dpo_config(a.beta, &a.loss, a.label_smoothing).map(|_| ()).map_err(|e| e.0)
         }
         Command::Eval(a) if a.task == "dpo" => dpo_config(a.beta, &a.loss, 0.0).map(|_| ()).map_err(|e| e.0),
-        Command::Generate(a) => {
-            let valid = a.temperature.is_finite() && a.temperature >= 0.0 && a.top_p > 0.0 && a.top_p <= 1.0;
-            valid
-                .then_some(())
-                .ok_or_else(|| "--temperature must be finite and >= 0, --top-p in (0, 1]".into())
-        }
+        Command::Generate(a) => crate::generate_cmd::check(a),
         Command::Merge(a) => {
             if a.weights.iter().flatten().any(|w| !w.is_finite()) {
                 return Err("--weights must be finite numbers".into());

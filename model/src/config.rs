@@ -108,10 +108,38 @@ fn rope_theta(path: &Path, obj: &Map<String, Value>) -> Result<f64> {
     }
 }
 
+/// The error for a model folder without config.json: what the folder holds, and where a
+/// config.json one level down is (the usual slip: the parent of the model, or a run folder).
+pub fn missing_config(path: &Path) -> ModelError {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|it| it.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    let below: Vec<String> = names
+        .iter()
+        .filter(|n| dir.join(n).join("config.json").is_file())
+        .map(|n| dir.join(n).display().to_string())
+        .collect();
+    let held = match names.len() {
+        0 => "it is empty".to_string(),
+        n if n <= 8 => format!("it holds {}", names.join(", ")),
+        n => format!("it holds {} and {} more", names[..8].join(", "), n - 8),
+    };
+    let hint = if below.is_empty() {
+        "a model folder (HF layout) has config.json beside its weights".to_string()
+    } else {
+        format!("did you mean {}?", below.join(" or "))
+    };
+    ModelError::File { path: path.to_path_buf(), msg: format!("no config.json here ({held}); {hint}") }
+}
+
 impl LlamaConfig {
     pub fn from_file(path: &Path) -> Result<LlamaConfig> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ModelError::io(path, "cannot read config", e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => missing_config(path),
+            _ => ModelError::io(path, "cannot read config", e),
+        })?;
         Self::from_json_str(&text, path)
     }
 

@@ -84,6 +84,17 @@ impl Llama {
 
     /// Generates up to `max_new_tokens` after `prompt`; returns the new tokens only.
     pub fn generate(&self, prompt: &[u32], opts: &GenerateOptions) -> Result<Vec<u32>> {
+        self.generate_streaming(prompt, opts, |_| Ok(()))
+    }
+
+    /// `generate`, handing each new token to `on_token` as soon as it is chosen (so a
+    /// terminal can show it before the next one is computed); an error from it stops.
+    pub fn generate_streaming(
+        &self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        mut on_token: impl FnMut(u32) -> Result<()>,
+    ) -> Result<Vec<u32>> {
         if prompt.is_empty() {
             return Err(crate::ModelError::Msg("generate: the prompt has no tokens".into()));
         }
@@ -94,6 +105,7 @@ impl Llama {
         for step in 0..opts.max_new_tokens {
             let next = sample(&logits, opts.temperature, opts.top_p, &mut rng);
             out.push(next);
+            on_token(next)?;
             if !opts.ignore_eos && self.config.eos_token_ids.contains(&next) {
                 break;
             }

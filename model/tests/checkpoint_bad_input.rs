@@ -283,3 +283,18 @@ fn failed_writes_leave_nothing_behind() {
     assert_eq!(entries(tmp.path()), ["out"]);
     assert_same_f32(&Checkpoint::open(&out).unwrap(), &model);
 }
+
+#[test]
+fn a_folder_without_config_json_says_what_it_holds_and_where_one_is() {
+    let root = tempfile::tempdir().unwrap();
+    let run = root.path().join("run");
+    std::fs::create_dir_all(run.join("final")).unwrap();
+    std::fs::write(run.join("metrics.jsonl"), "").unwrap();
+    std::fs::write(run.join("final").join("config.json"), "{}").unwrap();
+    let msg = solar_model::Llama::load_config(&run).unwrap_err().to_string();
+    assert_mentions(&msg, &["config.json", "it holds final, metrics.jsonl", "did you mean", "run/final"]);
+    let empty = root.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let msg = solar_model::Llama::load_config(&empty).unwrap_err().to_string();
+    assert_mentions(&msg, &["empty/config.json", "it is empty", "has config.json beside its weights"]);
+}

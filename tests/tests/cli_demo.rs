@@ -1,6 +1,6 @@
 //! `solar-train demo --quick` end to end: every stage runs through the real code paths and the
 //! report is complete: report.json lists every model with every metric, report.md shows the
-//! table, the claims and the images, the images are PNGs, and stdout holds the table.
+//! table, the claims and the images, the images are SVG charts, and stdout holds the table.
 
 use serde_json::Value;
 use solar_tests::cli::solar_train;
@@ -43,15 +43,35 @@ fn quick_demo_writes_a_complete_report() {
             assert!(v.is_finite(), "{}: {k} = {v}", s["stage"]);
         }
         assert!(out.join(s["model"].as_str().unwrap()).join("model.safetensors").exists());
+        // Every accuracy has its 95% interval over at least 200 held-out examples.
+        for k in ["add_em", "reverse_em", "add_choice_acc", "reverse_choice_acc", "pair_pref_acc"] {
+            let i = &s["intervals"][k];
+            let (v, lo, hi) =
+                (i["value"].as_f64().unwrap(), i["lo"].as_f64().unwrap(), i["hi"].as_f64().unwrap());
+            assert!(i["n"].as_u64().unwrap() >= 200, "{}: {k}: {i}", s["stage"]);
+            assert!(lo <= v && v <= hi && hi - lo < 0.15 && hi - lo > 0.0, "{}: {k}: {i}", s["stage"]);
+            assert_eq!(v, m[k].as_f64().unwrap(), "{}: {k}", s["stage"]);
+        }
     }
-    assert_eq!(report["claims"].as_array().unwrap().len(), 4);
+    let claims = report["claims"].as_array().unwrap();
+    assert_eq!(claims.len(), 4);
+    for c in claims {
+        let v = c["verdict"].as_str().unwrap();
+        assert!(["holds", "does not hold", "not resolved at this size"].contains(&v), "{c}");
+    }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    for part in ["| model", "merge_slerp", "holds", "loss_pretrain.png", "layers_upscaled.png"] {
+    for part in
+        ["| model", "merge_slerp", "95% Wilson interval", "](loss_pretrain.svg)", "](layers_upscaled.svg)"]
+    {
         assert!(md.contains(part), "report.md lacks {part}");
     }
-    for img in ["loss_pretrain.png", "loss_sft.png", "loss_dpo.png", "layers_upscaled.png"] {
-        let bytes = std::fs::read(out.join(img)).unwrap();
-        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{img} is not a PNG");
+    for img in
+        ["loss_pretrain.svg", "loss_continued.svg", "loss_sft.svg", "loss_dpo.svg", "layers_upscaled.svg"]
+    {
+        let svg = std::fs::read_to_string(out.join(img)).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("</svg>"), "{img} is not an SVG");
+        let axis = if img.starts_with("loss") { "optimizer step" } else { "cosine similarity" };
+        assert!(svg.contains(axis), "{img} has no {axis:?} axis label");
     }
     assert!(run.stdout.contains("| upscaled_pretrained"), "{}", run.stdout);
 }

@@ -39,6 +39,17 @@ impl FromStr for DpoLoss {
     }
 }
 
+impl DpoLoss {
+    /// The name --loss takes (and resume identities record).
+    pub fn name(self) -> &'static str {
+        match self {
+            DpoLoss::Sigmoid => "sigmoid",
+            DpoLoss::Ipo => "ipo",
+            DpoLoss::Hinge => "hinge",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DpoConfig {
     pub beta: f64,

@@ -8,4 +8,5 @@ pub mod dpo;
 pub mod error;
 pub mod eval;
 pub mod merge;
+pub mod pipeline;
 pub mod trainer;

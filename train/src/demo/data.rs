@@ -1,11 +1,12 @@
 //! The demo's data, generated offline from a seed, in the spirit of the paper's synthetic math
 //! sets: two skills a small model can learn on a laptop CPU.
-//!   add:      "What is 3+4?" -> "7"                      (single digits, answers 0..18)
-//!   reverse:  "Reverse the word cab." -> "bac"           (3 letters from a..f)
+//!   add:      "What is 13+4?" -> "17"                    (operands 0..24, answers 0..48)
+//!   reverse:  "Reverse the word cab." -> "bac"           (3 letters from a..h)
 //! Pretraining text mixes both as plain facts; SFT data teaches one skill or both as
 //! prompt-completion pairs behind a short "Q: ...\nA: " prompt; DPO pairs prefer the right sum
 //! to a wrong one. Held-out splits are disjoint from the training ones (other operand pairs,
-//! other words), so every score in the report is measured on data no model trained on.
+//! other words), so every score in the report is measured on data no model trained on. Each
+//! held-out split has HELD_OUT examples, so one example moves an accuracy by half a point.
 
 use serde_json::{json, Value};
 use solar_engine::Rng;
@@ -25,7 +26,12 @@ pub struct DemoData {
     pub rev_test: Vec<Example>,
 }
 
-const LETTERS: &[u8] = b"abcdef";
+const LETTERS: &[u8] = b"abcdefgh";
+
+/// Held-out examples per task (and held-out pairs): one moves an accuracy by 1/200.
+pub const HELD_OUT: usize = 200;
+/// Operands of the add task run 0..ADD_MAX: 625 sums, 425 of them to train on.
+const ADD_MAX: u32 = 25;
 
 fn add_example(a: u32, b: u32) -> Example {
     Example { instruction: format!("What is {a}+{b}?"), output: format!("{}", a + b) }
@@ -45,8 +51,9 @@ fn split<T>(mut items: Vec<T>, test: usize, rng: &mut Rng) -> (Vec<T>, Vec<T>) {
 impl DemoData {
     pub fn generate(seed: u64) -> DemoData {
         let mut rng = Rng::new(seed);
-        let sums: Vec<Example> = (0..10).flat_map(|a| (0..10).map(move |b| add_example(a, b))).collect();
-        let (add_train, add_test) = split(sums, 20, &mut rng);
+        let sums: Vec<Example> =
+            (0..ADD_MAX).flat_map(|a| (0..ADD_MAX).map(move |b| add_example(a, b))).collect();
+        let (add_train, add_test) = split(sums, HELD_OUT, &mut rng);
         let mut words = Vec::new();
         for &x in LETTERS {
             for &y in LETTERS {
@@ -56,7 +63,7 @@ impl DemoData {
             }
         }
         let rev: Vec<Example> = words.iter().map(|w| rev_example(w)).collect();
-        let (rev_train, rev_test) = split(rev, 40, &mut rng);
+        let (rev_train, rev_test) = split(rev, HELD_OUT, &mut rng);
         DemoData { add_train, add_test, rev_train, rev_test }
     }
 

@@ -4,6 +4,7 @@
 //! claims against the numbers, and writes OUT/report.md, OUT/report.json and the images
 //! (report.rs, plot.rs). Default OUT: runs/demo. `quick` shrinks the model and the steps.
 
+pub mod claims;
 pub mod data;
 pub mod plot;
 pub mod report;
@@ -15,14 +16,15 @@ use crate::data::sft::SftFormat;
 use crate::dpo::{reference_logps, DpoConfig};
 use crate::error::{Result, TrainError};
 use crate::eval::choice::{eval_choice, load_choice_examples};
-use crate::eval::dpo::{eval_dpo, DpoEval};
+use crate::eval::dpo::eval_dpo;
 use crate::eval::generate::{eval_generate, load_generate_examples};
-use crate::eval::heatmap::{default_cell, write_heatmap};
+use crate::eval::heatmap_svg::write_heatmap_svg;
 use crate::eval::layers::{adjacent, layer_similarity};
 use crate::eval::lm::eval_lm;
 use crate::merge::{merge, CliMerge, MergeSpec};
+use claims::{accuracy_interval, check_claims};
 use data::{choice_records, sum_distractors, sum_pairs, word_distractors, DemoData};
-use report::{Claim, Row};
+use report::Row;
 use serde_json::json;
 use solar_model::checkpoint::WriteOptions;
 use solar_model::tokenizer::Tokenizer;
@@ -30,6 +32,9 @@ use stages::{model_dir, write_jsonl, Recipe};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// The up-scaled model's layer heatmap, in OUT.
+pub const LAYERS_SVG: &str = "layers_upscaled.svg";
 
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
@@ -72,7 +77,7 @@ fn write_data(dir: &Path, d: &DemoData, quick: bool, seed: u64) -> Result<Files>
     };
     let docs = if quick { 200 } else { 1500 };
     write_jsonl(&files.pretrain, &d.pretrain_text(false, docs, seed))?;
-    write_jsonl(&files.heldout, &d.pretrain_text(true, 60, seed + 1))?;
+    write_jsonl(&files.heldout, &d.pretrain_text(true, data::HELD_OUT, seed + 1))?;
     write_jsonl(&files.sft_add, &data::sft_records(&d.add_train))?;
     write_jsonl(&files.sft_rev, &data::sft_records(&d.rev_train))?;
     let both: Vec<_> = d.add_train.iter().chain(&d.rev_train).cloned().collect();
@@ -86,26 +91,38 @@ fn write_data(dir: &Path, d: &DemoData, quick: bool, seed: u64) -> Result<Files>
     Ok(files)
 }
 
-/// Every task's score of the model in `dir`.
-fn evaluate(r: &Recipe, dir: &Path, files: &Files, seq_len: usize) -> Result<BTreeMap<String, f64>> {
+/// Every task's score of the model in `dir`, as the row `name` of the report.
+fn evaluate(r: &Recipe, name: &str, dir: &Path, files: &Files, seq_len: usize) -> Result<Row> {
     let model = stages::load(r, dir)?;
     let tok = Tokenizer::from_model_dir(dir)?;
-    let mut m = BTreeMap::new();
+    let (mut m, mut counts) = (BTreeMap::new(), BTreeMap::new());
     let seqs = read_token_sequences(&files.heldout, Some(&tok), model.config.vocab_size)?;
-    m.insert("heldout_loss".into(), eval_lm(&model, &seqs, seq_len)?.loss);
+    // Each document on its own (for the paired loss claim); the held-out loss is their
+    // token-weighted mean, which is what one pass over all of them gives.
+    let per_doc: Vec<_> =
+        seqs.iter().map(|s| eval_lm(&model, std::slice::from_ref(s), seq_len)).collect::<Result<_>>()?;
+    let tokens: usize = per_doc.iter().map(|e| e.tokens).sum();
+    let summed: f64 = per_doc.iter().map(|e| e.loss * e.tokens as f64).sum();
+    m.insert("heldout_loss".into(), summed / tokens.max(1) as f64);
+    let doc_losses = per_doc.iter().map(|e| e.loss).collect();
     for (key, path) in [("add_em", &files.add_test), ("reverse_em", &files.rev_test)] {
         let ex = load_generate_examples(path, SftFormat::PromptCompletion, &tok, dir, &model)?;
-        m.insert(key.into(), eval_generate(&model, &tok, &ex, 6)?.exact_match);
+        let got = eval_generate(&model, &tok, &ex, 6)?;
+        m.insert(key.to_string(), got.exact_match);
+        counts.insert(key.to_string(), got.examples);
     }
     for (key, path) in [("add_choice_acc", &files.add_choice), ("reverse_choice_acc", &files.rev_choice)] {
         let ex = load_choice_examples(path)?;
-        m.insert(key.into(), eval_choice(&model, &tok, &ex, "", seq_len, path)?.acc);
+        let got = eval_choice(&model, &tok, &ex, "", seq_len, path)?;
+        m.insert(key.to_string(), got.acc);
+        counts.insert(key.to_string(), got.examples);
     }
     let (pairs, _) = load_pairs(&files.pairs_test, &tok, dir, &model.config, seq_len, false)?;
     let lps = reference_logps(&model, &pairs, 16)?;
     let prefer = lps.iter().filter(|r| r.chosen > r.rejected).count();
     m.insert("pair_pref_acc".into(), prefer as f64 / lps.len().max(1) as f64);
-    Ok(m)
+    counts.insert("pair_pref_acc".into(), lps.len());
+    Ok(Row { stage: name.to_string(), model: format!("models/{name}"), metrics: m, counts, doc_losses })
 }
 
 /// Runs the demo; `progress` gets one line per stage.
@@ -131,7 +148,8 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> Result<Ve
     let tok = Tokenizer::from_model_dir(&m("upscaled"))?;
     let seqs = read_token_sequences(&files.heldout, Some(&tok), up.config.vocab_size)?;
     let sim = layer_similarity(&up, &seqs, r.seq_len)?;
-    write_heatmap(&out.join("layers_upscaled.png"), &sim.similarity, default_cell(sim.layers))?;
+    let title = format!("Layer similarity of the up-scaled model ({layers} layers)");
+    write_heatmap_svg(&out.join(LAYERS_SVG), &sim.similarity, &title, Some(layers / 2))?;
     drop(up);
 
     say(&format!(
@@ -188,8 +206,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> Result<Ve
     ];
     let mut rows = Vec::new();
     for name in order {
-        let metrics = evaluate(&r, &m(name), &files, r.seq_len)?;
-        rows.push(Row { stage: name.to_string(), model: format!("models/{name}"), metrics });
+        rows.push(evaluate(&r, name, &m(name), &files, r.seq_len)?);
     }
     // TRL's reward accuracy of the DPO model against its SFT reference, on held-out pairs.
     let dpo_held_out = {
@@ -200,99 +217,82 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> Result<Ve
     };
     say("writing the report");
     let claims = check_claims(&rows, &dpo_held_out);
-    let sections = images(out, &rows, &sim, &r)?;
+    let sections = images(out, &sim, &r)?;
     report::write_markdown(&out.join("report.md"), &rows, &claims, &sections)?;
     let run = json!({"quick": opts.quick, "seed": seed, "seconds": began.elapsed().as_secs_f64(),
                      "dpo_heldout_vs_sft": dpo_held_out,
+                     "dpo_rewards_accuracies_interval": accuracy_interval(dpo_held_out.rewards_accuracies, dpo_held_out.pairs),
                      "base_layers": n, "upscaled_layers": layers, "adjacent_layer_similarity": adjacent(&sim)});
     report::write_json(&out.join("report.json"), &rows, &claims, run)?;
     Ok(rows)
 }
 
-fn row<'a>(rows: &'a [Row], name: &str) -> &'a Row {
-    rows.iter().find(|r| r.stage == name).expect("every stage is evaluated")
+/// (step, loss) of the run in `dir`, its steps shifted by `offset` (where its stage began).
+fn curve(dir: &Path, offset: usize) -> Vec<(f64, f64)> {
+    stages::loss_curve(dir).into_iter().map(|(x, y)| (x + offset as f64, y)).collect()
 }
 
-/// The paper's claims, in miniature, against this run's numbers. `dpo` is the DPO model
-/// against its SFT reference on held-out pairs.
-pub fn check_claims(rows: &[Row], dpo: &DpoEval) -> Vec<Claim> {
-    let get = |n: &str, k: &str| row(rows, n).get(k);
-    let (up, base) = (get("upscaled_pretrained", "heldout_loss"), get("base_pretrained", "heldout_loss"));
-    let base_em = row(rows, "base_pretrained").mean_em().max(row(rows, "upscaled_pretrained").mean_em());
-    let sft_em = row(rows, "sft_both").mean_em();
-    let (sft_em_both, dpo_em_both) = (sft_em, row(rows, "dpo").mean_em());
-    let reward_acc = dpo.rewards_accuracies;
-    let spec = (row(rows, "sft_add").mean_em() + row(rows, "sft_reverse").mean_em()) / 2.0;
-    let spec_best = row(rows, "sft_add").mean_em().max(row(rows, "sft_reverse").mean_em());
-    let avg = row(rows, "merge_average").mean_em();
-    vec![
-        Claim {
-            claim: "Depth up-scaling then continued pretraining ends below the base trained as long (held-out loss).".into(),
-            holds: up < base,
-            numbers: format!("up-scaled {up:.4} vs base {base:.4}"),
-        },
-        Claim {
-            claim: "SFT raises task accuracy over the pretrained models.".into(),
-            holds: sft_em > base_em,
-            numbers: format!("mean exact match {sft_em:.3} after SFT vs {base_em:.3} before"),
-        },
-        Claim {
-            claim: "DPO raises reward accuracy on held-out pairs without costing more than a point of task accuracy."
-                .into(),
-            holds: reward_acc > 0.5 && dpo_em_both >= sft_em_both - 0.01,
-            numbers: format!(
-                "rewards/accuracies against the SFT model {reward_acc:.3} (the SFT model against itself: 0); \
-                 mean exact match {sft_em_both:.3} -> {dpo_em_both:.3} (one held-out add example moves it by {:.3})",
-                0.5 / 20.0
-            ),
-        },
-        Claim {
-            claim: "Averaging two specialists beats each specialist's mean accuracy over both tasks.".into(),
-            holds: avg > spec_best,
-            numbers: format!("average {avg:.3} vs specialists {:.3} and {:.3} (their mean {spec:.3})",
-                row(rows, "sft_add").mean_em(), row(rows, "sft_reverse").mean_em()),
-        },
-    ]
-}
-
-/// Loss curves and the heatmap, as Markdown sections that show the images.
-fn images(
-    out: &Path,
-    rows: &[Row],
-    sim: &crate::eval::layers::LayerSimilarity,
-    r: &Recipe,
-) -> Result<Vec<String>> {
-    let _ = rows;
+/// Loss curves and the heatmap, as Markdown sections that show the images. Each chart follows
+/// one line of descent, so a stage that continues another starts where its parent ended.
+fn images(out: &Path, sim: &crate::eval::layers::LayerSimilarity, r: &Recipe) -> Result<Vec<String>> {
     let m = |name: &str| model_dir(out, name);
-    let mut sections = Vec::new();
-    let curves = [
+    let series = |label: &str, name: &str, offset: usize, color: usize| plot::Series {
+        label: label.into(),
+        points: curve(&m(name), offset),
+        color,
+    };
+    let marker = |step: usize, label: &str| plot::Marker { step: step as f64, label: label.into() };
+    let charts = [
         (
-            "loss_pretrain.png",
-            "Continued pretraining",
-            vec![("up-scaled", "upscaled_pretrained"), ("base", "base_pretrained")],
+            "loss_pretrain.svg",
+            "Pretraining: the base, then up-scaled vs base trained as long",
+            vec![
+                series("base", "base", 0, 0),
+                series("up-scaled, continued", "upscaled_pretrained", r.base_steps, 1),
+                series("base, continued", "base_pretrained", r.base_steps, 2),
+            ],
+            vec![marker(0, "pretrain base"), marker(r.base_steps, "up-scale + continue")],
         ),
-        ("loss_sft.png", "SFT", vec![("add", "sft_add"), ("reverse", "sft_reverse"), ("both", "sft_both")]),
-        ("loss_dpo.png", "DPO", vec![("dpo", "dpo")]),
+        // The same continuation on its own scale: beside the base's first steps (loss ~6) the
+        // gap between up-scaled and base (hundredths) would be a single line.
+        (
+            "loss_continued.svg",
+            "Continued pretraining: up-scaled vs base (zoomed)",
+            vec![
+                series("up-scaled, continued", "upscaled_pretrained", r.base_steps, 1),
+                series("base, continued", "base_pretrained", r.base_steps, 2),
+            ],
+            vec![],
+        ),
+        (
+            "loss_sft.svg",
+            "SFT: both tasks, then one specialist per task",
+            vec![
+                series("both tasks", "sft_both", 0, 0),
+                series("add specialist", "sft_add", r.sft_steps, 1),
+                series("reverse specialist", "sft_reverse", r.sft_steps, 2),
+            ],
+            vec![marker(0, "SFT on both"), marker(r.sft_steps, "specialists")],
+        ),
+        (
+            "loss_dpo.svg",
+            "DPO from the model tuned on both tasks",
+            vec![series("dpo (sigmoid loss)", "dpo", 0, 0)],
+            vec![marker(0, "DPO")],
+        ),
     ];
-    for (file, title, series) in curves {
-        let data: Vec<Vec<(f64, f64)>> = series.iter().map(|(_, n)| stages::loss_curve(&m(n))).collect();
-        let ((x0, x1), (y0, y1)) = plot::line_chart(&out.join(file), &data)?;
-        let legend: Vec<String> = series
-            .iter()
-            .enumerate()
-            .map(|(i, (label, _))| {
-                let c = plot::COLORS[i % plot::COLORS.len()];
-                format!("{label} (rgb {},{},{})", c[0], c[1], c[2])
-            })
-            .collect();
+    let mut sections = Vec::new();
+    for (file, title, series, markers) in charts {
+        let got = plot::write_loss_chart(&out.join(file), title, &series, &markers)?;
+        let (x0, x1) = got.steps;
+        let (y0, y1) = got.loss;
         sections.push(format!(
-            "## {title}: training loss\n\n![{title} loss]({file})\n\nSteps {x0:.0} to {x1:.0}, loss {y0:.3} to {y1:.3}; lines: {}.\n",
-            legend.join(", ")
+            "## {title}\n\n![{title}]({file})\n\nSteps {x0:.0} to {x1:.0}, loss {y0:.3} to {y1:.3}. Dots are the loss of each step, lines a centred moving average; dashed lines mark where each stage began.\n"
         ));
     }
     let adj: Vec<String> = adjacent(sim).iter().map(|v| format!("{v:.3}")).collect();
     sections.push(format!(
-        "## Layer distance of the up-scaled model\n\n![layer similarity](layers_upscaled.png)\n\nMean cosine similarity between the hidden states after each pair of its {} layers (bright = similar), on the held-out text at {} tokens. Neighbours: {}. The seam sits where the two copies meet.\n",
+        "## Layer distance of the up-scaled model\n\n![layer similarity]({LAYERS_SVG})\n\nMean cosine similarity between the hidden states after each pair of its {} layers (bright = similar), on the held-out text at {} tokens. Neighbours: {}. The red lines mark the seam, where the second copy of the base's layers begins.\n",
         sim.layers,
         r.seq_len,
         adj.join(", ")

@@ -1,8 +1,10 @@
-//! The demo's report: a paper-style table (a row per model, a column per metric) printed and
-//! written as OUT/report.md with the loss-curve and heatmap images, OUT/report.json
-//! (`{"stages": [{"stage", "model", "metrics"}], "claims": [...]}`), and the paper's claims
-//! checked against the numbers: whatever they say is what the report says.
+//! The demo's report: a paper-style table (a row per model, a column per metric, each
+//! accuracy with its 95% interval) printed and written as OUT/report.md with the loss-curve
+//! and heatmap charts, and OUT/report.json (`{"stages": [{"stage", "model", "metrics",
+//! "intervals"}], "claims": [...]}`). The claims' verdicts come from claims.rs: whatever the
+//! intervals say is what the report says.
 
+use super::claims::{accuracy_interval, Claim, Interval};
 use crate::error::{Result, TrainError};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -24,24 +26,28 @@ pub struct Row {
     pub stage: String,
     pub model: String,
     pub metrics: BTreeMap<String, f64>,
+    /// Held-out examples behind each accuracy metric.
+    pub counts: BTreeMap<String, usize>,
+    /// Held-out LM loss of each held-out document, in file order (for paired comparisons).
+    pub doc_losses: Vec<f64>,
 }
 
 impl Row {
     pub fn get(&self, k: &str) -> f64 {
         self.metrics.get(k).copied().unwrap_or(f64::NAN)
     }
+    /// The 95% interval of accuracy metric `k` (None: not an accuracy).
+    pub fn interval_of(&self, k: &str) -> Option<Interval> {
+        self.counts.get(k).map(|&n| accuracy_interval(self.get(k), n))
+    }
+    /// The 95% interval of accuracy metric `k`; an unknown one spans [0, 1].
+    pub fn interval(&self, k: &str) -> Interval {
+        self.interval_of(k).unwrap_or(Interval { value: self.get(k), lo: 0.0, hi: 1.0, n: 0 })
+    }
     /// Mean exact match over both tasks.
     pub fn mean_em(&self) -> f64 {
         (self.get("add_em") + self.get("reverse_em")) / 2.0
     }
-}
-
-/// A claim of the paper, in miniature, and whether this run bears it out.
-#[derive(Clone, Debug)]
-pub struct Claim {
-    pub claim: String,
-    pub holds: bool,
-    pub numbers: String,
 }
 
 /// The table as aligned text (also valid Markdown).
@@ -53,7 +59,10 @@ pub fn table(rows: &[Row]) -> String {
         .iter()
         .map(|r| {
             let mut cells = vec![r.stage.clone()];
-            cells.extend(COLUMNS.iter().map(|(k, _)| format!("{:.4}", r.get(k))));
+            cells.extend(COLUMNS.iter().map(|(k, _)| match r.interval_of(k) {
+                Some(i) => format!("{:.3} [{:.2}, {:.2}]", i.value, i.lo, i.hi),
+                None => format!("{:.4}", r.get(k)),
+            }));
             cells.push(format!("{:.4}", r.mean_em()));
             cells
         })
@@ -75,10 +84,18 @@ pub fn table(rows: &[Row]) -> String {
 
 /// report.json.
 pub fn write_json(path: &Path, rows: &[Row], claims: &[Claim], extra: Value) -> Result<()> {
-    let stages: Vec<Value> =
-        rows.iter().map(|r| json!({"stage": r.stage, "model": r.model, "metrics": r.metrics})).collect();
-    let claims: Vec<Value> =
-        claims.iter().map(|c| json!({"claim": c.claim, "holds": c.holds, "numbers": c.numbers})).collect();
+    let stages: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let intervals: BTreeMap<&String, Interval> =
+                r.counts.keys().map(|k| (k, r.interval(k))).collect();
+            json!({"stage": r.stage, "model": r.model, "metrics": r.metrics, "intervals": intervals})
+        })
+        .collect();
+    let claims: Vec<Value> = claims
+        .iter()
+        .map(|c| json!({"claim": c.claim, "verdict": c.verdict.as_str(), "numbers": c.numbers}))
+        .collect();
     let v = json!({"stages": stages, "claims": claims, "run": extra});
     let text = serde_json::to_string_pretty(&v).map_err(|e| TrainError::Msg(e.to_string()))?;
     std::fs::write(path, text + "\n").map_err(|e| TrainError::file(path, format!("cannot write: {e}")))
@@ -93,14 +110,14 @@ pub fn write_markdown(path: &Path, rows: &[Row], claims: &[Claim], sections: &[S
     for (k, what) in COLUMNS {
         md += &format!("- `{k}`: {what}\n");
     }
-    md += "- `mean_em`: the mean of the two exact-match columns\n\n## The paper's claims, in miniature\n\n";
+    md += "- `mean_em`: the mean of the two exact-match columns\n\n";
+    md += "Accuracies read `value [low, high]`: the 95% Wilson interval over the held-out examples \
+           (n in report.json); two models differ only where their intervals do not overlap.\n\n";
+    md += "## The paper's claims, in miniature\n\n";
+    md += "Each claim holds or does not hold only where the intervals separate; where they overlap \
+           this run is too small to tell.\n\n";
     for c in claims {
-        md += &format!(
-            "- {} **{}** ({})\n",
-            c.claim,
-            if c.holds { "holds" } else { "does not hold" },
-            c.numbers
-        );
+        md += &format!("- {} **{}** ({})\n", c.claim, c.verdict.as_str(), c.numbers);
     }
     for s in sections {
         md += "\n";

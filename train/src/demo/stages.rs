@@ -1,21 +1,19 @@
-//! The demo's stages, each through the library code its subcommand runs: init, pretrain,
-//! upscale, sft, dpo, merge. Sizes and step counts come from `Recipe` (default and --quick).
+//! The demo's stages: init, upscale and the trainers, each through the code its subcommand
+//! runs (pretrain, sft and dpo are crate::pipeline's, the functions the CLI calls; merge is
+//! merge::merge). Sizes and step counts come from `Recipe` (default and --quick).
 
-use crate::data::pairs::load_pairs;
-use crate::data::pretrain::load_pretrain;
-use crate::data::sft::{load_sft, SftFormat};
-use crate::dpo::{reference_logps, DpoConfig};
+use crate::data::sft::SftFormat;
+use crate::dpo::DpoConfig;
 use crate::error::{Result, TrainError};
+use crate::pipeline::{self, StageInput};
 use crate::trainer::config::TrainConfig;
-use crate::trainer::objective::Objective;
-use crate::trainer::{train, RunOptions};
-use serde_json::{Map, Value};
+use crate::trainer::RunOptions;
+use serde_json::Value;
 use solar_engine::Device;
 use solar_model::checkpoint::{SafeDType, WriteOptions};
 use solar_model::dus::{upscale, LayerSpec};
 use solar_model::init::{init_model_dir, InitOptions};
 use solar_model::presets::preset;
-use solar_model::tokenizer::Tokenizer;
 use solar_model::{Llama, LlamaConfig};
 use std::path::{Path, PathBuf};
 
@@ -123,33 +121,22 @@ pub fn load(r: &Recipe, dir: &Path) -> Result<Llama> {
 }
 
 fn run_opts(r: &Recipe, out: &Path, from: &Path) -> RunOptions {
+    let name = out.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
     RunOptions {
         device: r.device,
         out: out.to_path_buf(),
         overwrite: true,
         save_dtype: Some(SafeDType::F32),
         copy_from: Some(from.to_path_buf()),
+        label: name,
         ..Default::default()
     }
 }
 
-fn stage_identity(stage: &str) -> Map<String, Value> {
-    Map::from_iter([("stage".to_string(), Value::from(stage))])
-}
-
 /// Pretrains `from` on `data` into `out`.
 pub fn pretrain(r: &Recipe, from: &Path, data: &Path, out: &Path, steps: usize, seed: u64) -> Result<()> {
-    let cfg = Llama::load_config(from)?;
-    let tok = Tokenizer::from_model_dir(from)?;
-    let (rows, _) = load_pretrain(data, Some(&tok), &cfg, r.seq_len, false)?;
-    let obj = Objective::Lm { rows, eval: None };
-    train(
-        load(r, from)?,
-        &obj,
-        &r.train_config(steps, 3e-3, seed),
-        &run_opts(r, out, from),
-        stage_identity("pretrain"),
-    )?;
+    let cfg = r.train_config(steps, 3e-3, seed);
+    pipeline::pretrain(&StageInput::quiet(from, data), &cfg, &run_opts(r, out, from))?;
     Ok(())
 }
 
@@ -163,36 +150,17 @@ pub fn upscale_base(from: &Path, out: &Path, n: usize) -> Result<usize> {
 
 /// Instruction tuning on prompt-completion data (packed).
 pub fn sft(r: &Recipe, from: &Path, data: &Path, out: &Path, seed: u64) -> Result<()> {
-    let cfg = Llama::load_config(from)?;
-    let tok = Tokenizer::from_model_dir(from)?;
-    let (rows, _) = load_sft(data, SftFormat::PromptCompletion, &tok, from, &cfg, r.seq_len, true, false)?;
-    let obj = Objective::Lm { rows, eval: None };
-    train(
-        load(r, from)?,
-        &obj,
-        &r.train_config(r.sft_steps, r.sft_lr, seed),
-        &run_opts(r, out, from),
-        stage_identity("sft"),
-    )?;
+    let cfg = r.train_config(r.sft_steps, r.sft_lr, seed);
+    let input = StageInput::quiet(from, data);
+    pipeline::sft(&input, SftFormat::PromptCompletion, true, &cfg, &run_opts(r, out, from))?;
     Ok(())
 }
 
 /// DPO from `from` against itself as the reference.
 pub fn dpo(r: &Recipe, from: &Path, data: &Path, out: &Path, seed: u64) -> Result<()> {
-    let cfg = Llama::load_config(from)?;
-    let tok = Tokenizer::from_model_dir(from)?;
-    let (pairs, _) = load_pairs(data, &tok, from, &cfg, r.seq_len, false)?;
-    let model = load(r, from)?;
-    let refs = reference_logps(&model, &pairs, r.batch)?;
+    let cfg = r.train_config(r.dpo_steps, r.dpo_lr, seed);
     let dcfg = DpoConfig { beta: DPO_BETA, ..Default::default() };
-    let obj = Objective::Dpo { pairs, refs, cfg: dcfg, eval: None };
-    train(
-        model,
-        &obj,
-        &r.train_config(r.dpo_steps, r.dpo_lr, seed),
-        &run_opts(r, out, from),
-        stage_identity("dpo"),
-    )?;
+    pipeline::dpo(&StageInput::quiet(from, data), None, dcfg, &cfg, &run_opts(r, out, from))?;
     Ok(())
 }
 

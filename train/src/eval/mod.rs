@@ -4,5 +4,6 @@ pub mod choice;
 pub mod dpo;
 pub mod generate;
 pub mod heatmap;
+pub mod heatmap_svg;
 pub mod layers;
 pub mod lm;

@@ -16,14 +16,16 @@ pub mod memory;
 pub mod metrics;
 pub mod objective;
 pub mod output;
+pub mod progress;
 pub mod schedule;
 
 use crate::error::{Result, TrainError};
 use checkpoint::{list_checkpoints, load_checkpoint, save_checkpoint, TrainState};
 use config::{differences, TrainConfig};
-use metrics::{format_step, MetricsLog};
+use metrics::MetricsLog;
 use objective::{Objective, StepLoss};
 use output::RunPlace;
+use progress::{Progress, StepView};
 use serde_json::{json, Map, Value};
 use solar_engine::optim::Moments;
 use solar_engine::optim::{clip_grad_norm, global_grad_norm, AdamW, AdamWConfig};
@@ -48,6 +50,8 @@ pub struct RunOptions {
     pub copy_from: Option<PathBuf>,
     /// Where training runs; a resumed checkpoint (read on the host) is moved here.
     pub device: Device,
+    /// The progress bar's label (the stage, or what is trained); empty: "train".
+    pub label: String,
 }
 
 #[derive(Debug)]
@@ -166,13 +170,16 @@ pub fn train(
     let began = Instant::now();
     let first_step = state.step;
     let mut last_loss = f64::NAN;
+    let label = if run.label.is_empty() { "train" } else { run.label.as_str() };
+    let progress = Progress::new(label, total, state.step, cfg.log_every, objective.scored_unit());
     while state.step < total {
         let step = state.step;
         let lr = schedule.lr(step, total, cfg.lr, cfg.min_lr, cfg.warmup);
         let t0 = Instant::now();
         let picked = order.step(step);
         let mut grads = Grads::default();
-        let StepLoss { loss, count, extra } = objective.step(&model, &picked, cfg.batch, &mut grads)?;
+        let StepLoss { loss, count, processed, extra } =
+            objective.step(&model, &picked, cfg.batch, &mut grads)?;
         let norm = if cfg.clip > 0.0 {
             clip_grad_norm(&mut grads, &ids, cfg.clip)?
         } else {
@@ -182,11 +189,11 @@ pub fn train(
         if bad {
             state.bad_steps += 1;
             state.bad_in_a_row += 1;
-            eprintln!(
+            progress.println(&format!(
                 "warning: step {}: loss {loss}, grad norm {norm}: skipped ({} in a row)",
                 step + 1,
                 state.bad_in_a_row
-            );
+            ));
             if state.bad_in_a_row >= cfg.max_bad_steps.max(1) {
                 let last = list_checkpoints(&work)
                     .pop()
@@ -210,24 +217,31 @@ pub fn train(
         }
         state.step += 1;
         let dt = t0.elapsed().as_secs_f64().max(1e-9);
-        let mut rec = json!({"step": state.step, "loss": loss, "lr": lr, "grad_norm": norm, "tokens": count,
-                             "tokens_per_s": count as f64 / dt, "skipped": bad});
+        let (tok_s, scored_s) = (processed as f64 / dt, count as f64 / dt);
+        let mut rec = json!({"step": state.step, "loss": loss, "lr": lr, "grad_norm": norm,
+                             "tokens": processed, "tokens_per_s": tok_s,
+                             "scored": count, "scored_per_s": scored_s, "scored_unit": objective.scored_unit(),
+                             "skipped": bad});
         if let (Value::Object(r), Value::Object(e)) = (&mut rec, extra) {
             r.extend(e);
         }
         log.record(&rec)?;
-        if cfg.log_every > 0 && (state.step % cfg.log_every == 0 || state.step == total) {
-            let done = (state.step - first_step) as f64;
-            let eta = began.elapsed().as_secs_f64() / done * (total - state.step) as f64;
-            log.show(
-                &format_step(state.step, total, loss, lr, norm, count as f64 / dt, eta),
-                state.step == total,
-            );
-        }
+        let done = (state.step - first_step) as f64;
+        let eta_s = began.elapsed().as_secs_f64() / done * (total - state.step) as f64;
+        progress.step(&StepView {
+            step: state.step,
+            total,
+            loss,
+            lr,
+            grad_norm: norm,
+            tok_s,
+            scored_s,
+            eta_s,
+        });
         if cfg.eval_every > 0 && (state.step % cfg.eval_every == 0 || state.step == total) {
             if let Some(eval_loss) = objective.eval(&model, cfg.batch)? {
                 log.record(&json!({"step": state.step, "eval_loss": eval_loss}))?;
-                eprintln!("step {}: eval loss {eval_loss:.4}", state.step);
+                progress.println(&format!("step {}: eval loss {eval_loss:.4}", state.step));
             }
         }
         fault::maybe_abort("after-step", state.step);
@@ -239,6 +253,7 @@ pub fn train(
             return Err(ModelError::Interrupted(interrupt::signal_name(sig)).into());
         }
     }
+    progress.finish();
     place.save_final(&model, run)?;
     Ok(RunReport { steps: state.step, last_loss, bad_steps: state.bad_steps, resumed_from })
 }

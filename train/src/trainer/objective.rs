@@ -24,9 +24,12 @@ pub enum Objective {
 }
 
 /// A step's mean loss over its `count` scored units (tokens, or pairs) and extra metrics.
+/// `processed` is every token the step's forward passes read (prompts and unscored tokens
+/// included, padding not): what throughput is measured in, as trainers read it.
 pub struct StepLoss {
     pub loss: f64,
     pub count: usize,
+    pub processed: usize,
     pub extra: Value,
 }
 
@@ -62,6 +65,14 @@ pub fn lm_loss(model: &Llama, rows: &[&LmRow], batch: usize) -> Result<(f64, usi
 }
 
 impl Objective {
+    /// What `StepLoss::count` counts.
+    pub fn scored_unit(&self) -> &'static str {
+        match self {
+            Objective::Lm { .. } => "tokens",
+            Objective::Dpo { .. } => "pairs",
+        }
+    }
+
     /// Training rows (or pairs) to draw steps from.
     pub fn rows(&self) -> usize {
         match self {
@@ -86,6 +97,7 @@ impl Objective {
             Objective::Lm { rows, .. } => {
                 let picked: Vec<&LmRow> = picked.iter().map(|&i| &rows[i]).collect();
                 let count: usize = picked.iter().map(|r| r.scored()).sum();
+                let processed = picked.iter().map(|r| r.len()).sum();
                 let mut sum = 0.0;
                 for chunk in picked.chunks(batch.max(1)) {
                     let tape = Tape::new();
@@ -97,10 +109,11 @@ impl Objective {
                         tape.backward_into(&scaled, grads)?;
                     }
                 }
-                Ok(StepLoss { loss: sum / count.max(1) as f64, count, extra: json!({}) })
+                Ok(StepLoss { loss: sum / count.max(1) as f64, count, processed, extra: json!({}) })
             }
             Objective::Dpo { pairs, refs, cfg, .. } => {
                 let count = picked.len();
+                let processed = picked.iter().map(|&i| pairs[i].chosen.len() + pairs[i].rejected.len()).sum();
                 let mut total = DpoSums::default();
                 for chunk in picked.chunks(batch.max(1)) {
                     let tape = Tape::new();
@@ -119,6 +132,7 @@ impl Objective {
                 Ok(StepLoss {
                     loss: means.get("loss").copied().unwrap_or(f64::NAN),
                     count,
+                    processed,
                     extra: Value::Object(extra),
                 })
             }

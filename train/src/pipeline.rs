@@ -1,0 +1,168 @@
+//! One place per training stage: pretrain, SFT and DPO are each set up here (memory check,
+//! tokenizer, data, reference log-probs, objective, resume identity) and handed to the
+//! trainer; merge is `merge::merge` on a `MergeSpec`. The CLI subcommands and the demo both
+//! call these, so a stage changes in one place and a run started by either resumes under the
+//! same identity.
+
+use crate::data::pairs::load_pairs;
+use crate::data::pretrain::load_pretrain;
+use crate::data::records::DataStats;
+use crate::data::sft::{load_sft, SftFormat};
+use crate::dpo::{reference_logps, DpoConfig};
+use crate::error::{Result, TrainError};
+use crate::trainer::config::TrainConfig;
+use crate::trainer::objective::Objective;
+use crate::trainer::{memory, train, RunOptions, RunReport};
+use serde_json::{json, Map, Value};
+use solar_engine::Device;
+use solar_model::tokenizer::Tokenizer;
+use solar_model::{Llama, LlamaConfig};
+use std::path::{Path, PathBuf};
+
+/// What every stage reads: the starting model, the data, optional held-out data.
+#[derive(Clone, Debug)]
+pub struct StageInput {
+    pub model: PathBuf,
+    pub data: PathBuf,
+    pub eval_data: Option<PathBuf>,
+    pub skip_bad_lines: bool,
+    /// Print what was read (examples, rows, tokens) on stderr, as the subcommands do.
+    pub announce: bool,
+}
+
+impl StageInput {
+    /// `model` and `data`, no held-out data, quiet (the demo's way).
+    pub fn quiet(model: &Path, data: &Path) -> StageInput {
+        StageInput {
+            model: model.to_path_buf(),
+            data: data.to_path_buf(),
+            eval_data: None,
+            skip_bad_lines: false,
+            announce: false,
+        }
+    }
+
+    fn say(&self, what: &str, path: &Path, s: &DataStats) {
+        if self.announce {
+            eprintln!(
+                "{what} {}: {} examples -> {} rows, {} tokens ({} scored); {} truncated, {} bad lines skipped",
+                path.display(),
+                s.examples,
+                s.rows,
+                s.tokens,
+                s.scored_tokens,
+                s.truncated,
+                s.skipped_lines
+            );
+        }
+    }
+
+    /// The held-out data loaded with `load`, when there is any.
+    fn eval<T>(&self, load: impl Fn(&Path) -> Result<(T, DataStats)>) -> Result<Option<T>> {
+        self.eval_data.as_deref().map(|p| Ok(load(p)?.0)).transpose()
+    }
+}
+
+/// Refuses, before the data is read or the model loaded, a run whose step cannot fit in the
+/// memory the device has (`rows`: rows per micro-batch; DPO's pairs are two rows each).
+fn check_memory(
+    input: &StageInput,
+    cfg: &LlamaConfig,
+    rows: usize,
+    seq_len: usize,
+    device: Device,
+) -> Result<()> {
+    let avail = memory::available(device, |_| None);
+    memory::check_fits(cfg, rows, seq_len, device, avail)
+        .map(|_| ())
+        .map_err(|e| TrainError::file(&input.model, e))
+}
+
+fn load_model(dir: &Path, device: Device) -> Result<Llama> {
+    Ok(Llama::load(dir)?.to_device(device)?)
+}
+
+fn identity(stage: &str, extra: impl IntoIterator<Item = (&'static str, Value)>) -> Map<String, Value> {
+    let mut m = Map::from_iter([("stage".to_string(), json!(stage))]);
+    m.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
+    m
+}
+
+/// Continued pretraining on packed text (JSONL with "text", or plain text).
+pub fn pretrain(input: &StageInput, cfg: &TrainConfig, run: &RunOptions) -> Result<RunReport> {
+    let mc = Llama::load_config(&input.model)?;
+    check_memory(input, &mc, cfg.batch, cfg.seq_len, run.device)?;
+    let tok = Tokenizer::from_model_dir_if_present(&input.model)?;
+    let load = |p: &Path| load_pretrain(p, tok.as_ref(), &mc, cfg.seq_len, input.skip_bad_lines);
+    let (rows, stats) = load(&input.data)?;
+    input.say("data", &input.data, &stats);
+    let eval = input.eval(load)?;
+    let model = load_model(&input.model, run.device)?;
+    train(model, &Objective::Lm { rows, eval }, cfg, run, identity("pretrain", []))
+}
+
+/// Instruction tuning with the loss on responses only, packed or one example a row.
+pub fn sft(
+    input: &StageInput,
+    format: SftFormat,
+    packing: bool,
+    cfg: &TrainConfig,
+    run: &RunOptions,
+) -> Result<RunReport> {
+    let mc = Llama::load_config(&input.model)?;
+    check_memory(input, &mc, cfg.batch, cfg.seq_len, run.device)?;
+    let tok = Tokenizer::from_model_dir(&input.model)?;
+    let load =
+        |p: &Path| load_sft(p, format, &tok, &input.model, &mc, cfg.seq_len, packing, input.skip_bad_lines);
+    let (rows, stats) = load(&input.data)?;
+    input.say("data", &input.data, &stats);
+    let eval = input.eval(load)?;
+    let model = load_model(&input.model, run.device)?;
+    let id = identity("sft", [("format", json!(format.name())), ("packing", json!(packing))]);
+    train(model, &Objective::Lm { rows, eval }, cfg, run, id)
+}
+
+/// DPO against `reference` (None: the starting model), whose log-probs are computed once,
+/// before training, so only the policy is held while training.
+pub fn dpo(
+    input: &StageInput,
+    reference: Option<&Path>,
+    dpo: DpoConfig,
+    cfg: &TrainConfig,
+    run: &RunOptions,
+) -> Result<RunReport> {
+    dpo.validate()?;
+    let mc = Llama::load_config(&input.model)?;
+    check_memory(input, &mc, cfg.batch.saturating_mul(2), cfg.seq_len, run.device)?;
+    let tok = Tokenizer::from_model_dir(&input.model)?;
+    let load = |p: &Path| load_pairs(p, &tok, &input.model, &mc, cfg.seq_len, input.skip_bad_lines);
+    let (pairs, stats) = load(&input.data)?;
+    input.say("pairs", &input.data, &stats);
+    let eval_pairs = input.eval(load)?;
+    let ref_dir = reference.unwrap_or(&input.model);
+    let (refs, eval) = {
+        let reference = load_model(ref_dir, run.device)?;
+        if input.announce {
+            eprintln!("reference log-probs of {} pairs from {}", pairs.len(), ref_dir.display());
+        }
+        let refs = reference_logps(&reference, &pairs, cfg.batch)?;
+        let eval = match eval_pairs {
+            Some(e) => {
+                let r = reference_logps(&reference, &e, cfg.batch)?;
+                Some((e, r))
+            }
+            None => None,
+        };
+        (refs, eval)
+    };
+    let model = load_model(&input.model, run.device)?;
+    let id = identity(
+        "dpo",
+        [
+            ("beta", json!(dpo.beta)),
+            ("loss", json!(dpo.loss.name())),
+            ("label_smoothing", json!(dpo.label_smoothing)),
+        ],
+    );
+    train(model, &Objective::Dpo { pairs, refs, cfg: dpo, eval }, cfg, run, id)
+}
