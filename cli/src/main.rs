@@ -6,6 +6,7 @@ mod bench;
 mod common;
 mod config_file;
 mod demo_cmd;
+mod flag_walk;
 mod generate_cmd;
 mod merge_cmd;
 mod model_cmds;

@@ -18,7 +18,8 @@ pub fn check(cli: &Cli) -> Result<(), String> {
             train_flags(&a.train, seed)?;
             dpo_config(a.beta, &a.loss, a.label_smoothing).map(|_| ()).map_err(|e| e.0)
         }
-        Command::Eval(a) if a.task == "dpo" => dpo_config(a.beta, &a.loss, 0.0).map(|_| ()).map_err(|e| e.0),
+        // --beta is judged whatever the task: a NaN is a mistake even where it goes unused.
+        Command::Eval(a) => dpo_config(a.beta, &a.loss, 0.0).map(|_| ()).map_err(|e| e.0),
         Command::Generate(a) => crate::generate_cmd::check(a),
         Command::Merge(a) => {
             if a.weights.iter().flatten().any(|w| !w.is_finite()) {
@@ -26,6 +27,12 @@ pub fn check(cli: &Cli) -> Result<(), String> {
             }
             if a.lambda.is_some_and(|l| !l.is_finite()) {
                 return Err("--lambda must be a finite number".into());
+            }
+            if a.t.is_some_and(|t| !t.is_finite()) {
+                return Err("--t must be a finite number (0 = the first model, 1 = the second)".into());
+            }
+            if a.density.is_some_and(|d| !(d > 0.0 && d <= 1.0)) {
+                return Err("--density must be in (0, 1] (the share of each task vector kept)".into());
             }
             Ok(())
         }
