@@ -158,3 +158,50 @@ fn a_checkpoint_killed_half_staged_is_reclaimed_by_the_resuming_run() {
     assert_eq!(hidden(&out.join("checkpoints")), Vec::<String>::new());
     assert_eq!(hidden(&d.join("place")), Vec::<String>::new());
 }
+
+/// Model-shape keys (`model.*`) of the checkpoint's trainer_state.json at `dir`.
+fn model_keys(state: &serde_json::Value) -> Vec<String> {
+    state["identity"].as_object().unwrap().keys().filter(|k| k.starts_with("model.")).cloned().collect()
+}
+
+#[test]
+fn resume_with_another_model_is_refused_naming_the_checkpoint_and_what_differs() {
+    let d = scratch("resume_other_model");
+    let (base, data) = setup(&d);
+    // The same vocabulary and tokens, another depth: the data fingerprint alone cannot tell.
+    let deeper = d.join("deeper");
+    ok(&solar_train(&["upscale", "--model", s(&base), "--out", s(&deeper), "--slices", "0:2,1:2"]));
+    let out = d.join("out");
+    let mut first = pretrain(&base, &data, &out, "2");
+    first.extend(["--save-every", "1"]);
+    ok(&solar_train(&first));
+    let before = tree(&out);
+    // A finished run keeps its checkpoints but the last: the newest is step 1.
+    assert_eq!(
+        names(&tree(&out.join("checkpoints"))).iter().filter(|n| n.ends_with("trainer_state.json")).count(),
+        1
+    );
+    let mut other = pretrain(&deeper, &data, &out, "2");
+    other.push("--resume");
+    let run = solar_train(&other);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("checkpoints/step-000001"), "names the checkpoint: {}", run.stderr);
+    assert!(run.stderr.contains("checkpoint 2 vs now 3"), "{}", run.stderr);
+    assert!(run.stderr.contains("model.num_hidden_layers"), "says what differs: {}", run.stderr);
+    assert!(tree(&out) == before, "no step was taken: {:?}", names(&tree(&out)));
+
+    // A checkpoint written before the model's shape was recorded still resumes.
+    let state_path = out.join("checkpoints/step-000001/trainer_state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    assert!(model_keys(&state).contains(&"model.vocab_size".to_string()), "{state}");
+    for k in model_keys(&state) {
+        state["identity"].as_object_mut().unwrap().remove(&k);
+    }
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    let mut same = pretrain(&base, &data, &out, "2");
+    same.push("--resume");
+    let run = solar_train(&same);
+    ok(&run);
+    assert!(run.stderr.contains("resuming from step 1"), "{}", run.stderr);
+}

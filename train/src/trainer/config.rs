@@ -129,16 +129,43 @@ impl TrainConfig {
     }
 }
 
+/// Prefixes of identity keys added after checkpoints were first written: a checkpoint that
+/// lacks one predates it, so its value is unknown rather than different.
+const ADDED_LATER: [&str; 1] = ["model."];
+
 /// Names of the keys whose values differ between two identities (a run's and a checkpoint's).
 pub fn differences(now: &Map<String, Value>, saved: &Map<String, Value>) -> Vec<String> {
     let mut keys: Vec<&String> = now.keys().chain(saved.keys()).collect();
     keys.sort();
     keys.dedup();
+    let unknown = |k: &str| !saved.contains_key(k) && ADDED_LATER.iter().any(|p| k.starts_with(p));
     keys.into_iter()
-        .filter(|k| now.get(*k) != saved.get(*k))
+        .filter(|k| !unknown(k) && now.get(*k) != saved.get(*k))
         .map(|k| {
             let show = |v: Option<&Value>| v.map_or("(none)".to_string(), |v| v.to_string());
             format!("{k}: checkpoint {} vs now {}", show(saved.get(k)), show(now.get(k)))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_model_key_missing_from_an_old_checkpoint_is_unknown_but_a_different_one_differs() {
+        let now = map(json!({"lr": 1.0, "model.hidden_size": 64}));
+        assert_eq!(differences(&now, &map(json!({"lr": 1.0}))), Vec::<String>::new());
+        assert_eq!(
+            differences(&now, &map(json!({"lr": 1.0, "model.hidden_size": 32}))),
+            vec!["model.hidden_size: checkpoint 32 vs now 64".to_string()]
+        );
+        // Other keys keep counting when missing.
+        assert_eq!(differences(&now, &map(json!({"model.hidden_size": 64}))).len(), 1);
+    }
 }

@@ -34,6 +34,7 @@ use solar_model::checkpoint::SafeDType;
 use solar_model::names::is_norm;
 use solar_model::output::interrupt;
 use solar_model::Llama;
+use solar_model::LlamaConfig;
 use solar_model::ModelError;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -132,6 +133,26 @@ fn start(
     Ok((m, opt, state, Some(step)))
 }
 
+/// The model's shape as identity keys (`model.NAME`): a checkpoint of another model (another
+/// vocabulary, width or depth) does not resume under this one. Checkpoints written before
+/// these keys existed lack them, and a missing one is unknown, not a difference.
+fn model_identity(c: &LlamaConfig) -> Map<String, Value> {
+    [
+        ("model.model_type", json!(c.model_type.name())),
+        ("model.vocab_size", json!(c.vocab_size)),
+        ("model.hidden_size", json!(c.hidden_size)),
+        ("model.intermediate_size", json!(c.intermediate_size)),
+        ("model.num_hidden_layers", json!(c.num_hidden_layers)),
+        ("model.num_attention_heads", json!(c.num_attention_heads)),
+        ("model.num_key_value_heads", json!(c.num_key_value_heads)),
+        ("model.head_dim", json!(c.head_dim)),
+        ("model.tie_word_embeddings", json!(c.tie_word_embeddings)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 impl TrainState {
     fn empty(identity: Map<String, Value>) -> TrainState {
         TrainState { step: 0, bad_steps: 0, bad_in_a_row: 0, tokens: 0, identity }
@@ -155,6 +176,7 @@ pub fn train(
     let mut identity = cfg.identity();
     identity.insert("total_steps".into(), json!(total));
     identity.insert("data".into(), json!(objective.fingerprint()));
+    identity.extend(model_identity(&model.config));
     identity.extend(extra_identity);
 
     let mut place = RunPlace::prepare(run)?;
