@@ -64,6 +64,15 @@ pub fn load_pretrain(
     let rows = pack_in_order(&docs, seq_len, &mut stats);
     stats.rows = rows.len();
     stats.count_rows(&rows);
+    if stats.scored_tokens == 0 {
+        return Err(TrainError::file(
+            path,
+            format!(
+                "nothing to train on: every one of the {} documents is shorter than 2 tokens, so no token has a next one to predict",
+                docs.len()
+            ),
+        ));
+    }
     Ok((rows, stats))
 }
 

@@ -101,10 +101,21 @@ pub fn load_sft(
         };
         let (ids, scored) = encode_turns(tokenizer, &specials, &turns)?;
         check_vocab(path, r.line, &ids, cfg.vocab_size)?;
-        Ok(Some((ids, scored)))
+        // Each turn scores its closing EOS; an example scoring nothing else answers nothing.
+        let answered = scored.iter().filter(|&&s| s).count() > turns.len();
+        Ok(Some((ids, scored, answered)))
     })?;
+    if !examples.iter().any(|e| e.2) {
+        return Err(TrainError::file(
+            path,
+            format!(
+                "nothing to train on: every response of the {} examples is empty (SFT learns only from responses)",
+                examples.len()
+            ),
+        ));
+    }
     let mut kept = Vec::with_capacity(examples.len());
-    for (mut ids, mut scored) in examples {
+    for (mut ids, mut scored, _) in examples {
         if ids.len() > seq_len {
             ids.truncate(seq_len);
             scored.truncate(seq_len);
