@@ -2,6 +2,10 @@
 //! C regex library). Encoding with special tokens lets the tokenizer's own post-processor decide
 //! on BOS/EOS, as transformers does; without them the text's tokens come back alone.
 //! `byte_level_json` writes the tokenizer presets use: every byte a token, no merges.
+//! Long texts are encoded in pieces where that gives the same ids (pieces.rs), so tokenising a
+//! long line costs memory for its ids, not the tokenizer's bookkeeping per byte.
+
+mod pieces;
 
 use crate::error::{ModelError, Result};
 use serde_json::{json, Value};
@@ -10,6 +14,8 @@ use std::path::{Path, PathBuf};
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,
+    /// Some: long texts may be encoded in pieces (pieces.rs).
+    framing: Option<pieces::Framing>,
 }
 
 /// Special tokens of the byte-level preset tokenizer; bytes follow from id 3.
@@ -19,7 +25,8 @@ impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Tokenizer> {
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| ModelError::file(path, format!("cannot load tokenizer: {e}")))?;
-        Ok(Tokenizer { inner, path: path.to_path_buf() })
+        let framing = pieces::framing(&inner);
+        Ok(Tokenizer { inner, path: path.to_path_buf(), framing })
     }
 
     /// tokenizer.json of an HF model folder.
@@ -41,12 +48,36 @@ impl Tokenizer {
     }
 
     /// Token ids of `text`; with `add_special_tokens` the post-processor adds BOS/EOS as configured.
+    /// A long text is encoded in pieces where that is exact (pieces.rs), polling for SIGINT and
+    /// SIGTERM between them.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        self.encode_in_pieces(text, add_special_tokens, pieces::PIECE_BYTES)
+    }
+
+    fn encode_whole(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         let enc = self
             .inner
             .encode(text, add_special_tokens)
             .map_err(|e| ModelError::file(&self.path, format!("cannot encode text: {e}")))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    fn encode_in_pieces(&self, text: &str, add_special_tokens: bool, piece: usize) -> Result<Vec<u32>> {
+        let Some(framing) = self.framing.as_ref().filter(|_| text.len() > piece) else {
+            return self.encode_whole(text, add_special_tokens);
+        };
+        let mut ids = Vec::new();
+        if add_special_tokens {
+            ids.extend_from_slice(&framing.prefix);
+        }
+        for p in pieces::pieces(text, piece) {
+            crate::output::interrupt::check()?;
+            ids.extend(self.encode_whole(p, false)?);
+        }
+        if add_special_tokens {
+            ids.extend_from_slice(&framing.suffix);
+        }
+        Ok(ids)
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
@@ -127,4 +158,96 @@ pub fn byte_level_config_json() -> Value {
         "model_max_length": 1_000_000,
         "clean_up_tokenization_spaces": false
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random text from fragments chosen to meet every alternative of the ByteLevel regex and
+    /// every kind of whitespace next to a cut (xorshift: no dependency, same texts every run).
+    fn random_text(state: &mut u64, fragments: usize) -> String {
+        // Words the HF fixture's merges join (" the", "quick", "ation"), so a bad cut changes ids.
+        const PARTS: [&str; 30] = [
+            "a",
+            "Zq",
+            "hello",
+            " world",
+            " ",
+            "  ",
+            "   ",
+            "\n",
+            "\t",
+            " \n ",
+            "'s",
+            "'ll",
+            "'",
+            "!?",
+            ".",
+            "42",
+            " 7",
+            "é",
+            "中文",
+            "\u{a0}",
+            "\u{3000}",
+            "<s>",
+            "</s>",
+            " <unk>",
+            "ab cd",
+            "x,y",
+            " the",
+            "quick",
+            "ation",
+            " lazy dog",
+        ];
+        let mut text = String::new();
+        for _ in 0..fragments {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            text += PARTS[(*state % PARTS.len() as u64) as usize];
+        }
+        text
+    }
+
+    fn fixtures() -> Vec<Tokenizer> {
+        let dir = tempfile::tempdir().unwrap();
+        let preset = dir.path().join("tokenizer.json");
+        std::fs::write(&preset, byte_level_json().to_string()).unwrap();
+        let hf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hf/tokenizer/tokenizer.json");
+        vec![Tokenizer::from_file(&preset).unwrap(), Tokenizer::from_file(&hf).unwrap()]
+    }
+
+    #[test]
+    fn pieces_give_exactly_the_whole_texts_ids() {
+        for tok in fixtures() {
+            assert!(
+                tok.framing.is_some(),
+                "{}: the fixture tokenizers are byte-level BPE",
+                tok.path.display()
+            );
+            let mut state = 0x9E37_79B9_7F4A_7C15u64;
+            let mut cut_texts = 0;
+            for round in 0..400 {
+                let text = random_text(&mut state, 1 + round % 300);
+                for piece in [1, 3, 16, 200] {
+                    cut_texts += usize::from(pieces::pieces(&text, piece).count() > 1);
+                    for special in [false, true] {
+                        let whole = tok.encode_whole(&text, special).unwrap();
+                        let cut = tok.encode_in_pieces(&text, special, piece).unwrap();
+                        assert_eq!(cut, whole, "{}: piece {piece}: {text:?}", tok.path.display());
+                    }
+                }
+            }
+            assert!(cut_texts > 1000, "only {cut_texts} texts were cut: the test would not notice a bad cut");
+        }
+    }
+
+    #[test]
+    fn pieces_cover_the_text_and_cut_only_before_a_lone_space() {
+        let text = "ab  cd e\u{a0}f g";
+        let got: Vec<&str> = pieces::pieces(text, 1).collect();
+        assert_eq!(got.concat(), text);
+        assert_eq!(got, ["ab  cd", " e\u{a0}f", " g"]);
+    }
 }
