@@ -10,6 +10,7 @@ use solar_engine::Device;
 use solar_model::checkpoint::{SafeDType, WriteOptions};
 use solar_model::dus::{upscale, LayerSpec};
 use solar_model::init::{init_model_dir, InitOptions};
+use solar_model::output::{check_file_target, write_file, Input};
 use solar_model::presets::{preset, PRESETS};
 use solar_model::tokenizer::Tokenizer;
 use solar_model::{Llama, LlamaConfig};
@@ -161,6 +162,9 @@ pub struct EvalArgs {
     /// Draw the similarity matrix as a PNG heatmap (--task layers).
     #[arg(long, value_name = "FILE.png")]
     pub image: Option<PathBuf>,
+    /// Replace an existing --out or --image file (never one of the command's inputs).
+    #[arg(long)]
+    pub overwrite: bool,
     /// The reference model for --task dpo.
     #[arg(long = "ref", value_name = "DIR", required_if_eq("task", "dpo"))]
     pub reference: Option<PathBuf>,
@@ -188,7 +192,28 @@ impl EvalArgs {
     }
 }
 
+/// Refuses, before any work, an --out or --image that exists (without --overwrite), that is
+/// the data or a file of a model folder read (even with --overwrite), or that is given twice.
+fn check_eval_outputs(args: &EvalArgs) -> Result<(), CliError> {
+    let mut inputs = vec![Input::File(&args.data), Input::Folder(&args.model)];
+    if let Some(r) = &args.reference {
+        inputs.push(Input::Folder(r));
+    }
+    if let (Some(out), Some(image)) = (&args.out, &args.image) {
+        let same =
+            out == image || matches!((out.canonicalize(), image.canonicalize()), (Ok(a), Ok(b)) if a == b);
+        if same {
+            return Err(CliError(format!("{}: given as both --out and --image", out.display())));
+        }
+    }
+    for target in args.out.iter().chain(&args.image) {
+        check_file_target(target, args.overwrite, &inputs)?;
+    }
+    Ok(())
+}
+
 pub fn eval(args: &EvalArgs, device: Device) -> Result<(), CliError> {
+    check_eval_outputs(args)?;
     match args.task.as_str() {
         "dpo" => return eval_dpo_cmd(args, device),
         "generate" => return eval_generate_cmd(args, device),
@@ -229,14 +254,14 @@ fn eval_dpo_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Writes one JSON value a line to `path`.
-fn write_jsonl(path: &Path, lines: Vec<serde_json::Result<String>>) -> Result<(), CliError> {
+/// Writes one JSON value a line to `path`, atomically.
+fn write_jsonl(path: &Path, lines: Vec<serde_json::Result<String>>, overwrite: bool) -> Result<(), CliError> {
     let mut text = String::new();
     for l in lines {
         text += &l.map_err(|e| CliError(e.to_string()))?;
         text.push('\n');
     }
-    std::fs::write(path, text).map_err(|e| CliError(format!("{}: cannot write: {e}", path.display())))
+    Ok(write_file(path, text.as_bytes(), overwrite)?)
 }
 
 fn eval_generate_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
@@ -246,7 +271,7 @@ fn eval_generate_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
     let examples = load_generate_examples(&args.data, format, &tok, &args.model, &model)?;
     let r = eval_generate(&model, &tok, &examples, args.max_new_tokens as usize)?;
     if let Some(out) = &args.out {
-        write_jsonl(out, r.outcomes.iter().map(serde_json::to_string).collect())?;
+        write_jsonl(out, r.outcomes.iter().map(serde_json::to_string).collect(), args.overwrite)?;
     }
     if args.json {
         println!("{}", serde_json::to_string(&r).map_err(|e| CliError(e.to_string()))?);
@@ -263,7 +288,7 @@ fn eval_choice_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
     let seq_len = args.context(&model);
     let r = eval_choice(&model, &tok, &examples, &args.target_delimiter, seq_len, &args.data)?;
     if let Some(out) = &args.out {
-        write_jsonl(out, r.outcomes.iter().map(serde_json::to_string).collect())?;
+        write_jsonl(out, r.outcomes.iter().map(serde_json::to_string).collect(), args.overwrite)?;
     }
     if args.json {
         println!("{}", serde_json::to_string(&r).map_err(|e| CliError(e.to_string()))?);
@@ -281,11 +306,10 @@ fn eval_layers_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
     let r = layer_similarity(&model, &seqs, seq_len)?;
     if let Some(out) = &args.out {
         let text = serde_json::to_string_pretty(&r).map_err(|e| CliError(e.to_string()))?;
-        std::fs::write(out, text + "\n")
-            .map_err(|e| CliError(format!("{}: cannot write: {e}", out.display())))?;
+        write_file(out, (text + "\n").as_bytes(), args.overwrite)?;
     }
     if let Some(image) = &args.image {
-        write_heatmap(image, &r.similarity, default_cell(r.layers))?;
+        write_heatmap(image, &r.similarity, default_cell(r.layers), args.overwrite)?;
     }
     if args.json {
         println!("{}", serde_json::to_string(&r).map_err(|e| CliError(e.to_string()))?);

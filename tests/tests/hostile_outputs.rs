@@ -244,3 +244,130 @@ fn upscale_and_init_overwrite_replace_a_model_whole() {
         is_old: &|t| *t == old,
     });
 }
+
+#[test]
+fn merge_with_and_without_overwrite_puts_the_merged_model_in_place_whole() {
+    let d = scratch("merge");
+    let (base, other, _) = setup(&d);
+    let old = tree(&other);
+    let out = d.join("place/out");
+    let merge = ["merge", "--method", "linear", "--models", s(&base), s(&other), "--out", s(&out)];
+    let args: Vec<String> = merge.iter().map(|x| x.to_string()).collect();
+    let fresh = kill_at_every_step(&Scenario {
+        name: "merge",
+        args: args.clone(),
+        out: out.clone(),
+        reset: &remove,
+        is_old: &|t| t.is_empty(),
+    });
+    let mut args = args;
+    args.push("--overwrite".into());
+    let replaced = kill_at_every_step(&Scenario {
+        name: "merge --overwrite",
+        args,
+        out: out.clone(),
+        reset: &|o| {
+            remove(o);
+            copy_tree(&other, o);
+        },
+        is_old: &|t| *t == old,
+    });
+    assert_eq!(fresh, replaced, "the same merge whether or not it replaced a folder");
+}
+
+/// eval --task layers writing its matrix (--out) and heatmap (--image), with `extra` flags.
+fn eval_layers(model: &Path, data: &Path, out: &Path, image: &Path, extra: &[&str]) -> Vec<String> {
+    let a = ["eval", "--model", s(model), "--data", s(data), "--task", "layers", "--seq-len", "32"];
+    let mut a: Vec<String> = a.iter().map(|x| x.to_string()).collect();
+    a.extend(["--out", s(out), "--image", s(image)].map(String::from));
+    a.extend(extra.iter().map(|x| x.to_string()));
+    a
+}
+
+fn refused(args: &[String], what: &str) -> String {
+    let run = solar_train(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(run.code, Some(1), "{what}: {}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{what}: {}", run.stderr);
+    run.stderr
+}
+
+#[test]
+fn single_file_outputs_keep_existing_files_and_never_replace_inputs() {
+    let d = scratch("files");
+    let (base, _, data) = setup(&d);
+    let (out, image) = (d.join("sim.json"), d.join("sim.png"));
+    std::fs::write(&out, "an earlier result").unwrap();
+    let e = refused(&eval_layers(&base, &data, &out, &image, &[]), "existing --out");
+    assert!(e.contains("sim.json") && e.contains("already exists") && e.contains("--overwrite"), "{e}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "an earlier result");
+    assert!(!image.exists(), "refused before any work: no heatmap either");
+    ok(&solar_train(
+        &eval_layers(&base, &data, &out, &image, &["--overwrite"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    ));
+    let matrix: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(matrix["layers"], 2, "{matrix}");
+    assert!(std::fs::read(&image).unwrap().starts_with(b"\x89PNG"));
+
+    // The data and the model's own files, however spelled, are never outputs, --overwrite or not.
+    let inputs = tree(&d);
+    let spelled = d.join("base/../docs.jsonl");
+    for (target, what) in [
+        (data.clone(), "is the input"),
+        (spelled, "is the input"),
+        (base.join("config.json"), "is a file of the input model folder"),
+        (base.join("tokenizer.json"), "is a file of the input model folder"),
+    ] {
+        let fresh = d.join("fresh.json");
+        let e = refused(&eval_layers(&base, &data, &target, &fresh, &["--overwrite"]), what);
+        assert!(e.contains(what) && e.contains("refusing"), "{}: {e}", target.display());
+        let e = refused(&eval_layers(&base, &data, &fresh, &target, &["--overwrite"]), what);
+        assert!(e.contains(what), "--image {}: {e}", target.display());
+        assert!(tree(&d) == inputs, "{}: an input changed", target.display());
+    }
+    let e = refused(&eval_layers(&base, &data, &out, &out, &["--overwrite"]), "the same file twice");
+    assert!(e.contains("both --out and --image"), "{e}");
+}
+
+#[test]
+fn single_file_outputs_are_old_or_new_after_a_kill_at_every_step() {
+    let d = scratch("files_kill");
+    let (base, _, data) = setup(&d);
+    let place = d.join("place");
+    std::fs::create_dir(&place).unwrap();
+    let (out, image) = (place.join("sim.json"), place.join("sim.png"));
+    let reset = || {
+        std::fs::write(&out, "old matrix").unwrap();
+        std::fs::write(&image, "old image").unwrap();
+    };
+    let args = eval_layers(&base, &data, &out, &image, &["--overwrite"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    reset();
+    ok(&solar_train(&args));
+    let new = (std::fs::read(&out).unwrap(), std::fs::read(&image).unwrap());
+    let mut n = 1;
+    loop {
+        reset();
+        let run = Command::new(solar_train_path()).args(&args).env("SOLAR_FAULT_AT", n.to_string()).output();
+        let run = run.unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        let (o, i) = (std::fs::read(&out).unwrap(), std::fs::read(&image).unwrap());
+        if run.status.success() {
+            assert_eq!((o, i), new, "the run that got through differs from the uninterrupted one");
+            break;
+        }
+        assert!(
+            run.status.code().is_none() && stderr.contains(&format!("aborting before step {n}:")),
+            "{stderr}"
+        );
+        assert!(o == b"old matrix" || o == new.0, "killed before step {n}: --out is a mix: {stderr}");
+        assert!(i == b"old image" || i == new.1, "killed before step {n}: --image is a mix: {stderr}");
+        n += 1;
+        assert!(n < 40, "the writes never completed");
+    }
+    // Two files, each created, synced, renamed into place and its folder synced.
+    assert_eq!(n, 9, "steps of two single-file writes");
+    assert_eq!(hidden(&place), Vec::<String>::new(), "temporaries of killed writes are reclaimed");
+}

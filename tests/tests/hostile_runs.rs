@@ -205,3 +205,110 @@ fn resume_with_another_model_is_refused_naming_the_checkpoint_and_what_differs()
     ok(&run);
     assert!(run.stderr.contains("resuming from step 1"), "{}", run.stderr);
 }
+
+/// Starts `args` with stderr read line by line; returns the child once a line contains `phase`,
+/// and the stderr seen so far plus a channel for the rest.
+fn start_until(args: &[&str], phase: &str) -> (Child, Vec<String>, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = Command::new(solar_train_path()).args(args).stderr(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(300))
+            .unwrap_or_else(|_| panic!("never saw {phase:?}: {seen:?}"));
+        let found = line.contains(phase);
+        seen.push(line);
+        if found {
+            return (child, seen, rx);
+        }
+    }
+}
+
+/// Waits for the signalled child; returns its exit code, its stderr and how long it took.
+fn wait_stopped(
+    mut child: Child,
+    mut seen: Vec<String>,
+    rx: std::sync::mpsc::Receiver<String>,
+) -> (Option<i32>, String, Duration) {
+    let t0 = Instant::now();
+    let status = child.wait().unwrap();
+    let took = t0.elapsed();
+    seen.extend(rx.iter());
+    (status.code(), seen.join("\n"), took)
+}
+
+#[test]
+fn sigterm_during_dpo_reference_scoring_stops_at_once_without_creating_out() {
+    let d = scratch("sigterm_scoring");
+    let (base, _) = setup(&d);
+    let pairs = d.join("pairs.jsonl");
+    let lines: Vec<String> = (0..20000u32)
+        .map(|i| {
+            let (a, b) = (i % 97, i % 89);
+            serde_json::json!({"prompt": format!("What is {a} plus {b}? "), "chosen": format!("{}", a + b),
+                               "rejected": format!("{}", a + b + 1)})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&pairs, lines.join("\n")).unwrap();
+    let out = d.join("place/out");
+    let args = ["dpo", "--model", s(&base), "--data", s(&pairs), "--out", s(&out), "--steps", "1"];
+    let args: Vec<&str> = args.iter().copied().chain(["--batch", "16", "--seq-len", "32"]).collect();
+    let (child, seen, rx) = start_until(&args, "reference log-probs of 20000 pairs");
+    signal(&child, "TERM");
+    let (code, stderr, took) = wait_stopped(child, seen, rx);
+    assert_eq!(code, Some(143), "{stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    // Scoring 20000 pairs takes seconds; a signal is noticed between batches of 16.
+    assert!(took < Duration::from_secs(2), "took {took:?} to stop: {stderr}");
+    assert!(!out.exists(), "OUT must not be created by a run stopped before training: {stderr}");
+    assert_eq!(hidden(&d.join("place")), Vec::<String>::new(), "the output lock is released");
+}
+
+#[test]
+fn sigint_while_tokenising_a_long_document_stops_at_once_without_creating_out() {
+    let d = scratch("sigint_loading");
+    let (base, _) = setup(&d);
+    // One long line: the reader is inside a single document's tokenisation when the signal comes.
+    let data = d.join("long.jsonl");
+    let text: String = (0..1_500_000u32).map(|i| format!("w{} ", i % 1000)).collect();
+    std::fs::write(&data, serde_json::json!({ "text": text }).to_string()).unwrap();
+    let out = d.join("place/out");
+    let args = pretrain(&base, &data, &out, "1");
+    let mut child = Command::new(solar_train_path()).args(&args).stderr(Stdio::piped()).spawn().unwrap();
+    // The run is reading its data once it holds the data file open.
+    let fd_dir = PathBuf::from(format!("/proc/{}/fd", child.id()));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let reading = || {
+        std::fs::read_dir(&fd_dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .any(|p| p == data)
+    };
+    while !reading() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before reading its data");
+        assert!(Instant::now() < deadline, "the run never opened its data");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&child, "INT");
+    let t0 = Instant::now();
+    let status = child.wait().unwrap();
+    let took = t0.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("SIGINT"), "{stderr}");
+    assert!(took < Duration::from_secs(2), "took {took:?} to stop: {stderr}");
+    assert!(!out.exists(), "OUT must not be created by a run stopped while reading: {stderr}");
+    assert_eq!(hidden(&d.join("place")), Vec::<String>::new(), "the output lock is released");
+}

@@ -163,6 +163,8 @@ pub fn reference_logps(reference: &Llama, pairs: &[PairRow], batch: usize) -> Re
     }
     let mut out = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(batch) {
+        // Scoring a large data set takes a while: SIGINT/SIGTERM stop it between batches.
+        solar_model::output::interrupt::check()?;
         let refs: Vec<&PairRow> = chunk.iter().collect();
         let (logps, _) = completion_logps(reference, None, &refs)?;
         let v = logps.to_vec_f64()?;

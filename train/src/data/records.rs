@@ -72,6 +72,9 @@ pub fn read_lines_within<T>(
     let mut buf = Vec::new();
     let (mut line_no, mut non_blank) = (0, 0);
     loop {
+        // A signal stops the read between lines (a long line's pieces poll it too), so an
+        // interrupted run never gets as far as creating OUT.
+        solar_model::output::interrupt::check()?;
         buf.clear();
         let (n, whole) = read_line_bounded(&mut reader, &mut buf, max_line)
             .map_err(|e| TrainError::file(path, format!("cannot read: {e}")))?;
@@ -100,6 +103,8 @@ pub fn read_lines_within<T>(
             Ok(Some(example)) => out.push(example),
             Ok(None) => {}
             Err(e) => {
+                // Stopped by a signal while making the example: not a bad line to skip.
+                solar_model::output::interrupt::check()?;
                 let e = match e {
                     TrainError::Model(_) | TrainError::Engine(_) => {
                         TrainError::line(path, line_no, e.to_string())

@@ -163,7 +163,7 @@ pub fn loss_chart_svg(title: &str, series: &[Series], markers: &[Marker]) -> Res
 /// Draws the chart into `path` (SVG).
 pub fn write_loss_chart(path: &Path, title: &str, series: &[Series], markers: &[Marker]) -> Result<Ranges> {
     let (svg, r) = loss_chart_svg(title, series, markers)?;
-    std::fs::write(path, svg).map_err(|e| TrainError::file(path, format!("cannot write: {e}")))?;
+    solar_model::output::write_file(path, svg.as_bytes(), true)?;
     Ok(r)
 }
 

@@ -98,7 +98,7 @@ pub fn write_json(path: &Path, rows: &[Row], claims: &[Claim], extra: Value) -> 
         .collect();
     let v = json!({"stages": stages, "claims": claims, "run": extra});
     let text = serde_json::to_string_pretty(&v).map_err(|e| TrainError::Msg(e.to_string()))?;
-    std::fs::write(path, text + "\n").map_err(|e| TrainError::file(path, format!("cannot write: {e}")))
+    Ok(solar_model::output::write_file(path, (text + "\n").as_bytes(), true)?)
 }
 
 /// report.md: what ran, the table, the claims, the images.
@@ -123,5 +123,5 @@ pub fn write_markdown(path: &Path, rows: &[Row], claims: &[Claim], sections: &[S
         md += "\n";
         md += s;
     }
-    std::fs::write(path, md).map_err(|e| TrainError::file(path, format!("cannot write: {e}")))
+    Ok(solar_model::output::write_file(path, md.as_bytes(), true)?)
 }

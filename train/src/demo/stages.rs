@@ -4,7 +4,7 @@
 
 use crate::data::sft::SftFormat;
 use crate::dpo::DpoConfig;
-use crate::error::{Result, TrainError};
+use crate::error::Result;
 use crate::pipeline::{self, StageInput};
 use crate::trainer::config::TrainConfig;
 use crate::trainer::RunOptions;
@@ -103,11 +103,10 @@ impl Recipe {
     }
 }
 
-/// Writes records as JSONL.
+/// Writes records as JSONL, replacing the file atomically (the demo's own output).
 pub fn write_jsonl(path: &Path, records: &[Value]) -> Result<()> {
     let text: Vec<String> = records.iter().map(Value::to_string).collect();
-    std::fs::write(path, text.join("\n") + "\n")
-        .map_err(|e| TrainError::file(path, format!("cannot write: {e}")))
+    Ok(solar_model::output::write_file(path, (text.join("\n") + "\n").as_bytes(), true)?)
 }
 
 pub fn init_base(dir: &Path, cfg: &LlamaConfig, seed: u64) -> Result<()> {

@@ -173,11 +173,12 @@ pub fn encode_png(img: &Image) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Draws `m` and writes it to `path` as a PNG.
-pub fn write_heatmap(path: &Path, m: &[Vec<f64>], cell: usize) -> Result<()> {
+/// Draws `m` and writes it to `path` as a PNG, atomically (an existing file only with
+/// `overwrite`).
+pub fn write_heatmap(path: &Path, m: &[Vec<f64>], cell: usize, overwrite: bool) -> Result<()> {
     let (img, _) = render_heatmap(m, cell)?;
     let bytes = encode_png(&img)?;
-    std::fs::write(path, bytes).map_err(|e| TrainError::file(path, format!("cannot write: {e}")))
+    Ok(solar_model::output::write_file(path, &bytes, overwrite)?)
 }
 
 /// Cell size for an n x n heatmap: 16 px, smaller for big matrices so the image stays near

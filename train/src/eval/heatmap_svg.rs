@@ -149,8 +149,8 @@ where
     Ok(())
 }
 
-/// Draws the heatmap into `path` (SVG).
+/// Draws the heatmap into `path` (SVG), replacing it atomically (the demo's own output).
 pub fn write_heatmap_svg(path: &Path, m: &[Vec<f64>], title: &str, seam: Option<usize>) -> Result<()> {
     let svg = heatmap_svg(m, title, seam)?;
-    std::fs::write(path, svg).map_err(|e| TrainError::file(path, format!("cannot write: {e}")))
+    Ok(solar_model::output::write_file(path, svg.as_bytes(), true)?)
 }
