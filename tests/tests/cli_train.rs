@@ -6,26 +6,12 @@
 
 use serde_json::Value;
 use solar_tests::cli::{assert_ok as ok, path_str as s, scratch_dir, solar_train, solar_train_path};
+use solar_tests::setup::{assert_refused, tiny_model_and_docs};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn scratch(name: &str) -> PathBuf {
     scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("cli_train_{name}"))
-}
-
-/// A tiny base model and a JSONL of token-id documents of varied lengths.
-fn setup(d: &Path) -> (PathBuf, PathBuf) {
-    let base = d.join("base");
-    ok(&solar_train(&["init", "--preset", "tiny", "--out", s(&base), "--seed", "2"]));
-    let data = d.join("docs.jsonl");
-    let lines: Vec<String> = (0..40u32)
-        .map(|i| {
-            let ids: Vec<u32> = (0..(5 + i % 23)).map(|j| 3 + (i * 7 + j * 13) % 200).collect();
-            serde_json::json!({ "input_ids": ids }).to_string()
-        })
-        .collect();
-    std::fs::write(&data, lines.join("\n")).unwrap();
-    (base, data)
 }
 
 fn args<'a>(base: &'a Path, data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
@@ -68,7 +54,7 @@ fn weights(out: &Path) -> Vec<u8> {
 #[test]
 fn killed_runs_resume_bitwise_equal() {
     let d = scratch("resume");
-    let (base, data) = setup(&d);
+    let (base, data) = tiny_model_and_docs(&d);
     let whole = d.join("whole");
     ok(&solar_train(&args(&base, &data, &whole, "10")));
     let records: Vec<Value> = std::fs::read_to_string(whole.join("metrics.jsonl"))
@@ -102,7 +88,7 @@ fn killed_runs_resume_bitwise_equal() {
 #[test]
 fn sigkill_at_any_moment_then_resume_is_bitwise_equal() {
     let d = scratch("sigkill");
-    let (base, data) = setup(&d);
+    let (base, data) = tiny_model_and_docs(&d);
     let (whole, out) = (d.join("whole"), d.join("killed"));
     ok(&solar_train(&args(&base, &data, &whole, "30")));
     let mut child = Command::new(solar_train_path())
@@ -128,22 +114,14 @@ fn sigkill_at_any_moment_then_resume_is_bitwise_equal() {
 #[test]
 fn nan_steps_stop_the_run_and_keep_the_last_checkpoint() {
     let d = scratch("nan");
-    let (base, data) = setup(&d);
+    let (base, data) = tiny_model_and_docs(&d);
     let out = d.join("out");
     let mut a = args(&base, &data, &out, "20");
     a.extend(["--lr", "1e9", "--clip", "0", "--max-bad-steps", "2", "--save-every", "1", "--warmup", "0"]);
-    let run = solar_train(&a);
-    assert_eq!(run.code, Some(1), "stderr: {}", run.stderr);
-    assert!(
-        run.stderr.contains("bad steps") && run.stderr.contains("last good checkpoint"),
-        "{}",
-        run.stderr
-    );
+    assert_refused(&solar_train(&a), 1, &["bad steps", "last good checkpoint"]);
     assert!(out.join("checkpoints").read_dir().unwrap().next().is_some(), "a checkpoint survives");
     // An occupied OUT is refused without --resume or --overwrite.
-    let run = solar_train(&args(&base, &data, &out, "2"));
-    assert_eq!(run.code, Some(1));
-    assert!(run.stderr.contains("--overwrite"), "{}", run.stderr);
+    assert_refused(&solar_train(&args(&base, &data, &out, "2")), 1, &["--overwrite"]);
     let mut again = args(&base, &data, &out, "2");
     again.push("--overwrite");
     ok(&solar_train(&again));
@@ -152,7 +130,7 @@ fn nan_steps_stop_the_run_and_keep_the_last_checkpoint() {
 #[test]
 fn the_same_seed_gives_bitwise_the_same_weights_at_any_thread_count() {
     let d = scratch("threads");
-    let (base, data) = setup(&d);
+    let (base, data) = tiny_model_and_docs(&d);
     let mut outs = Vec::new();
     for threads in ["1", "2", "3"] {
         let out = d.join(format!("t{threads}"));

@@ -4,6 +4,7 @@
 //! the file, before the model is loaded and before OUT is created.
 
 use solar_tests::cli::{assert_ok as ok, path_str as s, scratch_dir, solar_train};
+use solar_tests::setup::{assert_refused, tiny_model, write_jsonl};
 use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
@@ -11,21 +12,11 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn base(d: &Path) -> PathBuf {
-    let b = d.join("base");
-    ok(&solar_train(&["init", "--preset", "tiny", "--out", s(&b), "--seed", "4"]));
-    b
-}
-
-fn write_lines(path: &Path, lines: impl IntoIterator<Item = serde_json::Value>) {
-    let text: Vec<String> = lines.into_iter().map(|v| v.to_string()).collect();
-    std::fs::write(path, text.join("\n")).unwrap();
+    tiny_model(d, "base", 4)
 }
 
 fn refused_naming(args: &[&str], data: &Path, out: &Path) {
-    let run = solar_train(args);
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(run.stderr.contains(s(data)), "names the file: {}", run.stderr);
-    assert!(run.stderr.contains("nothing to train on"), "{}", run.stderr);
+    assert_refused(&solar_train(args), 1, &[s(data), "nothing to train on"]);
     assert!(!out.exists(), "OUT must not be created");
 }
 
@@ -35,7 +26,7 @@ fn sft_data_whose_every_response_is_empty_is_refused_up_front() {
     let b = base(&d);
     let data = d.join("alpaca.jsonl");
     let example = |i: u32, output: &str| serde_json::json!({"instruction": format!("Add {i} and 2."), "input": "", "output": output});
-    write_lines(&data, (0..6).map(|i| example(i, "")));
+    write_jsonl(&data, (0..6).map(|i| example(i, "")));
     let out = d.join("out");
     let (b_, data_, out_) = (s(&b), s(&data), s(&out));
     let args = [
@@ -57,7 +48,7 @@ fn sft_data_whose_every_response_is_empty_is_refused_up_front() {
     ];
     refused_naming(&args, &data, &out);
     // One answered example is something to train on.
-    write_lines(&data, (0..6).map(|i| example(i, if i == 3 { "5" } else { "" })));
+    write_jsonl(&data, (0..6).map(|i| example(i, if i == 3 { "5" } else { "" })));
     ok(&solar_train(&args));
     assert!(out.join("model.safetensors").exists());
 }
@@ -67,7 +58,7 @@ fn pretrain_data_whose_every_document_is_shorter_than_two_tokens_is_refused_up_f
     let d = scratch("pretrain");
     let b = base(&d);
     let data = d.join("docs.jsonl");
-    write_lines(&data, (0..8u32).map(|i| serde_json::json!({ "input_ids": [3 + i] })));
+    write_jsonl(&data, (0..8u32).map(|i| serde_json::json!({ "input_ids": [3 + i] })));
     let out = d.join("out");
     let (b_, data_, out_) = (s(&b), s(&data), s(&out));
     let args = [
@@ -88,13 +79,13 @@ fn pretrain_data_whose_every_document_is_shorter_than_two_tokens_is_refused_up_f
     refused_naming(&args, &data, &out);
     // The same file as held-out data is refused too, naming that file.
     let good = d.join("good.jsonl");
-    write_lines(&good, [serde_json::json!({ "input_ids": [3, 4, 5] })]);
+    write_jsonl(&good, [serde_json::json!({ "input_ids": [3, 4, 5] })]);
     let mut with_eval = args.to_vec();
     with_eval[4] = s(&good);
     with_eval.extend(["--eval-data", data_]);
     refused_naming(&with_eval, &data, &out);
     // One document of two tokens is something to train on.
-    write_lines(
+    write_jsonl(
         &data,
         (0..8u32).map(|i| serde_json::json!({ "input_ids": if i == 5 { vec![3, 4] } else { vec![3 + i] } })),
     );

@@ -6,6 +6,7 @@
 use serde_json::Value;
 use solar_tests::cli::{assert_ok as ok, path_str as s, scratch_dir, solar_train};
 use solar_tests::folders::copy_tree;
+use solar_tests::setup::{assert_refused, tiny_model};
 use std::path::Path;
 
 fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
@@ -17,8 +18,7 @@ fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
 #[test]
 fn dpo_refuses_a_reference_with_another_vocabulary_or_token_table() {
     let d = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "hostile_models_dpo");
-    let base = d.join("base");
-    ok(&solar_train(&["init", "--preset", "tiny", "--out", s(&base), "--seed", "2"]));
+    let base = tiny_model(&d, "base", 2);
     let data = d.join("pairs.jsonl");
     let pair = serde_json::json!({"prompt": "1+1=", "chosen": "2", "rejected": "9"});
     std::fs::write(&data, format!("{pair}\n{pair}\n")).unwrap();
@@ -49,8 +49,7 @@ fn dpo_refuses_a_reference_with_another_vocabulary_or_token_table() {
             "--steps",
             "1",
         ]);
-        assert_eq!(run.code, Some(1), "{}", run.stderr);
-        assert!(run.stderr.contains("--ref") && run.stderr.contains(what), "{}", run.stderr);
+        assert_refused(&run, 1, &["--ref", what]);
         assert!(!run.stderr.contains("reference log-probs"), "refused before any work: {}", run.stderr);
         assert!(!out.exists(), "no output for a refused run");
     }

@@ -9,6 +9,7 @@
 
 use solar_tests::cli::{assert_ok as ok, path_str as s, scratch_dir, solar_train, solar_train_path};
 use solar_tests::folders::{copy_tree, hidden, names, tree};
+use solar_tests::setup::{assert_refused, tiny_model, tiny_model_and_docs};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,21 +23,10 @@ fn scratch(name: &str) -> PathBuf {
 /// A tiny base model with the files a real model folder carries besides its weights, a second
 /// model to be overwritten, and a JSONL of token-id documents.
 fn setup(d: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let base = d.join("base");
-    ok(&solar_train(&["init", "--preset", "tiny", "--out", s(&base), "--seed", "2"]));
+    let (base, data) = tiny_model_and_docs(d);
     std::fs::write(base.join("chat_template.jinja"), "{{ messages }}").unwrap();
     std::fs::write(base.join("README.md"), "# a model card\n").unwrap();
-    let other = d.join("other");
-    ok(&solar_train(&["init", "--preset", "tiny", "--out", s(&other), "--seed", "7"]));
-    let data = d.join("docs.jsonl");
-    let lines: Vec<String> = (0..40u32)
-        .map(|i| {
-            let ids: Vec<u32> = (0..(5 + i % 23)).map(|j| 3 + (i * 7 + j * 13) % 200).collect();
-            serde_json::json!({ "input_ids": ids }).to_string()
-        })
-        .collect();
-    std::fs::write(&data, lines.join("\n")).unwrap();
-    (base, other, data)
+    (base, tiny_model(d, "other", 7), data)
 }
 
 fn pretrain(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
@@ -284,11 +274,8 @@ fn eval_layers(model: &Path, data: &Path, out: &Path, image: &Path, extra: &[&st
     a
 }
 
-fn refused(args: &[String], what: &str) -> String {
-    let run = solar_train(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(run.code, Some(1), "{what}: {}", run.stderr);
-    assert!(!run.stderr.contains("panicked"), "{what}: {}", run.stderr);
-    run.stderr
+fn refused(args: &[String], names: &[&str]) {
+    assert_refused(&solar_train(&args.iter().map(String::as_str).collect::<Vec<_>>()), 1, names);
 }
 
 #[test]
@@ -297,8 +284,7 @@ fn single_file_outputs_keep_existing_files_and_never_replace_inputs() {
     let (base, _, data) = setup(&d);
     let (out, image) = (d.join("sim.json"), d.join("sim.png"));
     std::fs::write(&out, "an earlier result").unwrap();
-    let e = refused(&eval_layers(&base, &data, &out, &image, &[]), "existing --out");
-    assert!(e.contains("sim.json") && e.contains("already exists") && e.contains("--overwrite"), "{e}");
+    refused(&eval_layers(&base, &data, &out, &image, &[]), &["sim.json", "already exists", "--overwrite"]);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "an earlier result");
     assert!(!image.exists(), "refused before any work: no heatmap either");
     ok(&solar_train(
@@ -321,14 +307,11 @@ fn single_file_outputs_keep_existing_files_and_never_replace_inputs() {
         (base.join("tokenizer.json"), "is a file of the input model folder"),
     ] {
         let fresh = d.join("fresh.json");
-        let e = refused(&eval_layers(&base, &data, &target, &fresh, &["--overwrite"]), what);
-        assert!(e.contains(what) && e.contains("refusing"), "{}: {e}", target.display());
-        let e = refused(&eval_layers(&base, &data, &fresh, &target, &["--overwrite"]), what);
-        assert!(e.contains(what), "--image {}: {e}", target.display());
+        refused(&eval_layers(&base, &data, &target, &fresh, &["--overwrite"]), &[what, "refusing"]);
+        refused(&eval_layers(&base, &data, &fresh, &target, &["--overwrite"]), &[what, "refusing"]);
         assert!(tree(&d) == inputs, "{}: an input changed", target.display());
     }
-    let e = refused(&eval_layers(&base, &data, &out, &out, &["--overwrite"]), "the same file twice");
-    assert!(e.contains("both --out and --image"), "{e}");
+    refused(&eval_layers(&base, &data, &out, &out, &["--overwrite"]), &["both --out and --image"]);
 }
 
 #[test]

@@ -5,26 +5,13 @@
 
 use solar_tests::cli::{assert_ok as ok, path_str as s, scratch_dir, solar_train, solar_train_path};
 use solar_tests::folders::{copy_tree, hidden, names, tree};
+use solar_tests::setup::{assert_refused, tiny_model_and_docs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn scratch(name: &str) -> PathBuf {
     scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("hostile_runs_{name}"))
-}
-
-fn setup(d: &Path) -> (PathBuf, PathBuf) {
-    let base = d.join("base");
-    ok(&solar_train(&["init", "--preset", "tiny", "--out", s(&base), "--seed", "2"]));
-    let data = d.join("docs.jsonl");
-    let lines: Vec<String> = (0..40u32)
-        .map(|i| {
-            let ids: Vec<u32> = (0..(5 + i % 23)).map(|j| 3 + (i * 7 + j * 13) % 200).collect();
-            serde_json::json!({ "input_ids": ids }).to_string()
-        })
-        .collect();
-    std::fs::write(&data, lines.join("\n")).unwrap();
-    (base, data)
 }
 
 fn pretrain<'a>(base: &'a Path, data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
@@ -78,20 +65,18 @@ fn signal(child: &Child, sig: &str) {
 #[test]
 fn a_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_taken_over() {
     let d = scratch("lock");
-    let (base, data) = setup(&d);
+    let (base, data) = tiny_model_and_docs(&d);
     let out = d.join("place/out");
     let mut first = start(&pretrain(&base, &data, &out, "1000000"), || steps_done(&out) >= 1);
     let pid = first.id();
     let mut second = pretrain(&base, &data, &out, "2");
     second.push("--overwrite");
-    let run = solar_train(&second);
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("process {pid}")), "names the holder: {}", run.stderr);
+    let holder = format!("process {pid}");
+    assert_refused(&solar_train(&second), 1, &[&holder]);
     // Any command writing the same folder is refused, not only trainers.
     let run =
         solar_train(&["upscale", "--model", s(&base), "--out", s(&out), "--remove", "1", "--overwrite"]);
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("process {pid}")), "{}", run.stderr);
+    assert_refused(&run, 1, &[&holder]);
     first.kill().unwrap(); // SIGKILL: no cleanup, the lock file stays
     first.wait().unwrap();
     assert!(hidden(&d.join("place")).contains(&".out.lock".to_string()));
@@ -103,7 +88,7 @@ fn a_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_taken_over(
 #[test]
 fn sigterm_during_an_overwrite_leaves_the_old_model_and_no_temporaries() {
     let d = scratch("sigterm");
-    let (base, data) = setup(&d);
+    let (base, data) = tiny_model_and_docs(&d);
     let out = d.join("place/out");
     copy_tree(&base, &out);
     let old = tree(&out);
@@ -122,7 +107,7 @@ fn sigterm_during_an_overwrite_leaves_the_old_model_and_no_temporaries() {
 #[test]
 fn sigint_during_a_fresh_run_keeps_complete_checkpoints_to_resume_from() {
     let d = scratch("sigint");
-    let (base, data) = setup(&d);
+    let (base, data) = tiny_model_and_docs(&d);
     let out = d.join("place/out");
     let mut a = pretrain(&base, &data, &out, "1000000");
     a.extend(["--save-every", "1"]);
@@ -142,7 +127,7 @@ fn sigint_during_a_fresh_run_keeps_complete_checkpoints_to_resume_from() {
 #[test]
 fn a_checkpoint_killed_half_staged_is_reclaimed_by_the_resuming_run() {
     let d = scratch("reclaim");
-    let (base, data) = setup(&d);
+    let (base, data) = tiny_model_and_docs(&d);
     let out = d.join("place/out");
     let mut a = pretrain(&base, &data, &out, "4");
     a.extend(["--save-every", "1"]);
@@ -167,7 +152,7 @@ fn model_keys(state: &serde_json::Value) -> Vec<String> {
 #[test]
 fn resume_with_another_model_is_refused_naming_the_checkpoint_and_what_differs() {
     let d = scratch("resume_other_model");
-    let (base, data) = setup(&d);
+    let (base, data) = tiny_model_and_docs(&d);
     // The same vocabulary and tokens, another depth: the data fingerprint alone cannot tell.
     let deeper = d.join("deeper");
     ok(&solar_train(&["upscale", "--model", s(&base), "--out", s(&deeper), "--slices", "0:2,1:2"]));
@@ -183,11 +168,9 @@ fn resume_with_another_model_is_refused_naming_the_checkpoint_and_what_differs()
     );
     let mut other = pretrain(&deeper, &data, &out, "2");
     other.push("--resume");
-    let run = solar_train(&other);
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(run.stderr.contains("checkpoints/step-000001"), "names the checkpoint: {}", run.stderr);
-    assert!(run.stderr.contains("checkpoint 2 vs now 3"), "{}", run.stderr);
-    assert!(run.stderr.contains("model.num_hidden_layers"), "says what differs: {}", run.stderr);
+    // Names the checkpoint and what differs.
+    let names_it = ["checkpoints/step-000001", "checkpoint 2 vs now 3", "model.num_hidden_layers"];
+    assert_refused(&solar_train(&other), 1, &names_it);
     assert!(tree(&out) == before, "no step was taken: {:?}", names(&tree(&out)));
 
     // A checkpoint written before the model's shape was recorded still resumes.
@@ -249,7 +232,7 @@ fn wait_stopped(
 #[test]
 fn sigterm_during_dpo_reference_scoring_stops_at_once_without_creating_out() {
     let d = scratch("sigterm_scoring");
-    let (base, _) = setup(&d);
+    let (base, _) = tiny_model_and_docs(&d);
     let pairs = d.join("pairs.jsonl");
     let lines: Vec<String> = (0..20000u32)
         .map(|i| {
@@ -277,7 +260,7 @@ fn sigterm_during_dpo_reference_scoring_stops_at_once_without_creating_out() {
 #[test]
 fn sigint_while_tokenising_a_long_document_stops_at_once_without_creating_out() {
     let d = scratch("sigint_loading");
-    let (base, _) = setup(&d);
+    let (base, _) = tiny_model_and_docs(&d);
     // One long line: the reader is inside a single document's tokenisation when the signal comes.
     let data = d.join("long.jsonl");
     let text: String = (0..1_500_000u32).map(|i| format!("w{} ", i % 1000)).collect();
