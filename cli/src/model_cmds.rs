@@ -10,6 +10,7 @@ use solar_engine::Device;
 use solar_model::checkpoint::{SafeDType, WriteOptions};
 use solar_model::dus::{upscale, LayerSpec};
 use solar_model::init::{init_model_dir, InitOptions};
+use solar_model::output::file::canonical_target;
 use solar_model::output::{check_file_target, write_file, Input};
 use solar_model::presets::{preset, PRESETS};
 use solar_model::tokenizer::Tokenizer;
@@ -200,9 +201,8 @@ fn check_eval_outputs(args: &EvalArgs) -> Result<(), CliError> {
         inputs.push(Input::Folder(r));
     }
     if let (Some(out), Some(image)) = (&args.out, &args.image) {
-        let same =
-            out == image || matches!((out.canonicalize(), image.canonicalize()), (Ok(a), Ok(b)) if a == b);
-        if same {
+        // Spelled alike they were refused as a usage error; spelled apart it takes the disk.
+        if canonical_target(out).is_some_and(|o| canonical_target(image) == Some(o)) {
             return Err(CliError(format!("{}: given as both --out and --image", out.display())));
         }
     }

@@ -19,7 +19,12 @@ pub fn check(cli: &Cli) -> Result<(), String> {
             dpo_config(a.beta, &a.loss, a.label_smoothing).map(|_| ()).map_err(|e| e.0)
         }
         // --beta is judged whatever the task: a NaN is a mistake even where it goes unused.
-        Command::Eval(a) => dpo_config(a.beta, &a.loss, 0.0).map(|_| ()).map_err(|e| e.0),
+        Command::Eval(a) => {
+            if a.out.is_some() && a.out == a.image {
+                return Err("--out and --image name the same file: give each its own".into());
+            }
+            dpo_config(a.beta, &a.loss, 0.0).map(|_| ()).map_err(|e| e.0)
+        }
         Command::Generate(a) => crate::generate_cmd::check(a),
         Command::Merge(a) => {
             if a.weights.iter().flatten().any(|w| !w.is_finite()) {

@@ -311,7 +311,12 @@ fn single_file_outputs_keep_existing_files_and_never_replace_inputs() {
         refused(&eval_layers(&base, &data, &fresh, &target, &["--overwrite"]), &[what, "refusing"]);
         assert!(tree(&d) == inputs, "{}: an input changed", target.display());
     }
-    refused(&eval_layers(&base, &data, &out, &out, &["--overwrite"]), &["both --out and --image"]);
+    // One file as both outputs: spelled alike a usage error (2), spelled apart a runtime one.
+    let twice = eval_layers(&base, &data, &out, &out, &["--overwrite"]);
+    let twice: Vec<&str> = twice.iter().map(String::as_str).collect();
+    assert_refused(&solar_train(&twice), 2, &["--out and --image name the same file"]);
+    let spelled = d.join("base/../sim.json");
+    refused(&eval_layers(&base, &data, &out, &spelled, &["--overwrite"]), &["both --out and --image"]);
 }
 
 #[test]

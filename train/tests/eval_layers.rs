@@ -112,7 +112,9 @@ fn heatmap_png_decodes_to_the_rendered_image() {
     let (img, at) = render_heatmap(&m, 16).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("h.png");
-    write_heatmap(&path, &m, 16).unwrap();
+    write_heatmap(&path, &m, 16, false).unwrap();
+    // Written once: a second write without overwrite keeps it.
+    assert!(write_heatmap(&path, &m, 8, false).unwrap_err().to_string().contains("already exists"));
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
@@ -126,6 +128,6 @@ fn heatmap_png_decodes_to_the_rendered_image() {
     assert_eq!(cell(1, 0), viridis(0.0));
     assert_eq!(cell(2, 0), viridis(0.5));
     assert_eq!(cell(1, 2), viridis(0.25));
-    let e = write_heatmap(&tmp.path().join("no/such/dir/h.png"), &m, 16).unwrap_err().to_string();
+    let e = write_heatmap(&tmp.path().join("no/such/dir/h.png"), &m, 16, true).unwrap_err().to_string();
     assert!(e.contains("h.png") && e.contains("cannot write"), "{e}");
 }

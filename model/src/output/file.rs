@@ -28,7 +28,7 @@ pub enum Input<'a> {
 
 /// The canonical form of `target`, which may not exist yet: its folder canonicalised, its name
 /// kept (a target that exists, a symlink included, is resolved whole).
-fn canonical_target(target: &Path) -> Option<PathBuf> {
+pub fn canonical_target(target: &Path) -> Option<PathBuf> {
     if let Ok(p) = target.canonicalize() {
         return Some(p);
     }
@@ -88,10 +88,14 @@ pub fn write_file(target: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
     let tmp = temp_path(target, "tmp")?;
     let mut guard = TempFile(Some(tmp.clone()));
     fs_step("create file", &tmp);
-    let mut f = File::create(&tmp).map_err(|e| ModelError::io(&tmp, "cannot create", e))?;
-    f.write_all(bytes).map_err(|e| ModelError::io(&tmp, "cannot write", e))?;
+    // Errors name the target, which is what the user asked for; the temporary is a detail.
+    let fail = |what: &str, e: std::io::Error| {
+        ModelError::file(target, format!("cannot write: {what} {}: {e}", tmp.display()))
+    };
+    let mut f = File::create(&tmp).map_err(|e| fail("cannot create", e))?;
+    f.write_all(bytes).map_err(|e| fail("cannot write", e))?;
     fs_step("sync file", &tmp);
-    f.sync_all().map_err(|e| ModelError::io(&tmp, "cannot sync", e))?;
+    f.sync_all().map_err(|e| fail("cannot sync", e))?;
     drop(f);
     fs_step("rename into place", target);
     fs::rename(&tmp, target).map_err(|e| ModelError::io(target, "cannot move the new file into place", e))?;
