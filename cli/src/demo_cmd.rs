@@ -16,11 +16,19 @@ pub struct DemoArgs {
     /// A smaller model and fewer steps (about a minute; what the tests run).
     #[arg(long)]
     pub quick: bool,
+    /// Replace an existing output folder (once the new demo is complete).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn demo(args: &DemoArgs, common: &Common) -> Result<(), CliError> {
-    let opts =
-        DemoOptions { out: args.out.clone(), quick: args.quick, seed: common.seed, device: common.run_on };
+    let opts = DemoOptions {
+        out: args.out.clone(),
+        overwrite: args.overwrite,
+        quick: args.quick,
+        seed: common.seed,
+        device: common.run_on,
+    };
     let rows = run_demo(&opts, |line| eprintln!("demo {line}"))?;
     println!("{}", table(&rows));
     eprintln!(

@@ -1,17 +1,46 @@
 //! `solar-train demo --quick` end to end: every stage runs through the real code paths and the
 //! report is complete: report.json lists every model with every metric, report.md shows the
 //! table, the claims and the images, the images are SVG charts, and stdout holds the table.
+//! The demo's folder is replaced only with --overwrite and only whole, even when killed.
 
 use serde_json::Value;
-use solar_tests::cli::solar_train;
-use std::path::PathBuf;
+use solar_tests::cli::{scratch_dir, solar_train, solar_train_path};
+use solar_tests::folders::{hidden, tree};
+use solar_tests::setup::assert_refused;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
 
 #[test]
 fn quick_demo_writes_a_complete_report() {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli_demo_quick");
-    let _ = std::fs::remove_dir_all(&out);
-    let run = solar_train(&["demo", "--quick", "--out", out.to_str().unwrap()]);
+    // OUT is built beside itself and swapped in whole: an existing OUT is refused without
+    // --overwrite, and a run killed half way leaves it exactly as it was.
+    let d = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "cli_demo");
+    let out = d.join("quick");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("notes.md"), "an earlier demo").unwrap();
+    let old = tree(&out);
+    let args = ["demo", "--quick", "--out", out.to_str().unwrap()];
+    assert_refused(&solar_train(&args), 1, &["quick", "already exists"]);
+    let mut child = Command::new(solar_train_path())
+        .args(args)
+        .arg("--overwrite")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut lines = stderr.lines().map_while(|l| l.ok());
+    assert!(lines.any(|l| l.contains("3/7 pretrain")), "the demo never reached its third stage");
+    child.kill().unwrap(); // SIGKILL, several models into the run
+    child.wait().unwrap();
+    assert!(tree(&out) == old, "a killed demo leaves OUT as it was");
+    assert!(hidden(&d).iter().any(|n| n.starts_with(".quick.tmp-")), "{:?}", hidden(&d));
+
+    let mut args = args.to_vec();
+    args.push("--overwrite");
+    let run = solar_train(&args);
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert!(!out.join("notes.md").exists(), "the old OUT was replaced whole");
+    assert_eq!(hidden(&d), Vec::<String>::new(), "the killed run's staging folder is reclaimed");
     for stage in ["1/7 base", "2/7 upscale", "3/7 pretrain", "4/7 sft", "5/7 dpo", "6/7 merge", "7/7 eval"] {
         assert!(run.stderr.contains(stage), "no progress line for {stage}: {}", run.stderr);
     }

@@ -3,6 +3,9 @@
 //! (stages.rs), evaluates every model on every task on held-out data, checks the paper's
 //! claims against the numbers, and writes OUT/report.md, OUT/report.json and the images
 //! (report.rs, plot.rs). Default OUT: runs/demo. `quick` shrinks the model and the steps.
+//! OUT is built whole in a staging folder beside it and swapped in at the end (StagingDir), so
+//! it is always the previous complete demo (or whatever it held) or the new one, and an
+//! existing OUT is replaced only with `overwrite`.
 
 pub mod claims;
 pub mod data;
@@ -26,7 +29,7 @@ use claims::{accuracy_interval, check_claims};
 use data::{choice_records, sum_distractors, sum_pairs, word_distractors, DemoData};
 use report::Row;
 use serde_json::json;
-use solar_model::checkpoint::WriteOptions;
+use solar_model::checkpoint::{StagingDir, WriteOptions};
 use solar_model::tokenizer::Tokenizer;
 use stages::{model_dir, write_jsonl, Recipe};
 use std::collections::BTreeMap;
@@ -39,6 +42,8 @@ pub const LAYERS_SVG: &str = "layers_upscaled.svg";
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
     pub out: PathBuf,
+    /// Replace an existing OUT (at the end, when the new one is complete).
+    pub overwrite: bool,
     pub quick: bool,
     pub seed: u64,
     pub device: solar_engine::Device,
@@ -129,7 +134,8 @@ fn evaluate(r: &Recipe, name: &str, dir: &Path, files: &Files, seq_len: usize) -
 pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> Result<Vec<Row>> {
     let began = Instant::now();
     let r = Recipe { device: opts.device, ..Recipe::new(opts.quick) };
-    let out = &opts.out;
+    let stage = StagingDir::create(&opts.out, opts.overwrite)?;
+    let out = &stage.path().to_path_buf();
     let seed = opts.seed;
     let mut say = |s: &str| progress(&format!("[{:>5.1}s] {s}", began.elapsed().as_secs_f64()));
     let d = DemoData::generate(seed);
@@ -224,6 +230,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> Result<Ve
                      "dpo_rewards_accuracies_interval": accuracy_interval(dpo_held_out.rewards_accuracies, dpo_held_out.pairs),
                      "base_layers": n, "upscaled_layers": layers, "adjacent_layer_similarity": adjacent(&sim)});
     report::write_json(&out.join("report.json"), &rows, &claims, run)?;
+    stage.commit()?;
     Ok(rows)
 }
 
