@@ -189,3 +189,38 @@ fn a_long_text_line_costs_memory_for_its_tokens_not_for_the_tokenizers_bookkeepi
         bound >> 20
     );
 }
+
+#[test]
+fn a_text_too_long_to_tokenise_whole_in_the_memory_there_is_is_refused_by_file_and_line() {
+    let d = scratch("whole_text");
+    let (base, _) = setup(&d);
+    // The same vocabulary with a prefix space before every text: cutting a text into pieces
+    // would add spaces, so this tokenizer encodes each text in one call.
+    let whole = d.join("whole");
+    solar_tests::folders::copy_tree(&base, &whole);
+    let tok_path = whole.join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tok_path).unwrap()).unwrap();
+    tok["pre_tokenizer"]["add_prefix_space"] = true.into();
+    std::fs::write(&tok_path, tok.to_string()).unwrap();
+    let data = d.join("long.jsonl");
+    let long: String = "lots of words ".repeat(150_000); // 2 MiB: about 512 MiB to tokenise whole
+    write_jsonl(&data, [serde_json::json!({"text": "a short one"}), serde_json::json!({ "text": long })]);
+    let out = d.join("out");
+    let limit = [("SOLAR_MEMORY_LIMIT", "268435456")];
+    let args = |model: &Path| {
+        let a = ["pretrain", "--model", s(model), "--data", s(&data), "--out", s(&out), "--steps", "1"];
+        [&a[..], &["--batch", "2", "--seq-len", "16"]]
+            .concat()
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+    };
+    let refused = args(&whole);
+    let r = run_with_env(&refused.iter().map(String::as_str).collect::<Vec<_>>(), &limit);
+    assert_refused(&r, 1, &["long.jsonl:2", "in one piece", "256.0 MiB available", "split it"]);
+    assert!(!out.exists(), "refused while reading: no OUT");
+    // The preset tokenizer encodes it in 64 KiB pieces: the same text fits the same limit.
+    let fits = args(&base);
+    ok(&run_with_env(&fits.iter().map(String::as_str).collect::<Vec<_>>(), &limit));
+}

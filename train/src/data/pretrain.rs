@@ -28,6 +28,8 @@ pub fn load_pretrain(
 ) -> Result<(Vec<LmRow>, DataStats)> {
     check_seq_len(seq_len)?;
     let mut stats = DataStats::default();
+    // Tokenising happens on the CPU whatever the device; unknown memory means no check.
+    let avail = crate::trainer::memory::available(solar_engine::Device::Cpu, |_| None);
     // Blank text is a gap in the corpus, not a document: BOS + EOS alone would teach nothing.
     let encode_text = |line: usize, text: &str| -> Result<Option<Vec<u32>>> {
         if text.trim().is_empty() {
@@ -39,6 +41,21 @@ pub fn load_pretrain(
         let eos = cfg.eos_token_ids.first().copied().ok_or_else(|| {
             TrainError::file(path, "the model has no eos_token_id to close text documents with")
         })?;
+        let need = tok.encode_memory(text);
+        if let Some(avail) = avail.filter(|&a| need > a) {
+            let gib = crate::trainer::memory::gib;
+            return Err(TrainError::line(
+                path,
+                line,
+                format!(
+                    "a text of {} that this tokenizer encodes in one piece needs about {} to tokenise, \
+                     more than the {} available: split it into shorter documents",
+                    gib(text.len() as u64),
+                    gib(need),
+                    gib(avail)
+                ),
+            ));
+        }
         let mut ids = tok.encode(text, true)?;
         // A post-processor that closes texts with EOS already did our job.
         if ids.last() != Some(&eos) {
