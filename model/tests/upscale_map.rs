@@ -137,7 +137,7 @@ fn upscale_in_place_replaces_the_base() {
         std::fs::copy(base.join(&name), copy.join(&name)).unwrap();
     }
     let e = upscale(&base, &base, &LayerSpec::Remove(1), &WriteOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("already exists"), "{e}");
+    assert!(e.contains("already exists") && e.contains("--overwrite"), "{e}");
     let opts = WriteOptions { overwrite: true, ..Default::default() };
     upscale(&base, &base, &LayerSpec::Remove(1), &opts).unwrap();
     assert_upscaled(&copy, &base, &[0, 1, 1, 2]);

@@ -39,7 +39,7 @@ impl StagingDir {
         reclaim(target)?;
         if let Ok(meta) = fs::symlink_metadata(target) {
             if !overwrite {
-                return Err(ModelError::file(target, "already exists (allow overwriting to replace it)"));
+                return Err(ModelError::file(target, "already exists (pass --overwrite to replace it)"));
             }
             if !meta.is_dir() {
                 return Err(ModelError::file(target, "exists and is not a folder; refusing to replace it"));
