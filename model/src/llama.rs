@@ -13,6 +13,7 @@
 use crate::checkpoint::{save_model, save_model_into, Checkpoint, WriteOptions, WriteReport};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
+use crate::lora::{Lora, Target};
 use crate::names::{self, parameter_shapes};
 use solar_engine::ops::{self, AttentionMask, CrossEntropy};
 use solar_engine::{DType, Device, Rng, Tape, Tensor};
@@ -51,6 +52,8 @@ pub struct Llama {
     names: Vec<String>,
     params: Vec<Tensor>,
     index: HashMap<String, usize>,
+    /// LoRA adapters; with them the parameters above are frozen (lora/mod.rs).
+    lora: Option<Lora>,
 }
 
 impl Llama {
@@ -75,7 +78,7 @@ impl Llama {
             return Err(ModelError::tensor(origin, extra, "not a parameter of this architecture"));
         }
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
-        Ok(Llama { config, names, params, index })
+        Ok(Llama { config, names, params, index, lora: None })
     }
 
     /// Random initialization as transformers does it: N(0, initializer_range) for matrices and
@@ -161,16 +164,101 @@ impl Llama {
         for p in &mut self.params {
             p.move_to(device)?;
         }
+        if let Some(lora) = &mut self.lora {
+            lora.move_to(device)?;
+        }
+        self.freeze_base()?;
         Ok(self)
     }
 
-    /// The dtype activations are computed in: f32 on the CPU, bf16 on CUDA.
+    /// The dtype activations are computed in: f32 on the CPU (f64 for a model cast to f64 by
+    /// `to_f64_for_checks`), bf16 on CUDA.
     pub fn compute_dtype(&self) -> DType {
         if self.device().is_cuda() {
             DType::BF16
+        } else if self.params.first().is_some_and(|p| p.dtype() == DType::F64) {
+            DType::F64
         } else {
             DType::F32
         }
+    }
+
+    /// The model (and its adapters) in f64 on the CPU: finite-difference gradient checks.
+    pub fn to_f64_for_checks(mut self) -> Result<Llama> {
+        for p in &mut self.params {
+            *p = p.to_dtype(DType::F64)?;
+        }
+        if let Some(lora) = &mut self.lora {
+            for (_, p) in lora.named_params_mut() {
+                *p = p.to_dtype(DType::F64)?;
+            }
+        }
+        Ok(self)
+    }
+
+    /// Adds LoRA adapters: from now on only they train, and the base is frozen (held in bf16
+    /// once on CUDA: no f32 master is needed for weights nobody updates).
+    pub fn with_lora(mut self, mut lora: Lora) -> Result<Llama> {
+        lora.move_to(self.device())?;
+        self.lora = Some(lora);
+        self.freeze_base()?;
+        Ok(self)
+    }
+
+    fn freeze_base(&mut self) -> Result<()> {
+        if self.lora.is_some() && self.device().is_cuda() {
+            for p in &mut self.params {
+                if p.dtype() != DType::BF16 {
+                    *p = p.to_dtype(DType::BF16)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn lora(&self) -> Option<&Lora> {
+        self.lora.as_ref()
+    }
+
+    pub fn lora_mut(&mut self) -> Option<&mut Lora> {
+        self.lora.as_mut()
+    }
+
+    /// Removes and returns the adapters, leaving the base.
+    pub fn take_lora(&mut self) -> Option<Lora> {
+        self.lora.take()
+    }
+
+    /// What the optimizer trains, (name, tensor): the adapters when there are any, else every
+    /// parameter.
+    pub fn trainable_params(&self) -> Vec<(&str, &Tensor)> {
+        match &self.lora {
+            Some(l) => l.named_params().collect(),
+            None => self.named_params().collect(),
+        }
+    }
+
+    pub fn trainable_params_mut(&mut self) -> Vec<(&str, &mut Tensor)> {
+        match &mut self.lora {
+            Some(l) => l.named_params_mut().collect(),
+            None => self.names.iter().map(String::as_str).zip(self.params.iter_mut()).collect(),
+        }
+    }
+
+    /// The base with the adapters folded in (W + s B A per adapted projection), f32, no adapters.
+    pub fn folded(&self) -> Result<Llama> {
+        let mut named = HashMap::new();
+        for (name, p) in self.named_params() {
+            let p = p.to_device(Device::Cpu)?.to_dtype(DType::F32)?;
+            let target = names::parse_layer_name(name)
+                .and_then(|(l, suffix)| Some((l, Target::of_weight_suffix(suffix)?)));
+            let t = match (&self.lora, target) {
+                (Some(lora), Some((l, t))) => lora.fold(l, t, &p)?,
+                _ => p,
+            };
+            named.insert(name.to_string(), t);
+        }
+        Llama::new(self.config.clone(), named)
     }
 
     /// `t` (positions and document masks, built on the host and read by every layer) on the
@@ -186,9 +274,10 @@ impl Llama {
 
     pub(crate) fn w(&self, tape: Option<&Tape>, name: &str) -> Result<Tensor> {
         let t = self.param(name).ok_or_else(|| ModelError::Msg(format!("no parameter {name}")))?;
+        // With adapters the base is frozen: never on the tape, so it gets no gradient.
         let t = match tape {
-            Some(tape) => tape.watch(t),
-            None => t.clone(),
+            Some(tape) if self.lora.is_none() => tape.watch(t),
+            _ => t.clone(),
         };
         Ok(t.to_dtype(self.compute_dtype())?)
     }
@@ -259,7 +348,12 @@ impl Llama {
         let (h, hkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let name = |s: &str| names::layer_name(l, s);
         let lin = |x: &Tensor, suffix: &str| -> Result<Tensor> {
-            Ok(ops::matmul_t(x, &self.w(tape, &name(suffix))?, false, true)?)
+            let y = ops::matmul_t(x, &self.w(tape, &name(suffix))?, false, true)?;
+            let t = Target::of_weight_suffix(suffix).expect("a projection");
+            match self.lora.as_ref().map(|a| a.delta(tape, l, t, x, self.compute_dtype())).transpose()? {
+                Some(Some(d)) => Ok(ops::add(&y, &d)?),
+                _ => Ok(y),
+            }
         };
         let hn = ops::rmsnorm(x, &self.w(tape, &name("input_layernorm.weight"))?, cfg.rms_norm_eps)?;
         let q = lin(&hn, "self_attn.q_proj.weight")?.reshape([b, t, h, d])?;
