@@ -49,6 +49,7 @@ pub fn check(cli: &Cli) -> Result<(), String> {
 
 fn train_flags(f: &TrainFlags, seed: u64) -> Result<(), String> {
     f.config(seed).validate()?;
+    f.lora_spec()?;
     if f.resume && f.overwrite {
         return Err("--resume continues the run in --out and --overwrite replaces it: pass one".into());
     }

@@ -12,7 +12,7 @@ use crate::dpo::{reference_logps, DpoConfig};
 use crate::error::{Result, TrainError};
 use crate::trainer::config::TrainConfig;
 use crate::trainer::objective::Objective;
-use crate::trainer::{memory, train, RunOptions, RunReport};
+use crate::trainer::{adapters, memory, train, RunOptions, RunReport};
 use serde_json::{json, Map, Value};
 use solar_engine::Device;
 use solar_model::tokenizer::Tokenizer;
@@ -82,6 +82,11 @@ fn load_model(dir: &Path, device: Device) -> Result<Llama> {
     Ok(Llama::load(dir)?.to_device(device)?)
 }
 
+/// The model to train: the starting model, with fresh LoRA adapters when the run has a spec.
+fn load_policy(input: &StageInput, cfg: &TrainConfig, run: &RunOptions) -> Result<Llama> {
+    adapters::attach(load_model(&input.model, run.device)?, run.lora.as_ref(), cfg.seed)
+}
+
 fn identity(stage: &str, extra: impl IntoIterator<Item = (&'static str, Value)>) -> Map<String, Value> {
     let mut m = Map::from_iter([("stage".to_string(), json!(stage))]);
     m.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
@@ -97,7 +102,7 @@ pub fn pretrain(input: &StageInput, cfg: &TrainConfig, run: &RunOptions) -> Resu
     let (rows, stats) = load(&input.data)?;
     input.say("data", &input.data, &stats);
     let eval = input.eval(load)?;
-    let model = load_model(&input.model, run.device)?;
+    let model = load_policy(input, cfg, run)?;
     train(model, &Objective::Lm { rows, eval }, cfg, run, identity("pretrain", []))
 }
 
@@ -117,13 +122,15 @@ pub fn sft(
     let (rows, stats) = load(&input.data)?;
     input.say("data", &input.data, &stats);
     let eval = input.eval(load)?;
-    let model = load_model(&input.model, run.device)?;
+    let model = load_policy(input, cfg, run)?;
     let id = identity("sft", [("format", json!(format.name())), ("packing", json!(packing))]);
     train(model, &Objective::Lm { rows, eval }, cfg, run, id)
 }
 
 /// DPO against `reference` (None: the starting model), whose log-probs are computed once,
-/// before training, so only the policy is held while training.
+/// before training, so only the policy is held while training. With LoRA and no `reference`,
+/// the reference is the policy with its adapters switched off (TRL with PEFT does the same):
+/// one model in memory. An explicit `reference` is used as given, LoRA or not.
 pub fn dpo(
     input: &StageInput,
     reference: Option<&Path>,
@@ -140,10 +147,18 @@ pub fn dpo(
     input.say("pairs", &input.data, &stats);
     let eval_pairs = input.eval(load)?;
     let ref_dir = reference.unwrap_or(&input.model);
-    let (refs, eval) = {
-        let reference = load_model(ref_dir, run.device)?;
+    let base_is_reference = reference.is_none() && run.lora.is_some();
+    let (refs, eval, policy) = {
+        let mut reference = if base_is_reference {
+            let mut m = load_policy(input, cfg, run)?;
+            m.lora_mut().expect("attached").set_enabled(false);
+            m
+        } else {
+            load_model(ref_dir, run.device)?
+        };
         if input.announce {
-            eprintln!("reference log-probs of {} pairs from {}", pairs.len(), ref_dir.display());
+            let what = if base_is_reference { " (adapters off)" } else { "" };
+            eprintln!("reference log-probs of {} pairs from {}{what}", pairs.len(), ref_dir.display());
         }
         let refs = reference_logps(&reference, &pairs, cfg.batch)?;
         let eval = match eval_pairs {
@@ -153,9 +168,16 @@ pub fn dpo(
             }
             None => None,
         };
-        (refs, eval)
+        let policy = base_is_reference.then(|| {
+            reference.lora_mut().expect("attached").set_enabled(true);
+            reference
+        });
+        (refs, eval, policy)
     };
-    let model = load_model(&input.model, run.device)?;
+    let model = match policy {
+        Some(m) => m,
+        None => load_policy(input, cfg, run)?,
+    };
     let id = identity(
         "dpo",
         [
