@@ -130,10 +130,14 @@ pub fn read_spec(dir: &Path) -> Result<LoraSpec> {
     if let Some((f, _)) = unsupported.iter().find(|(_, set)| *set) {
         return Err(field(f, "is set, which Solar's LoRA does not support"));
     }
+    // PEFT matches a target by the module path's last part; PEFT 0.22 writes `all-linear` out as
+    // full paths (`model.layers.0.self_attn.q_proj`), which name the same modules. A layer that
+    // lacks one of them shows up as a missing tensor when the weights load.
     let targets = match &v["target_modules"] {
         Value::String(s) => parse_targets(s),
         Value::Array(a) => {
-            let names: Option<Vec<&str>> = a.iter().map(Value::as_str).collect();
+            let names: Option<Vec<&str>> =
+                a.iter().map(|n| n.as_str().map(|n| n.rsplit('.').next().unwrap_or(n))).collect();
             names.ok_or_else(|| "must be module names".to_string()).and_then(|n| parse_targets(&n.join(",")))
         }
         _ => Err("must be a list of module names".to_string()),
