@@ -438,15 +438,20 @@ def write_lora(out):
     base = LlamaForCausalLM.from_pretrained(base_dir, dtype=torch.float32, attn_implementation="eager")
     model = PeftModel.from_pretrained(base, os.path.join(folder, "adapter")).eval()
     ids, _ = inputs(7)
+    prompt = ids[:1, :5]
     with torch.no_grad():
         logits = model(input_ids=ids).logits.contiguous()
+        greedy = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=10,
+                                do_sample=False, eos_token_id=None, pad_token_id=0)
         merged = model.merge_and_unload()
         merged_logits = merged(input_ids=ids).logits.contiguous()
     save_file({"input_ids": ids.to(torch.int32), "logits": logits, "merged_logits": merged_logits},
               os.path.join(folder, "reference.safetensors"))
     import peft
     with open(os.path.join(folder, "reference.json"), "w") as f:
-        json.dump({"peft": peft.__version__, "base": "llama_f32/model"}, f, indent=1)
+        json.dump({"peft": peft.__version__, "base": "llama_f32/model", "prompt": prompt[0].tolist(),
+                   "greedy": greedy[0, 5:].tolist()}, f, indent=1)
+    os.remove(os.path.join(folder, "adapter", "README.md"))  # PEFT's model card template: not needed
 
 
 def main():

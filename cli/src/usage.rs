@@ -22,6 +22,13 @@ pub fn check(cli: &Cli) -> Result<(), String> {
         Command::Eval(a) => dpo_config(a.beta, &a.loss, 0.0).map(|_| ()).map_err(|e| e.0),
         Command::Generate(a) => crate::generate_cmd::check(a),
         Command::Merge(a) => {
+            let lora = a.method.as_deref() == Some("lora");
+            if lora && (a.base.is_none() || a.adapter.is_none() || !a.models.is_empty()) {
+                return Err("merge --method lora takes --base DIR and --adapter DIR (no --models)".into());
+            }
+            if !lora && a.adapter.is_some() {
+                return Err("--adapter goes with --method lora (folding a LoRA adapter into --base)".into());
+            }
             if a.weights.iter().flatten().any(|w| !w.is_finite()) {
                 return Err("--weights must be finite numbers".into());
             }

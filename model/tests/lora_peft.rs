@@ -1,13 +1,14 @@
 //! LoRA against PEFT. scripts/make_fixtures.py had PEFT build an adapter (all-linear, rsLoRA,
 //! random B) on the llama_f32 fixture and save it, with PeftModel's logits on fixed inputs and
 //! the logits of merge_and_unload's folded model (tests/fixtures/hf/lora/). Solar loads PEFT's
-//! adapter and gives its logits (within 1e-4, as the other HF fixtures), folds it into the same
+//! adapter and gives its logits (within 1e-4, as the other HF fixtures) and greedy tokens, folds it into the same
 //! model as merge_and_unload, and an adapter Solar writes has PEFT's tensor names, shapes and
 //! config fields.
 
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 use solar_model::checkpoint::SafeDType;
+use solar_model::generate::GenerateOptions;
 use solar_model::lora::peft_io::{load_adapter, save_adapter, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use solar_model::{Llama, ModelInput};
 use std::collections::BTreeMap;
@@ -58,6 +59,16 @@ fn a_peft_adapter_gives_peft_logits_and_folds_into_merge_and_unloads_model() {
     assert!(worst(&base.to_vec_f64().unwrap(), &want) > 1e-2, "the adapter must matter");
     let w = worst(&got, &want);
     assert!(w < 1e-4, "adapted logits differ from PeftModel's by {w}");
+
+    // Greedy tokens from the adapted model (KV-cached decoding) as PeftModel.generate's.
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("lora/reference.json")).unwrap()).unwrap();
+    let ints = |k: &str| -> Vec<u32> {
+        meta[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    };
+    let (prompt, greedy) = (ints("prompt"), ints("greedy"));
+    let opts = GenerateOptions { max_new_tokens: greedy.len(), ignore_eos: true, ..Default::default() };
+    assert_eq!(model.generate(&prompt, &opts).unwrap(), greedy, "greedy tokens");
 
     let folded = model.folded().unwrap().logits(None, &input).unwrap().to_vec_f64().unwrap();
     let (_, merged) = reference("merged_logits");

@@ -14,6 +14,7 @@
 //! a step depend only on the run's seed and the step: a resumed run draws the same masks.
 //! Without a stream (evaluation, generation, reference log-probs) there is no dropout.
 
+pub mod fold;
 pub mod peft_io;
 pub mod spec;
 

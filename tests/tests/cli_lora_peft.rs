@@ -1,0 +1,150 @@
+//! PEFT's adapters from the command line, against the fixture PEFT wrote
+//! (tests/fixtures/hf/lora/: an adapter on llama_f32, PeftModel's logits, merge_and_unload's
+//! logits). `eval --adapter` scores with PEFT's model: its loss equals the mean next-token NLL
+//! computed here from PeftModel's logits. `merge --method lora` folds the adapter into an
+//! ordinary HF folder whose loss equals the NLL of merge_and_unload's logits and which other
+//! commands take (a linear merge, generate). `generate --adapter` gives the folded model's tokens.
+
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+use solar_tests::cli::{assert_ok as ok, path_str as s, scratch_dir, solar_train};
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/hf").join(name)
+}
+
+fn reference(name: &str) -> (Vec<usize>, Vec<f64>) {
+    let bytes = std::fs::read(fixture("lora/reference.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(name).unwrap();
+    let values = match t.dtype() {
+        Dtype::F32 => t.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        Dtype::I32 => t.data().chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        other => panic!("unexpected dtype {other:?}"),
+    };
+    (t.shape().to_vec(), values)
+}
+
+/// Mean NLL of every next token of every row under `logits` [B, T, V], in f64.
+fn mean_nll(ids: &[f64], b: usize, t: usize, logits: &[f64]) -> f64 {
+    let v = logits.len() / (b * t);
+    let (mut sum, mut n) = (0.0, 0);
+    for row in 0..b {
+        for pos in 0..t - 1 {
+            let l = &logits[(row * t + pos) * v..(row * t + pos + 1) * v];
+            let max = l.iter().cloned().fold(f64::MIN, f64::max);
+            let lse = max + l.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+            sum += lse - l[ids[row * t + pos + 1] as usize];
+            n += 1;
+        }
+    }
+    sum / n as f64
+}
+
+/// The llama_f32 fixture with the fixture tokenizer beside it (generate needs one).
+fn base(d: &Path) -> PathBuf {
+    let base = d.join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    for f in ["config.json", "model.safetensors", "generation_config.json"] {
+        std::fs::copy(fixture("llama_f32/model").join(f), base.join(f)).unwrap();
+    }
+    std::fs::copy(fixture("tokenizer/tokenizer.json"), base.join("tokenizer.json")).unwrap();
+    base
+}
+
+fn eval_loss(args: &[&str]) -> f64 {
+    let r = solar_train(args);
+    ok(&r);
+    let v: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    v["loss"].as_f64().unwrap()
+}
+
+fn generated(args: &[&str]) -> Value {
+    let r = solar_train(args);
+    ok(&r);
+    serde_json::from_str::<Value>(r.stdout.trim()).unwrap()["output_ids"].clone()
+}
+
+#[test]
+fn peft_adapters_evaluate_generate_and_fold_as_peft_does() {
+    let d = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "cli_lora_peft");
+    let base = base(&d);
+    let adapter = fixture("lora/adapter");
+    let (shape, ids) = reference("input_ids");
+    let (b, t) = (shape[0], shape[1]);
+    let data = d.join("rows.jsonl");
+    let rows: Vec<String> = (0..b)
+        .map(|r| serde_json::json!({"input_ids": ids[r * t..(r + 1) * t].iter().map(|&x| x as u32).collect::<Vec<_>>()}).to_string())
+        .collect();
+    std::fs::write(&data, rows.join("\n")).unwrap();
+
+    let want = mean_nll(&ids, b, t, &reference("logits").1);
+    let got =
+        eval_loss(&["eval", "--model", s(&base), "--adapter", s(&adapter), "--data", s(&data), "--json"]);
+    assert!((got - want).abs() < 1e-4, "eval --adapter: loss {got}, PeftModel's {want}");
+    let plain = eval_loss(&["eval", "--model", s(&base), "--data", s(&data), "--json"]);
+    assert!((plain - want).abs() > 1e-3, "the adapter must change the loss ({plain} vs {want})");
+
+    let folded = d.join("folded");
+    let r = solar_train(&[
+        "merge",
+        "--method",
+        "lora",
+        "--base",
+        s(&base),
+        "--adapter",
+        s(&adapter),
+        "--out",
+        s(&folded),
+    ]);
+    ok(&r);
+    assert!(folded.join("config.json").is_file() && folded.join("model.safetensors").is_file());
+    assert!(folded.join("tokenizer.json").is_file(), "the tokenizer travels with the folded model");
+    let want = mean_nll(&ids, b, t, &reference("merged_logits").1);
+    let got = eval_loss(&["eval", "--model", s(&folded), "--data", s(&data), "--json"]);
+    assert!((got - want).abs() < 1e-4, "folded model: loss {got}, merge_and_unload's {want}");
+
+    // The folded model is an ordinary model: a merge takes it, and generate gives the adapted
+    // model's tokens.
+    let linear = d.join("linear");
+    ok(&solar_train(&["merge", "--method", "linear", "--models", s(&folded), s(&base), "--out", s(&linear)]));
+    let gen = |model: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "generate",
+            "--model",
+            s(model),
+            "--prompt",
+            "abc",
+            "--max-new-tokens",
+            "8",
+            "--ignore-eos",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        generated(&a)
+    };
+    assert_eq!(
+        gen(&base, &["--adapter", s(&adapter)]),
+        gen(&folded, &[]),
+        "generate --adapter vs the folded model"
+    );
+}
+
+#[test]
+fn merge_lora_needs_base_and_adapter_and_adapter_needs_lora() {
+    let d = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "cli_lora_peft_usage");
+    let (x, out) = (d.join("x"), d.join("out"));
+    let cases: [Vec<&str>; 3] = [
+        vec!["merge", "--method", "lora", "--adapter", s(&x), "--out", s(&out)],
+        vec!["merge", "--method", "lora", "--base", s(&x), "--out", s(&out)],
+        vec!["merge", "--method", "linear", "--models", s(&x), s(&x), "--adapter", s(&x), "--out", s(&out)],
+    ];
+    for a in cases {
+        let r = solar_train(&a);
+        assert_eq!(r.code, Some(2), "{a:?}: {}", r.stderr);
+        // Without --adapter, clap itself asks for --models (the other methods' input).
+        assert!(r.stderr.contains("--adapter") || r.stderr.contains("--models"), "{a:?}: {}", r.stderr);
+        assert!(!out.exists());
+    }
+}
