@@ -145,11 +145,6 @@ impl Common {
     }
 }
 
-/// Loads an HF model folder onto `device`.
-pub fn load_model(dir: &std::path::Path, device: Device) -> Result<solar_model::Llama, CliError> {
-    Ok(solar_model::Llama::load(dir)?.to_device(device)?)
-}
-
 /// The model in `dir` with the LoRA adapter folder `adapter` (PEFT's format) applied, if any.
 pub fn load_adapted(
     dir: &std::path::Path,

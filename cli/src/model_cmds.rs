@@ -3,7 +3,7 @@
 //! multiple-choice accuracy, layer similarity) and `generate` (KV-cache sampling).
 //! Each parses its flags and calls solar_model / solar_train; nothing else lives here.
 
-use crate::common::{load_adapted, load_model, parse_save_dtype, parse_size, CliError, Common};
+use crate::common::{load_adapted, parse_save_dtype, parse_size, CliError, Common};
 use clap::builder::PossibleValuesParser;
 use clap::{ArgGroup, Args};
 use solar_engine::Device;
@@ -168,6 +168,9 @@ pub struct EvalArgs {
     /// The reference model for --task dpo.
     #[arg(long = "ref", value_name = "DIR", required_if_eq("task", "dpo"))]
     pub reference: Option<PathBuf>,
+    /// A LoRA adapter folder (PEFT's format) applied to --ref.
+    #[arg(long, value_name = "DIR", requires = "reference")]
+    pub ref_adapter: Option<PathBuf>,
     /// DPO's beta (--task dpo).
     #[arg(long, default_value_t = 0.1)]
     pub beta: f64,
@@ -217,7 +220,7 @@ fn eval_dpo_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
     let cfg = crate::train_cmds::dpo_config(args.beta, &args.loss, 0.0)?;
     let policy = load_adapted(&args.model, args.adapter.as_deref(), device)?;
     let ref_dir = args.reference.as_ref().ok_or_else(|| CliError("--task dpo needs --ref DIR".into()))?;
-    let reference = load_model(ref_dir, device)?;
+    let reference = load_adapted(ref_dir, args.ref_adapter.as_deref(), device)?;
     let tok = Tokenizer::from_model_dir(&args.model)?;
     let seq_len = args.context(&policy);
     let (pairs, _) = load_pairs(&args.data, &tok, &args.model, &policy.config, seq_len, false)?;

@@ -196,6 +196,7 @@ fn input(f: &TrainFlags) -> StageInput {
         eval_data: f.eval_data.clone(),
         skip_bad_lines: f.skip_bad_lines,
         announce: true,
+        ref_adapter: None,
     }
 }
 
@@ -261,6 +262,11 @@ pub struct DpoArgs {
     /// before training, so only the policy is held while training.
     #[arg(long = "ref", value_name = "DIR")]
     pub reference: Option<PathBuf>,
+    /// A LoRA adapter folder (PEFT's format, PEFT's or Solar's) applied to the reference
+    /// (--ref, or else the starting model). Without it, a LoRA run's reference is the starting
+    /// model with the adapters being trained switched off.
+    #[arg(long, value_name = "DIR")]
+    pub ref_adapter: Option<PathBuf>,
     /// Strength of the KL penalty (TRL's beta).
     #[arg(long, default_value_t = 0.1)]
     pub beta: f64,
@@ -315,7 +321,8 @@ pub fn dpo(args: &DpoArgs, common: &Common) -> Result<(), CliError> {
         check_reference(&f.model, reference)?;
     }
     let run = f.run_options(common.run_on, "dpo")?;
-    let report = pipeline::dpo(&input(f), args.reference.as_deref(), dcfg, &f.config(common.seed), &run)?;
+    let input = StageInput { ref_adapter: args.ref_adapter.clone(), ..input(f) };
+    let report = pipeline::dpo(&input, args.reference.as_deref(), dcfg, &f.config(common.seed), &run)?;
     done("dpo", &report, &f.out);
     Ok(())
 }

@@ -148,3 +148,91 @@ fn merge_lora_needs_base_and_adapter_and_adapter_needs_lora() {
         assert!(!out.exists());
     }
 }
+
+fn pairs(d: &Path) -> PathBuf {
+    let data = d.join("pairs.jsonl");
+    let lines: Vec<String> = (0..6u32)
+        .map(|i| {
+            serde_json::json!({"prompt": format!("Q: {i}+1=\nA: "), "chosen": format!("{}", i + 1),
+                               "rejected": format!("{}", i + 3)})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    data
+}
+
+/// The reference of `eval --task dpo` and `dpo` can be a base with a PEFT adapter: with the
+/// folded model as the policy, policy and reference are the same function, so every reward is
+/// 0 and the sigmoid loss is ln 2; without the adapter they are not.
+#[test]
+fn a_reference_with_a_peft_adapter_equals_its_folded_model() {
+    let d = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "cli_lora_peft_ref");
+    let base = base(&d);
+    let adapter = fixture("lora/adapter");
+    let data = pairs(&d);
+    let folded = d.join("folded");
+    ok(&solar_train(&[
+        "merge",
+        "--method",
+        "lora",
+        "--base",
+        s(&base),
+        "--adapter",
+        s(&adapter),
+        "--out",
+        s(&folded),
+    ]));
+    let eval = |extra: &[&str]| -> Value {
+        let mut a = vec![
+            "eval",
+            "--task",
+            "dpo",
+            "--model",
+            s(&folded),
+            "--ref",
+            s(&base),
+            "--data",
+            s(&data),
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        let r = solar_train(&a);
+        ok(&r);
+        serde_json::from_str(r.stdout.trim()).unwrap()
+    };
+    let with = eval(&["--ref-adapter", s(&adapter)]);
+    for k in ["rewards/chosen", "rewards/rejected", "rewards/margins"] {
+        assert!(with[k].as_f64().unwrap().abs() < 1e-4, "{k}: {with}");
+    }
+    assert!((with["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-4, "{with}");
+    let without = eval(&[]);
+    assert!(without["rewards/chosen"].as_f64().unwrap().abs() > 1e-3, "{without}");
+
+    let out = d.join("dpo");
+    let r = solar_train(&[
+        "dpo",
+        "--model",
+        s(&folded),
+        "--ref",
+        s(&base),
+        "--ref-adapter",
+        s(&adapter),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--steps",
+        "1",
+        "--batch",
+        "6",
+        "--seq-len",
+        "32",
+    ]);
+    ok(&r);
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().next().unwrap(),
+    )
+    .unwrap();
+    assert!((first["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-4, "{first}");
+}

@@ -28,6 +28,8 @@ pub struct StageInput {
     pub skip_bad_lines: bool,
     /// Print what was read (examples, rows, tokens) on stderr, as the subcommands do.
     pub announce: bool,
+    /// DPO: a LoRA adapter folder (PEFT's format) applied to the reference model.
+    pub ref_adapter: Option<PathBuf>,
 }
 
 impl StageInput {
@@ -39,6 +41,7 @@ impl StageInput {
             eval_data: None,
             skip_bad_lines: false,
             announce: false,
+            ref_adapter: None,
         }
     }
 
@@ -130,7 +133,8 @@ pub fn sft(
 /// DPO against `reference` (None: the starting model), whose log-probs are computed once,
 /// before training, so only the policy is held while training. With LoRA and no `reference`,
 /// the reference is the policy with its adapters switched off (TRL with PEFT does the same):
-/// one model in memory. An explicit `reference` is used as given, LoRA or not.
+/// one model in memory. An explicit `reference` is used as given, LoRA or not, with
+/// `input.ref_adapter` applied to it (or to the starting model) when there is one.
 pub fn dpo(
     input: &StageInput,
     reference: Option<&Path>,
@@ -147,17 +151,29 @@ pub fn dpo(
     input.say("pairs", &input.data, &stats);
     let eval_pairs = input.eval(load)?;
     let ref_dir = reference.unwrap_or(&input.model);
-    let base_is_reference = reference.is_none() && run.lora.is_some();
+    let base_is_reference = reference.is_none() && input.ref_adapter.is_none() && run.lora.is_some();
     let (refs, eval, policy) = {
         let mut reference = if base_is_reference {
             let mut m = load_policy(input, cfg, run)?;
             m.lora_mut().expect("attached").set_enabled(false);
             m
         } else {
-            load_model(ref_dir, run.device)?
+            let m = Llama::load(ref_dir)?;
+            let m = match &input.ref_adapter {
+                Some(a) => {
+                    let lora = solar_model::lora::peft_io::load_adapter(a, &m.config)?;
+                    m.with_lora(lora)?
+                }
+                None => m,
+            };
+            m.to_device(run.device)?
         };
         if input.announce {
-            let what = if base_is_reference { " (adapters off)" } else { "" };
+            let what = match &input.ref_adapter {
+                _ if base_is_reference => " (adapters off)".to_string(),
+                Some(a) => format!(" with the adapter {}", a.display()),
+                None => String::new(),
+            };
             eprintln!("reference log-probs of {} pairs from {}{what}", pairs.len(), ref_dir.display());
         }
         let refs = reference_logps(&reference, &pairs, cfg.batch)?;
