@@ -8,6 +8,7 @@ use clap::Args;
 use serde_json::json;
 use solar_engine::Device;
 use solar_model::checkpoint::{Checkpoint, SafeDType};
+use solar_model::lora::peft_io::ADAPTER_CONFIG;
 use solar_model::lora::{parse_targets, LoraSpec, DEFAULT_TARGETS};
 use solar_model::names::EMBED;
 use solar_model::Llama;
@@ -200,10 +201,11 @@ fn input(f: &TrainFlags) -> StageInput {
     }
 }
 
-/// Says where the model went.
+/// Says where the model (or a LoRA run's adapter) went.
 fn done(stage: &str, report: &RunReport, out: &Path) {
+    let what = if out.join(ADAPTER_CONFIG).is_file() { "LoRA adapter (PEFT's format)" } else { "model" };
     eprintln!(
-        "{stage}: {} steps, last loss {:.4}; model written to {}",
+        "{stage}: {} steps, last loss {:.4}; {what} written to {}",
         report.steps,
         report.last_loss,
         out.display()

@@ -30,7 +30,8 @@ pub fn adapter_config(spec: &LoraSpec, base: &str) -> Value {
         "task_type": "CAUSAL_LM",
         "base_model_name_or_path": base,
         "r": spec.r,
-        "lora_alpha": spec.alpha,
+        // PEFT's lora_alpha is usually an integer; write it as one when it is.
+        "lora_alpha": if spec.alpha.fract() == 0.0 && spec.alpha.abs() < 1e15 { json!(spec.alpha as i64) } else { json!(spec.alpha) },
         "lora_dropout": spec.dropout,
         "target_modules": spec.target_names(),
         "use_rslora": spec.rslora,
