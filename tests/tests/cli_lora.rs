@@ -127,6 +127,12 @@ fn lora_sft_and_dpo_write_peft_adapters_and_resume_bitwise_after_a_kill() {
         assert!(!status.success(), "{stage}: the fault must kill the run");
         assert!(out.join("checkpoints/step-000002/adapter").join(ADAPTER_WEIGHTS).is_file());
         assert!(!out.join("checkpoints/step-000002/model").exists(), "{stage}: no base copy in checkpoints");
+        // AdamW state for the adapters only: m and v of each of the 2 layers x 7 targets x (A, B).
+        let opt = std::fs::read(out.join("checkpoints/step-000002/optimizer.safetensors")).unwrap();
+        let names = safetensors::SafeTensors::deserialize(&opt).unwrap().names().len();
+        let all_lora =
+            safetensors::SafeTensors::deserialize(&opt).unwrap().names().iter().all(|n| n.contains(".lora_"));
+        assert!(all_lora && names == 2 * 2 * 7 * 2, "{stage}: {names} moments, all of adapters: {all_lora}");
         let mut resume = a.clone();
         resume.push("--resume".into());
         let r = run(&resume);
