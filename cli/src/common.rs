@@ -151,6 +151,12 @@ pub fn load_adapted(
     adapter: Option<&std::path::Path>,
     device: Device,
 ) -> Result<solar_model::Llama, CliError> {
+    if solar_model::lora::peft_io::is_adapter_dir(dir) && !dir.join("config.json").is_file() {
+        return Err(CliError(format!(
+            "{}: holds a LoRA adapter, not a model: pass its base as --model and this folder as --adapter",
+            dir.display()
+        )));
+    }
     let model = solar_model::Llama::load(dir)?;
     let model = match adapter {
         Some(a) => {

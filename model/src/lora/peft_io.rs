@@ -7,7 +7,7 @@
 //! naming the file and field, what Solar's LoRA does not do (DoRA, biases, per-layer ranks,
 //! layer subsets, extra trained modules, regex targets) rather than load it wrongly.
 
-use super::spec::{parse_targets, LoraSpec, Target};
+use super::spec::{parse_targets, LoraSpec};
 use super::Lora;
 use crate::checkpoint::{copy_through, decode_f32, encode_f32, write_synced, SafeDType, StagingDir};
 use crate::config::LlamaConfig;
@@ -174,10 +174,4 @@ pub fn load_adapter(dir: &Path, cfg: &LlamaConfig) -> Result<Lora> {
         }
         other => ModelError::file(&path, other.to_string()),
     })
-}
-
-/// Which targets an adapter covers, for messages.
-pub fn describe(spec: &LoraSpec) -> String {
-    let t: Vec<&str> = spec.targets.iter().map(|t: &Target| t.peft_name()).collect();
-    format!("LoRA r={} alpha={} on {}", spec.r, spec.alpha, t.join(","))
 }
