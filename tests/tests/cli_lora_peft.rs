@@ -236,3 +236,31 @@ fn a_reference_with_a_peft_adapter_equals_its_folded_model() {
     .unwrap();
     assert!((first["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-4, "{first}");
 }
+
+/// Adapters that do not fit are runtime errors (exit 1) naming the folder, file or tensor.
+#[test]
+fn adapters_in_the_wrong_place_or_for_another_model_are_refused_naming_them() {
+    let d = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "cli_lora_peft_bad");
+    let base = base(&d);
+    let adapter = fixture("lora/adapter");
+    let data = d.join("rows.jsonl");
+    std::fs::write(&data, "{\"input_ids\": [3, 4, 5, 6]}\n").unwrap();
+    let tiny = d.join("tiny");
+    ok(&solar_train(&["init", "--preset", "tiny", "--out", s(&tiny), "--seed", "1"]));
+    let cases: [(Vec<&str>, &str); 3] = [
+        (vec!["--model", s(&adapter)], "holds a LoRA adapter"),
+        (vec!["--model", s(&base), "--adapter", s(&base)], "adapter_config.json"),
+        (
+            vec!["--model", s(&tiny), "--adapter", s(&adapter)],
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+        ),
+    ];
+    for (extra, says) in cases {
+        let mut a = vec!["eval", "--data", s(&data), "--json"];
+        a.extend(extra.iter().copied());
+        let r = solar_train(&a);
+        assert_eq!(r.code, Some(1), "{a:?}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{a:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty());
+    }
+}
