@@ -121,7 +121,7 @@ fn an_adapter_solar_writes_has_peft_names_shapes_and_config_fields() {
         "alpha_pattern",
     ];
     for k in same {
-        let num = |v: &Value| v.as_f64().map_or(v.clone(), |x| Value::from(x));
+        let num = |v: &Value| v.as_f64().map_or(v.clone(), Value::from);
         assert_eq!(num(&ours[k]), num(&theirs[k]), "config field `{k}`");
     }
     // PEFT wrote all-linear out as module paths; the modules named are the same.
