@@ -15,6 +15,7 @@
 //! Without a stream (evaluation, generation, reference log-probs) there is no dropout.
 
 pub mod fold;
+mod model;
 pub mod peft_io;
 pub mod spec;
 
