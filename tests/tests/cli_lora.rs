@@ -1,7 +1,8 @@
 //! LoRA training from the command line: `pretrain`, `sft` and `dpo` with `--lora-r` write PEFT's
 //! adapter folder (adapter_config.json + adapter_model.safetensors, no model), train only the
 //! adapters (B moves off zero, the base on disk is untouched), and a run killed after a
-//! checkpoint resumes to adapters bitwise equal to an uninterrupted run's, dropout included.
+//! checkpoint resumes to adapters bitwise equal to an uninterrupted run's, dropout included;
+//! one thread gives the adapters every core gives.
 //! Bad LoRA flags are usage errors (exit 2) before any work.
 
 use solar_model::lora::peft_io::{load_adapter, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
@@ -168,6 +169,16 @@ fn pretrain_with_lora_trains_only_adapters_and_a_full_checkpoint_does_not_resume
     let lora = load_adapter(&out, &Llama::load_config(&base).unwrap()).unwrap();
     assert_eq!(lora.spec.target_names(), vec!["q_proj", "v_proj"]);
     assert_eq!(lora.spec.alpha, 8.0);
+    // The same seed gives bitwise the same adapters on one thread as on every core.
+    let one = d.join("pt_one_thread");
+    let mut t = a.clone();
+    t[6] = s(&one).to_string();
+    t.extend(["--threads".to_string(), "1".to_string()]);
+    ok(&run(&t));
+    assert_eq!(
+        std::fs::read(one.join(ADAPTER_WEIGHTS)).unwrap(),
+        std::fs::read(out.join(ADAPTER_WEIGHTS)).unwrap()
+    );
 
     // A full fine-tune's checkpoint is not resumed by a LoRA run.
     let full = d.join("full");
