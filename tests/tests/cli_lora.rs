@@ -180,6 +180,15 @@ fn pretrain_with_lora_trains_only_adapters_and_a_full_checkpoint_does_not_resume
         std::fs::read(out.join(ADAPTER_WEIGHTS)).unwrap()
     );
 
+    // A rank above a projection's smaller dimension is refused before OUT is made.
+    let big = d.join("big");
+    let mut b = stage_args("pretrain", &base, &docs, &big);
+    let at = b.iter().position(|x| x == "--lora-r").unwrap() + 1;
+    b[at] = "100".into();
+    let r = run(&b);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("--lora-r 100 exceeds") && !big.exists(), "{}", r.stderr);
+
     // A full fine-tune's checkpoint is not resumed by a LoRA run.
     let full = d.join("full");
     let mut f = stage_args("pretrain", &base, &docs, &full);

@@ -99,6 +99,7 @@ fn identity(stage: &str, extra: impl IntoIterator<Item = (&'static str, Value)>)
 /// Continued pretraining on packed text (JSONL with "text", or plain text).
 pub fn pretrain(input: &StageInput, cfg: &TrainConfig, run: &RunOptions) -> Result<RunReport> {
     let mc = Llama::load_config(&input.model)?;
+    adapters::check_rank(run.lora.as_ref(), &mc, &input.model)?;
     check_memory(input, &mc, cfg.batch, cfg.seq_len, run.device)?;
     let tok = Tokenizer::from_model_dir_if_present(&input.model)?;
     let load = |p: &Path| load_pretrain(p, tok.as_ref(), &mc, cfg.seq_len, input.skip_bad_lines);
@@ -118,6 +119,7 @@ pub fn sft(
     run: &RunOptions,
 ) -> Result<RunReport> {
     let mc = Llama::load_config(&input.model)?;
+    adapters::check_rank(run.lora.as_ref(), &mc, &input.model)?;
     check_memory(input, &mc, cfg.batch, cfg.seq_len, run.device)?;
     let tok = Tokenizer::from_model_dir(&input.model)?;
     let load =
@@ -144,6 +146,7 @@ pub fn dpo(
 ) -> Result<RunReport> {
     dpo.validate()?;
     let mc = Llama::load_config(&input.model)?;
+    adapters::check_rank(run.lora.as_ref(), &mc, &input.model)?;
     check_memory(input, &mc, cfg.batch.saturating_mul(2), cfg.seq_len, run.device)?;
     let tok = Tokenizer::from_model_dir(&input.model)?;
     let load = |p: &Path| load_pairs(p, &tok, &input.model, &mc, cfg.seq_len, input.skip_bad_lines);

@@ -10,7 +10,8 @@ use solar_engine::Rng;
 use solar_model::checkpoint::SafeDType;
 use solar_model::lora::peft_io::{load_adapter, save_adapter_into};
 use solar_model::lora::{Lora, LoraSpec};
-use solar_model::Llama;
+use solar_model::names::layer_tensor_shape;
+use solar_model::{Llama, LlamaConfig};
 use std::path::Path;
 
 /// The adapter's folder inside a checkpoint (beside `model/`, which a LoRA checkpoint lacks).
@@ -22,6 +23,22 @@ pub fn attach(model: Llama, spec: Option<&LoraSpec>, seed: u64) -> Result<Llama>
     spec.validate().map_err(TrainError::Msg)?;
     let lora = Lora::init(spec.clone(), &model.config, seed)?;
     Ok(model.with_lora(lora)?)
+}
+
+/// Refuses, before any work, a rank above the smallest dimension of an adapted projection of
+/// the model in `dir` (B A could not have that rank; the adapters would only waste memory).
+pub fn check_rank(spec: Option<&LoraSpec>, cfg: &LlamaConfig, dir: &Path) -> Result<()> {
+    let Some(spec) = spec else { return Ok(()) };
+    for &t in &spec.targets {
+        let shape = layer_tensor_shape(cfg, &format!("{}.weight", t.module())).unwrap_or_default();
+        if let Some(&dim) = shape.iter().min().filter(|&&d| spec.r > d) {
+            return Err(TrainError::file(
+                dir,
+                format!("--lora-r {} exceeds {t}'s smaller dimension {dim}: choose r <= {dim}", spec.r),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Resume-identity keys of the model's adapters (none without).
