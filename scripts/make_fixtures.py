@@ -415,6 +415,45 @@ def write_merge(out):
         json.dump({"mergekit": importlib.metadata.version("mergekit"), "cases": list(MERGE_CASES)}, f, indent=1)
 
 
+def write_lora(out):
+    """A LoRA adapter PEFT itself made on llama_f32 (lora/): all-linear, rank-stabilized scaling,
+    B given random values after get_peft_model (PEFT starts it at zero, which would hide every
+    mistake), saved with save_pretrained; with the PeftModel's logits on fixed inputs and the
+    logits of the model merge_and_unload folds it into."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    folder = os.path.join(out, "lora")
+    shutil.rmtree(folder, ignore_errors=True)
+    base_dir = os.path.join(out, "llama_f32", "model")
+    torch.manual_seed(4321)
+    base = LlamaForCausalLM.from_pretrained(base_dir, dtype=torch.float32, attn_implementation="eager")
+    cfg = LoraConfig(r=4, lora_alpha=6, lora_dropout=0.1, target_modules="all-linear", use_rslora=True,
+                     task_type="CAUSAL_LM")
+    model = get_peft_model(base, cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn_like(p) * 0.2)
+    model.save_pretrained(os.path.join(folder, "adapter"))
+    # The reference is what a user gets: the saved adapter loaded by PeftModel onto a fresh base.
+    base = LlamaForCausalLM.from_pretrained(base_dir, dtype=torch.float32, attn_implementation="eager")
+    model = PeftModel.from_pretrained(base, os.path.join(folder, "adapter")).eval()
+    ids, _ = inputs(7)
+    prompt = ids[:1, :5]
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.contiguous()
+        greedy = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=10,
+                                do_sample=False, eos_token_id=None, pad_token_id=0)
+        merged = model.merge_and_unload()
+        merged_logits = merged(input_ids=ids).logits.contiguous()
+    save_file({"input_ids": ids.to(torch.int32), "logits": logits, "merged_logits": merged_logits},
+              os.path.join(folder, "reference.safetensors"))
+    import peft
+    with open(os.path.join(folder, "reference.json"), "w") as f:
+        json.dump({"peft": peft.__version__, "base": "llama_f32/model", "prompt": prompt[0].tolist(),
+                   "greedy": greedy[0, 5:].tolist()}, f, indent=1)
+    os.remove(os.path.join(folder, "adapter", "README.md"))  # PEFT's model card template: not needed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "hf"))
@@ -427,6 +466,7 @@ def main():
     write_tokenizer(args.out)
     write_dpo(args.out)
     write_adamw(args.out)
+    write_lora(args.out)
     try:
         import mergekit  # noqa: F401
     except ImportError:

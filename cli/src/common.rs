@@ -145,9 +145,27 @@ impl Common {
     }
 }
 
-/// Loads an HF model folder onto `device`.
-pub fn load_model(dir: &std::path::Path, device: Device) -> Result<solar_model::Llama, CliError> {
-    Ok(solar_model::Llama::load(dir)?.to_device(device)?)
+/// The model in `dir` with the LoRA adapter folder `adapter` (PEFT's format) applied, if any.
+pub fn load_adapted(
+    dir: &std::path::Path,
+    adapter: Option<&std::path::Path>,
+    device: Device,
+) -> Result<solar_model::Llama, CliError> {
+    if solar_model::lora::peft_io::is_adapter_dir(dir) && !dir.join("config.json").is_file() {
+        return Err(CliError(format!(
+            "{}: holds a LoRA adapter, not a model: pass its base as --model and this folder as --adapter",
+            dir.display()
+        )));
+    }
+    let model = solar_model::Llama::load(dir)?;
+    let model = match adapter {
+        Some(a) => {
+            let lora = solar_model::lora::peft_io::load_adapter(a, &model.config)?;
+            model.with_lora(lora)?
+        }
+        None => model,
+    };
+    Ok(model.to_device(device)?)
 }
 
 /// A byte size: a plain number of bytes or a number with KB, MB, GB (powers of 1000, as

@@ -6,7 +6,7 @@
 //! model is talked to as it was trained. --chat with no --prompt on a terminal is a chat
 //! session: one user line at a time, the conversation kept, an empty line or EOF ends it.
 
-use crate::common::{load_model, CliError, Common};
+use crate::common::{load_adapted, CliError, Common};
 use clap::Args;
 use solar_model::generate::GenerateOptions;
 use solar_model::tokenizer::Tokenizer;
@@ -23,6 +23,9 @@ pub struct GenerateArgs {
     /// The model folder (HF layout, with tokenizer.json).
     #[arg(long)]
     pub model: PathBuf,
+    /// A LoRA adapter folder (PEFT's format) applied to --model.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
     /// The prompt: raw text (encoded with the tokenizer's special tokens, so BOS as the model
     /// expects), or with --chat the user's message. Needed unless --chat runs on a terminal.
     #[arg(long)]
@@ -100,7 +103,7 @@ impl Session<'_> {
 }
 
 pub fn generate(args: &GenerateArgs, common: &Common) -> Result<(), CliError> {
-    let model = load_model(&args.model, common.run_on)?;
+    let model = load_adapted(&args.model, args.adapter.as_deref(), common.run_on)?;
     let tok = Tokenizer::from_model_dir(&args.model)?;
     let opts = GenerateOptions {
         max_new_tokens: args.max_new_tokens,

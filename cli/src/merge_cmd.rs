@@ -7,11 +7,13 @@ use crate::common::{parse_save_dtype, parse_size, CliError, Common};
 use clap::{ArgAction, Args};
 use solar_model::checkpoint::{SafeDType, WriteOptions};
 use solar_model::dus::LayerSpec;
+use solar_model::lora::fold::fold_adapter;
 use solar_train::merge::{merge, CliMerge, MergeSpec};
 use std::path::PathBuf;
 
 /// The command line's spellings, and mergekit's.
-const METHODS: [&str; 10] = [
+const METHODS: [&str; 11] = [
+    "lora",
     "linear",
     "slerp",
     "task-arithmetic",
@@ -36,13 +38,18 @@ const FLAG_ONLY: [&str; 9] =
     after_help = "Example:\n  solar-train merge --method slerp --models runs/demo/models/sft_add runs/demo/models/sft_reverse --t 0.5 --out merged"
 )]
 pub struct MergeArgs {
-    /// linear | slerp | task-arithmetic | ties | dare-ties | dare-linear | passthrough.
+    /// linear | slerp | task-arithmetic | ties | dare-ties | dare-linear | passthrough, or lora
+    /// (fold --adapter into --base: W + scaling * B A, an ordinary model folder).
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(METHODS), hide_possible_values = true,
           required_unless_present = "merge_config")]
     pub method: Option<String>,
     /// The model folders to merge (SLERP: exactly two, t = 0 gives the first).
-    #[arg(long, num_args = 1.., action = ArgAction::Set, value_name = "DIR", required_unless_present = "merge_config")]
+    #[arg(long, num_args = 1.., action = ArgAction::Set, value_name = "DIR",
+          required_unless_present_any = ["merge_config", "adapter"])]
     pub models: Vec<PathBuf>,
+    /// The LoRA adapter folder (PEFT's format) that --method lora folds into --base.
+    #[arg(long, value_name = "DIR", conflicts_with = "merge_config")]
+    pub adapter: Option<PathBuf>,
     /// The base model: task vectors are theta_i - base; SLERP's t = 0 end. Its config and
     /// tokenizer are copied (else the first model's).
     #[arg(long, value_name = "DIR")]
@@ -99,6 +106,23 @@ fn parse_density(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(args: &MergeArgs, common: &Common) -> Result<(), CliError> {
+    if let (Some(adapter), Some(base)) = (&args.adapter, &args.base) {
+        let opts = WriteOptions {
+            dtype: args.dtype,
+            max_shard_size: args.max_shard_size,
+            overwrite: args.overwrite,
+        };
+        let r = fold_adapter(base, adapter, &args.out, &opts)?;
+        eprintln!(
+            "folded the adapter {} into {}: {} tensors written to {} ({})",
+            adapter.display(),
+            base.display(),
+            r.tensors,
+            args.out.display(),
+            r.dtype.torch_name()
+        );
+        return Ok(());
+    }
     let spec = match &args.merge_config {
         Some(path) => MergeSpec::from_yaml(path, common.seed)?,
         None => {

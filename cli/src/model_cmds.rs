@@ -3,7 +3,7 @@
 //! multiple-choice accuracy, layer similarity) and `generate` (KV-cache sampling).
 //! Each parses its flags and calls solar_model / solar_train; nothing else lives here.
 
-use crate::common::{load_model, parse_save_dtype, parse_size, CliError, Common};
+use crate::common::{load_adapted, parse_save_dtype, parse_size, CliError, Common};
 use clap::builder::PossibleValuesParser;
 use clap::{ArgGroup, Args};
 use solar_engine::Device;
@@ -133,6 +133,10 @@ pub struct EvalArgs {
     /// The model folder (HF layout).
     #[arg(long)]
     pub model: PathBuf,
+    /// A LoRA adapter folder (PEFT's adapter_config.json + adapter_model.safetensors) applied
+    /// to --model, whoever wrote it (Solar or PEFT).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
     /// JSONL with {"text": ...} or {"input_ids": [...]} per line, or a .txt file (lm, layers);
     /// preference pairs (dpo); SFT data in --format (generate); {"context", "choices": [...],
     /// "answer": index} per line (choice).
@@ -169,6 +173,9 @@ pub struct EvalArgs {
     /// The reference model for --task dpo.
     #[arg(long = "ref", value_name = "DIR", required_if_eq("task", "dpo"))]
     pub reference: Option<PathBuf>,
+    /// A LoRA adapter folder (PEFT's format) applied to --ref.
+    #[arg(long, value_name = "DIR", requires = "reference")]
+    pub ref_adapter: Option<PathBuf>,
     /// DPO's beta (--task dpo).
     #[arg(long, default_value_t = 0.1)]
     pub beta: f64,
@@ -221,7 +228,7 @@ pub fn eval(args: &EvalArgs, device: Device) -> Result<(), CliError> {
         "layers" => return eval_layers_cmd(args, device),
         _ => {}
     }
-    let model = load_model(&args.model, device)?;
+    let model = load_adapted(&args.model, args.adapter.as_deref(), device)?;
     let tok = Tokenizer::from_model_dir_if_present(&args.model)?;
     let seqs = read_token_sequences(&args.data, tok.as_ref(), model.config.vocab_size)?;
     let seq_len = args.context(&model);
@@ -236,9 +243,9 @@ pub fn eval(args: &EvalArgs, device: Device) -> Result<(), CliError> {
 
 fn eval_dpo_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
     let cfg = crate::train_cmds::dpo_config(args.beta, &args.loss, 0.0)?;
-    let policy = load_model(&args.model, device)?;
+    let policy = load_adapted(&args.model, args.adapter.as_deref(), device)?;
     let ref_dir = args.reference.as_ref().ok_or_else(|| CliError("--task dpo needs --ref DIR".into()))?;
-    let reference = load_model(ref_dir, device)?;
+    let reference = load_adapted(ref_dir, args.ref_adapter.as_deref(), device)?;
     let tok = Tokenizer::from_model_dir(&args.model)?;
     let seq_len = args.context(&policy);
     let (pairs, _) = load_pairs(&args.data, &tok, &args.model, &policy.config, seq_len, false)?;
@@ -266,7 +273,7 @@ fn write_jsonl(path: &Path, lines: Vec<serde_json::Result<String>>, overwrite: b
 
 fn eval_generate_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
     let format: SftFormat = args.format.parse().map_err(CliError)?;
-    let model = load_model(&args.model, device)?;
+    let model = load_adapted(&args.model, args.adapter.as_deref(), device)?;
     let tok = Tokenizer::from_model_dir(&args.model)?;
     let examples = load_generate_examples(&args.data, format, &tok, &args.model, &model)?;
     let r = eval_generate(&model, &tok, &examples, args.max_new_tokens as usize)?;
@@ -282,7 +289,7 @@ fn eval_generate_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
 }
 
 fn eval_choice_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
-    let model = load_model(&args.model, device)?;
+    let model = load_adapted(&args.model, args.adapter.as_deref(), device)?;
     let tok = Tokenizer::from_model_dir(&args.model)?;
     let examples = load_choice_examples(&args.data)?;
     let seq_len = args.context(&model);
@@ -299,7 +306,7 @@ fn eval_choice_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
 }
 
 fn eval_layers_cmd(args: &EvalArgs, device: Device) -> Result<(), CliError> {
-    let model = load_model(&args.model, device)?;
+    let model = load_adapted(&args.model, args.adapter.as_deref(), device)?;
     let tok = Tokenizer::from_model_dir_if_present(&args.model)?;
     let seqs = read_token_sequences(&args.data, tok.as_ref(), model.config.vocab_size)?;
     let seq_len = args.context(&model);

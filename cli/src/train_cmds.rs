@@ -8,6 +8,8 @@ use clap::Args;
 use serde_json::json;
 use solar_engine::Device;
 use solar_model::checkpoint::{Checkpoint, SafeDType};
+use solar_model::lora::peft_io::ADAPTER_CONFIG;
+use solar_model::lora::{parse_targets, LoraSpec, DEFAULT_TARGETS};
 use solar_model::names::EMBED;
 use solar_model::Llama;
 use solar_train::dpo::DpoConfig;
@@ -98,6 +100,23 @@ pub struct TrainFlags {
     /// Skip (and count) malformed data lines instead of stopping.
     #[arg(long)]
     pub skip_bad_lines: bool,
+    /// Train LoRA adapters of this rank on the frozen model (PEFT's LoRA); OUT then holds
+    /// adapter_config.json and adapter_model.safetensors in PEFT's format, not a model.
+    #[arg(long, value_name = "R")]
+    pub lora_r: Option<usize>,
+    /// LoRA's alpha: the adapters are scaled by alpha / r (alpha / sqrt(r) with --rslora) [default: 8, as PEFT].
+    #[arg(long, value_name = "ALPHA")]
+    pub lora_alpha: Option<f64>,
+    /// Dropout on the adapters' input while training, in [0, 1) [default: 0].
+    #[arg(long, value_name = "P")]
+    pub lora_dropout: Option<f64>,
+    /// Adapted projections, as PEFT's target_modules: a comma-separated list of q_proj, k_proj,
+    /// v_proj, o_proj, gate_proj, up_proj, down_proj, or all-linear [default: q_proj,v_proj, as PEFT].
+    #[arg(long, value_name = "MODULES")]
+    pub lora_targets: Option<String>,
+    /// Rank-stabilized LoRA: scale by alpha / sqrt(r).
+    #[arg(long)]
+    pub rslora: bool,
 }
 
 impl TrainFlags {
@@ -127,6 +146,33 @@ impl TrainFlags {
         }
     }
 
+    /// The LoRA spec of --lora-* (None without --lora-r); the message names the flag.
+    pub fn lora_spec(&self) -> Result<Option<LoraSpec>, String> {
+        let Some(r) = self.lora_r else {
+            let given = self.lora_alpha.is_some()
+                || self.lora_dropout.is_some()
+                || self.lora_targets.is_some()
+                || self.rslora;
+            if given {
+                return Err("--lora-alpha, --lora-dropout, --lora-targets and --rslora need --lora-r".into());
+            }
+            return Ok(None);
+        };
+        let targets = match &self.lora_targets {
+            Some(t) => parse_targets(t)?,
+            None => DEFAULT_TARGETS.to_vec(),
+        };
+        let spec = LoraSpec {
+            r,
+            alpha: self.lora_alpha.unwrap_or(8.0),
+            dropout: self.lora_dropout.unwrap_or(0.0),
+            targets,
+            rslora: self.rslora,
+        };
+        spec.validate()?;
+        Ok(Some(spec))
+    }
+
     fn run_options(&self, device: Device, label: &str) -> Result<RunOptions, CliError> {
         // The finished model keeps the input's dtype unless told otherwise.
         let input_dtype = Checkpoint::open(&self.model)?.dtype_of(EMBED)?;
@@ -138,6 +184,7 @@ impl TrainFlags {
             copy_from: Some(self.model.clone()),
             device,
             label: label.to_string(),
+            lora: self.lora_spec().map_err(CliError)?,
         })
     }
 }
@@ -150,13 +197,15 @@ fn input(f: &TrainFlags) -> StageInput {
         eval_data: f.eval_data.clone(),
         skip_bad_lines: f.skip_bad_lines,
         announce: true,
+        ref_adapter: None,
     }
 }
 
-/// Says where the model went.
+/// Says where the model (or a LoRA run's adapter) went.
 fn done(stage: &str, report: &RunReport, out: &Path) {
+    let what = if out.join(ADAPTER_CONFIG).is_file() { "LoRA adapter (PEFT's format)" } else { "model" };
     eprintln!(
-        "{stage}: {} steps, last loss {:.4}; model written to {}",
+        "{stage}: {} steps, last loss {:.4}; {what} written to {}",
         report.steps,
         report.last_loss,
         out.display()
@@ -215,6 +264,11 @@ pub struct DpoArgs {
     /// before training, so only the policy is held while training.
     #[arg(long = "ref", value_name = "DIR")]
     pub reference: Option<PathBuf>,
+    /// A LoRA adapter folder (PEFT's format, PEFT's or Solar's) applied to the reference
+    /// (--ref, or else the starting model). Without it, a LoRA run's reference is the starting
+    /// model with the adapters being trained switched off.
+    #[arg(long, value_name = "DIR")]
+    pub ref_adapter: Option<PathBuf>,
     /// Strength of the KL penalty (TRL's beta).
     #[arg(long, default_value_t = 0.1)]
     pub beta: f64,
@@ -269,7 +323,8 @@ pub fn dpo(args: &DpoArgs, common: &Common) -> Result<(), CliError> {
         check_reference(&f.model, reference)?;
     }
     let run = f.run_options(common.run_on, "dpo")?;
-    let report = pipeline::dpo(&input(f), args.reference.as_deref(), dcfg, &f.config(common.seed), &run)?;
+    let input = StageInput { ref_adapter: args.ref_adapter.clone(), ..input(f) };
+    let report = pipeline::dpo(&input, args.reference.as_deref(), dcfg, &f.config(common.seed), &run)?;
     done("dpo", &report, &f.out);
     Ok(())
 }

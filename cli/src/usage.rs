@@ -27,6 +27,13 @@ pub fn check(cli: &Cli) -> Result<(), String> {
         }
         Command::Generate(a) => crate::generate_cmd::check(a),
         Command::Merge(a) => {
+            let lora = a.method.as_deref() == Some("lora");
+            if lora && (a.base.is_none() || a.adapter.is_none() || !a.models.is_empty()) {
+                return Err("merge --method lora takes --base DIR and --adapter DIR (no --models)".into());
+            }
+            if !lora && a.adapter.is_some() {
+                return Err("--adapter goes with --method lora (folding a LoRA adapter into --base)".into());
+            }
             if a.weights.iter().flatten().any(|w| !w.is_finite()) {
                 return Err("--weights must be finite numbers".into());
             }
@@ -54,6 +61,7 @@ pub fn check(cli: &Cli) -> Result<(), String> {
 
 fn train_flags(f: &TrainFlags, seed: u64) -> Result<(), String> {
     f.config(seed).validate()?;
+    f.lora_spec()?;
     if f.resume && f.overwrite {
         return Err("--resume continues the run in --out and --overwrite replaces it: pass one".into());
     }

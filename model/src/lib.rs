@@ -8,6 +8,7 @@ pub mod error;
 pub mod generate;
 pub mod init;
 pub mod llama;
+pub mod lora;
 pub mod names;
 pub mod output;
 pub mod presets;

@@ -13,6 +13,7 @@
 use crate::checkpoint::{save_model, save_model_into, Checkpoint, WriteOptions, WriteReport};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
+use crate::lora::{Lora, Target};
 use crate::names::{self, parameter_shapes};
 use solar_engine::ops::{self, AttentionMask, CrossEntropy};
 use solar_engine::{DType, Device, Rng, Tape, Tensor};
@@ -48,9 +49,11 @@ impl ModelInput {
 
 pub struct Llama {
     pub config: LlamaConfig,
-    names: Vec<String>,
-    params: Vec<Tensor>,
+    pub(crate) names: Vec<String>,
+    pub(crate) params: Vec<Tensor>,
     index: HashMap<String, usize>,
+    /// LoRA adapters; with them the parameters above are frozen (lora/model.rs).
+    pub(crate) lora: Option<Lora>,
 }
 
 impl Llama {
@@ -75,7 +78,7 @@ impl Llama {
             return Err(ModelError::tensor(origin, extra, "not a parameter of this architecture"));
         }
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
-        Ok(Llama { config, names, params, index })
+        Ok(Llama { config, names, params, index, lora: None })
     }
 
     /// Random initialization as transformers does it: N(0, initializer_range) for matrices and
@@ -161,13 +164,20 @@ impl Llama {
         for p in &mut self.params {
             p.move_to(device)?;
         }
+        if let Some(lora) = &mut self.lora {
+            lora.move_to(device)?;
+        }
+        self.freeze_base()?;
         Ok(self)
     }
 
-    /// The dtype activations are computed in: f32 on the CPU, bf16 on CUDA.
+    /// The dtype activations are computed in: f32 on the CPU (f64 for a model cast to f64 by
+    /// `to_f64_for_checks`), bf16 on CUDA.
     pub fn compute_dtype(&self) -> DType {
         if self.device().is_cuda() {
             DType::BF16
+        } else if self.params.first().is_some_and(|p| p.dtype() == DType::F64) {
+            DType::F64
         } else {
             DType::F32
         }
@@ -186,9 +196,10 @@ impl Llama {
 
     pub(crate) fn w(&self, tape: Option<&Tape>, name: &str) -> Result<Tensor> {
         let t = self.param(name).ok_or_else(|| ModelError::Msg(format!("no parameter {name}")))?;
+        // With adapters the base is frozen: never on the tape, so it gets no gradient.
         let t = match tape {
-            Some(tape) => tape.watch(t),
-            None => t.clone(),
+            Some(tape) if self.lora.is_none() => tape.watch(t),
+            _ => t.clone(),
         };
         Ok(t.to_dtype(self.compute_dtype())?)
     }
@@ -259,7 +270,12 @@ impl Llama {
         let (h, hkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let name = |s: &str| names::layer_name(l, s);
         let lin = |x: &Tensor, suffix: &str| -> Result<Tensor> {
-            Ok(ops::matmul_t(x, &self.w(tape, &name(suffix))?, false, true)?)
+            let y = ops::matmul_t(x, &self.w(tape, &name(suffix))?, false, true)?;
+            let t = Target::of_weight_suffix(suffix).expect("a projection");
+            match self.lora.as_ref().map(|a| a.delta(tape, l, t, x, self.compute_dtype())).transpose()? {
+                Some(Some(d)) => Ok(ops::add(&y, &d)?),
+                _ => Ok(y),
+            }
         };
         let hn = ops::rmsnorm(x, &self.w(tape, &name("input_layernorm.weight"))?, cfg.rms_norm_eps)?;
         let q = lin(&hn, "self_attn.q_proj.weight")?.reshape([b, t, h, d])?;

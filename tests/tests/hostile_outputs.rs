@@ -58,7 +58,8 @@ fn kill_at_every_step(sc: &Scenario) -> Tree {
     let args: Vec<&str> = sc.args.iter().map(String::as_str).collect();
     ok(&solar_train(&args));
     let new = tree(&sc.out);
-    assert!(new.contains_key("config.json") && !(sc.is_old)(&new), "{}: {:?}", sc.name, names(&new));
+    let result = new.contains_key("config.json") || new.contains_key("adapter_config.json");
+    assert!(result && !(sc.is_old)(&new), "{}: {:?}", sc.name, names(&new));
     let mut n = 1;
     loop {
         (sc.reset)(&sc.out);
@@ -157,6 +158,30 @@ fn checkpoints_appear_whole_and_old_ones_go_whole() {
     };
     let new = kill_at_every_step(&sc);
     assert!(!new.contains_key("checkpoints/step-000001/"), "keep 1 pruned the older checkpoint");
+}
+
+#[test]
+fn a_lora_runs_checkpoints_and_final_adapter_appear_whole() {
+    let d = scratch("lora");
+    let (base, _, data) = setup(&d);
+    let out = d.join("place/out");
+    let lora = ["--lora-r", "2", "--lora-targets", "all-linear", "--save-every", "1", "--keep", "9"];
+    ok(&solar_train(&pretrain(&base, &data, &out, &lora).iter().map(String::as_str).collect::<Vec<_>>()));
+    let all = tree(&out);
+    assert!(
+        all.contains_key("checkpoints/step-000001/adapter/adapter_model.safetensors"),
+        "{:?}",
+        names(&all)
+    );
+    let sc = Scenario {
+        name: "lora",
+        args: pretrain(&base, &data, &out, &lora),
+        out,
+        reset: &remove,
+        is_old: &|t| only_run_files(t, &all),
+    };
+    let new = kill_at_every_step(&sc);
+    assert!(new.contains_key("adapter_model.safetensors") && !new.contains_key("model.safetensors"));
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::dpo::{reference_logps, DpoConfig};
 use crate::error::{Result, TrainError};
 use crate::trainer::config::TrainConfig;
 use crate::trainer::objective::Objective;
-use crate::trainer::{memory, train, RunOptions, RunReport};
+use crate::trainer::{adapters, memory, train, RunOptions, RunReport};
 use serde_json::{json, Map, Value};
 use solar_engine::Device;
 use solar_model::tokenizer::Tokenizer;
@@ -28,6 +28,8 @@ pub struct StageInput {
     pub skip_bad_lines: bool,
     /// Print what was read (examples, rows, tokens) on stderr, as the subcommands do.
     pub announce: bool,
+    /// DPO: a LoRA adapter folder (PEFT's format) applied to the reference model.
+    pub ref_adapter: Option<PathBuf>,
 }
 
 impl StageInput {
@@ -39,6 +41,7 @@ impl StageInput {
             eval_data: None,
             skip_bad_lines: false,
             announce: false,
+            ref_adapter: None,
         }
     }
 
@@ -82,6 +85,11 @@ fn load_model(dir: &Path, device: Device) -> Result<Llama> {
     Ok(Llama::load(dir)?.to_device(device)?)
 }
 
+/// The model to train: the starting model, with fresh LoRA adapters when the run has a spec.
+fn load_policy(input: &StageInput, cfg: &TrainConfig, run: &RunOptions) -> Result<Llama> {
+    adapters::attach(load_model(&input.model, run.device)?, run.lora.as_ref(), cfg.seed)
+}
+
 fn identity(stage: &str, extra: impl IntoIterator<Item = (&'static str, Value)>) -> Map<String, Value> {
     let mut m = Map::from_iter([("stage".to_string(), json!(stage))]);
     m.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
@@ -91,13 +99,14 @@ fn identity(stage: &str, extra: impl IntoIterator<Item = (&'static str, Value)>)
 /// Continued pretraining on packed text (JSONL with "text", or plain text).
 pub fn pretrain(input: &StageInput, cfg: &TrainConfig, run: &RunOptions) -> Result<RunReport> {
     let mc = Llama::load_config(&input.model)?;
+    adapters::check_rank(run.lora.as_ref(), &mc, &input.model)?;
     check_memory(input, &mc, cfg.batch, cfg.seq_len, run.device)?;
     let tok = Tokenizer::from_model_dir_if_present(&input.model)?;
     let load = |p: &Path| load_pretrain(p, tok.as_ref(), &mc, cfg.seq_len, input.skip_bad_lines);
     let (rows, stats) = load(&input.data)?;
     input.say("data", &input.data, &stats);
     let eval = input.eval(load)?;
-    let model = load_model(&input.model, run.device)?;
+    let model = load_policy(input, cfg, run)?;
     train(model, &Objective::Lm { rows, eval }, cfg, run, identity("pretrain", []))
 }
 
@@ -110,6 +119,7 @@ pub fn sft(
     run: &RunOptions,
 ) -> Result<RunReport> {
     let mc = Llama::load_config(&input.model)?;
+    adapters::check_rank(run.lora.as_ref(), &mc, &input.model)?;
     check_memory(input, &mc, cfg.batch, cfg.seq_len, run.device)?;
     let tok = Tokenizer::from_model_dir(&input.model)?;
     let load =
@@ -117,13 +127,16 @@ pub fn sft(
     let (rows, stats) = load(&input.data)?;
     input.say("data", &input.data, &stats);
     let eval = input.eval(load)?;
-    let model = load_model(&input.model, run.device)?;
+    let model = load_policy(input, cfg, run)?;
     let id = identity("sft", [("format", json!(format.name())), ("packing", json!(packing))]);
     train(model, &Objective::Lm { rows, eval }, cfg, run, id)
 }
 
 /// DPO against `reference` (None: the starting model), whose log-probs are computed once,
-/// before training, so only the policy is held while training.
+/// before training, so only the policy is held while training. With LoRA and no `reference`,
+/// the reference is the policy with its adapters switched off (TRL with PEFT does the same):
+/// one model in memory. An explicit `reference` is used as given, LoRA or not, with
+/// `input.ref_adapter` applied to it (or to the starting model) when there is one.
 pub fn dpo(
     input: &StageInput,
     reference: Option<&Path>,
@@ -133,6 +146,7 @@ pub fn dpo(
 ) -> Result<RunReport> {
     dpo.validate()?;
     let mc = Llama::load_config(&input.model)?;
+    adapters::check_rank(run.lora.as_ref(), &mc, &input.model)?;
     check_memory(input, &mc, cfg.batch.saturating_mul(2), cfg.seq_len, run.device)?;
     let tok = Tokenizer::from_model_dir(&input.model)?;
     let load = |p: &Path| load_pairs(p, &tok, &input.model, &mc, cfg.seq_len, input.skip_bad_lines);
@@ -140,10 +154,30 @@ pub fn dpo(
     input.say("pairs", &input.data, &stats);
     let eval_pairs = input.eval(load)?;
     let ref_dir = reference.unwrap_or(&input.model);
-    let (refs, eval) = {
-        let reference = load_model(ref_dir, run.device)?;
+    let base_is_reference = reference.is_none() && input.ref_adapter.is_none() && run.lora.is_some();
+    let (refs, eval, policy) = {
+        let mut reference = if base_is_reference {
+            let mut m = load_policy(input, cfg, run)?;
+            m.lora_mut().expect("attached").set_enabled(false);
+            m
+        } else {
+            let m = Llama::load(ref_dir)?;
+            let m = match &input.ref_adapter {
+                Some(a) => {
+                    let lora = solar_model::lora::peft_io::load_adapter(a, &m.config)?;
+                    m.with_lora(lora)?
+                }
+                None => m,
+            };
+            m.to_device(run.device)?
+        };
         if input.announce {
-            eprintln!("reference log-probs of {} pairs from {}", pairs.len(), ref_dir.display());
+            let what = match &input.ref_adapter {
+                _ if base_is_reference => " (adapters off)".to_string(),
+                Some(a) => format!(" with the adapter {}", a.display()),
+                None => String::new(),
+            };
+            eprintln!("reference log-probs of {} pairs from {}{what}", pairs.len(), ref_dir.display());
         }
         let refs = reference_logps(&reference, &pairs, cfg.batch)?;
         let eval = match eval_pairs {
@@ -153,9 +187,16 @@ pub fn dpo(
             }
             None => None,
         };
-        (refs, eval)
+        let policy = base_is_reference.then(|| {
+            reference.lora_mut().expect("attached").set_enabled(true);
+            reference
+        });
+        (refs, eval, policy)
     };
-    let model = load_model(&input.model, run.device)?;
+    let model = match policy {
+        Some(m) => m,
+        None => load_policy(input, cfg, run)?,
+    };
     let id = identity(
         "dpo",
         [

@@ -103,7 +103,7 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Copies each COPY_THROUGH file present in `from` into `to`, synced; returns the names copied.
-pub(super) fn copy_through(from: &Path, to: &Path) -> Result<Vec<String>> {
+pub(crate) fn copy_through(from: &Path, to: &Path) -> Result<Vec<String>> {
     let mut copied = Vec::new();
     for name in COPY_THROUGH {
         let src = from.join(name);

@@ -16,6 +16,7 @@ mod load;
 mod read;
 mod write;
 
+pub(crate) use atomic::copy_through;
 pub use atomic::{sync_dir, write_synced, StagingDir, COPY_THROUGH};
 pub use dtype::{convert_bytes, decode_bf16, decode_f32, encode_bf16, encode_f32, SafeDType};
 pub use load::CHUNK_BYTES;

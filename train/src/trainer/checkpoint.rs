@@ -1,9 +1,11 @@
 //! Resumable training checkpoints: OUT/checkpoints/step-NNNNNN/ holds the weights (an HF
 //! folder in f32, so they reload exactly), the AdamW moments (optimizer.safetensors, m.NAME and
 //! v.NAME in f32) and trainer_state.json (step, counters, and the run's identity: settings and
-//! data fingerprint). Each checkpoint is staged in a temporary folder and renamed into place,
+//! data fingerprint). A LoRA run's checkpoint holds its adapters (adapter/, PEFT's format in
+//! f32) instead of the model, and the moments of the adapters only. Each checkpoint is staged in a temporary folder and renamed into place,
 //! so a run killed while writing leaves the previous checkpoint as the newest complete one.
 
+use super::adapters;
 use crate::error::{Result, TrainError};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
@@ -76,12 +78,17 @@ pub fn save_checkpoint(
     std::fs::create_dir_all(checkpoints_dir(out))
         .map_err(|e| TrainError::file(&checkpoints_dir(out), format!("cannot create: {e}")))?;
     let stage = StagingDir::create(&target, true)?;
-    let f32_opts = WriteOptions { dtype: None, max_shard_size: None, overwrite: false };
-    model.save(&stage.path().join("model"), &f32_opts, None)?;
+    match model.lora() {
+        Some(lora) => adapters::save_in_checkpoint(lora, stage.path(), &target)?,
+        None => {
+            let f32_opts = WriteOptions { dtype: None, max_shard_size: None, overwrite: false };
+            model.save(&stage.path().join("model"), &f32_opts, None)?;
+        }
+    }
 
     // Moments by parameter name, in f32 (the CPU's optimizer precision).
     let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, p) in model.named_params() {
+    for (name, p) in model.trainable_params() {
         if let Some(Moments { m, v }) = opt.moments(p.id()) {
             buffers.push((format!("m.{name}"), m.dims().to_vec(), f32_bytes(m)?));
             buffers.push((format!("v.{name}"), v.dims().to_vec(), f32_bytes(v)?));
@@ -126,12 +133,14 @@ pub fn save_checkpoint(
     Ok(())
 }
 
-/// Loads a checkpoint: the model, an optimizer holding its moments, and the state.
+/// Loads a checkpoint: the model (`base` with the checkpoint's adapters for a LoRA run), an
+/// optimizer holding its moments, and the state.
 pub fn load_checkpoint(
     dir: &Path,
     opt_config: solar_engine::optim::AdamWConfig,
+    base: Llama,
 ) -> Result<(Llama, AdamW, TrainState)> {
-    let model = Llama::load(&dir.join("model"))?;
+    let model = adapters::resume_model(dir, base)?;
     let state_path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&state_path)
         .map_err(|e| TrainError::file(&state_path, format!("cannot read: {e}")))?;
@@ -154,7 +163,7 @@ pub fn load_checkpoint(
             view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         Ok(Some(Tensor::from_vec(data, view.shape().to_vec())?))
     };
-    for (name, p) in model.named_params() {
+    for (name, p) in model.trainable_params() {
         if let (Some(m), Some(v)) = (tensor(&format!("m.{name}"))?, tensor(&format!("v.{name}"))?) {
             if m.dims() != p.dims() || v.dims() != p.dims() {
                 return Err(TrainError::file(&path, format!("moments of {name} have the wrong shape")));

@@ -9,6 +9,7 @@
 //! Row order is a seeded permutation per epoch (or file order), derived from the step number,
 //! so a resumed run sees exactly the rows an uninterrupted one would.
 
+pub mod adapters;
 pub mod checkpoint;
 pub mod config;
 pub mod fault;
@@ -53,6 +54,9 @@ pub struct RunOptions {
     pub device: Device,
     /// The progress bar's label (the stage, or what is trained); empty: "train".
     pub label: String,
+    /// Train LoRA adapters of this spec on a frozen base (pipeline.rs attaches them); OUT then
+    /// gets PEFT's adapter folder instead of a model.
+    pub lora: Option<solar_model::lora::LoraSpec>,
 }
 
 #[derive(Debug)]
@@ -117,9 +121,9 @@ fn start(
         eprintln!("note: --resume: no complete checkpoint in {}; starting from step 0", work.display());
         return Ok(fresh(model));
     };
-    let (m, mut opt, state) = load_checkpoint(&dir, adamw_config(cfg))?;
+    let (m, mut opt, state) = load_checkpoint(&dir, adamw_config(cfg), model)?;
     let m = m.to_device(run.device)?;
-    for (_, p) in m.named_params() {
+    for (_, p) in m.trainable_params() {
         if let Some(Moments { m: mut m1, v: mut v1 }) = opt.moments(p.id()).cloned() {
             m1.move_to(run.device)?;
             v1.move_to(run.device)?;
@@ -177,6 +181,7 @@ pub fn train(
     identity.insert("total_steps".into(), json!(total));
     identity.insert("data".into(), json!(objective.fingerprint()));
     identity.extend(model_identity(&model.config));
+    identity.extend(adapters::identity(&model));
     identity.extend(extra_identity);
 
     let mut place = RunPlace::prepare(run)?;
@@ -188,7 +193,7 @@ pub fn train(
     }
     let mut order = RowOrder::new(rows, cfg.rows_per_step(), cfg.seed, cfg.shuffle);
     let schedule = cfg.schedule();
-    let ids: Vec<_> = model.named_params().map(|(_, p)| p.id()).collect();
+    let ids: Vec<_> = model.trainable_params().iter().map(|(_, p)| p.id()).collect();
     let began = Instant::now();
     let first_step = state.step;
     let mut last_loss = f64::NAN;
@@ -200,8 +205,10 @@ pub fn train(
         let t0 = Instant::now();
         let picked = order.step(step);
         let mut grads = Grads::default();
-        let StepLoss { loss, count, processed, extra } =
-            objective.step(&model, &picked, cfg.batch, &mut grads)?;
+        adapters::set_dropout_step(&model, cfg.seed, Some(step));
+        let stepped = objective.step(&model, &picked, cfg.batch, &mut grads);
+        adapters::set_dropout_step(&model, cfg.seed, None);
+        let StepLoss { loss, count, processed, extra } = stepped?;
         let norm = if cfg.clip > 0.0 {
             clip_grad_norm(&mut grads, &ids, cfg.clip)?
         } else {
@@ -229,7 +236,7 @@ pub fn train(
         } else {
             state.bad_in_a_row = 0;
             opt.begin_step();
-            for (name, p) in model.named_params_mut() {
+            for (name, p) in model.trainable_params_mut() {
                 if let Some(g) = grads.get_id(p.id()) {
                     opt.update(p, g, !is_norm(name), lr)?;
                 }

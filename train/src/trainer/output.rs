@@ -14,7 +14,8 @@ use super::checkpoint::checkpoints_dir;
 use super::metrics::METRICS_FILE;
 use super::RunOptions;
 use crate::error::{Result, TrainError};
-use solar_model::checkpoint::{StagingDir, WriteOptions, COPY_THROUGH};
+use solar_model::checkpoint::{SafeDType, StagingDir, WriteOptions, COPY_THROUGH};
+use solar_model::lora::peft_io::{save_adapter_into, ADAPTER_CONFIG};
 use solar_model::output::fs_step;
 use solar_model::output::place::{link_tree, reclaim, reclaim_in, temp_path};
 use solar_model::Llama;
@@ -33,6 +34,7 @@ pub struct RunPlace {
 /// Weights and the config: what a new model replaces rather than keeps.
 fn is_model_file(name: &str) -> bool {
     name == "config.json"
+        || name == ADAPTER_CONFIG
         || [".safetensors", ".safetensors.index.json", ".bin", ".pt", ".pth", ".gguf"]
             .iter()
             .any(|ext| name.ends_with(ext))
@@ -49,6 +51,12 @@ impl RunPlace {
         let out = run.out.clone();
         reclaim(&out)?;
         let in_place = run.copy_from.as_deref().is_some_and(|m| same_folder(m, &out));
+        if in_place && run.lora.is_some() {
+            return Err(TrainError::file(
+                &out,
+                "is the base model: a LoRA run writes only an adapter, which would replace the base it needs; choose another --out",
+            ));
+        }
         let occupied = std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(false);
         let temp = occupied && !run.resume;
         if temp && !run.overwrite {
@@ -73,8 +81,17 @@ impl RunPlace {
             link_tree(&self.out, stage.path(), &|n| replaced(n) || old_run(n))?;
         }
         link_tree(&self.work, stage.path(), &replaced)?;
-        let opts = WriteOptions { dtype: run.save_dtype, max_shard_size: None, overwrite: true };
-        model.save_into(stage.path(), &self.out, &opts, run.copy_from.as_deref())?;
+        match model.lora() {
+            Some(lora) => {
+                let base = run.copy_from.as_deref().map_or(String::new(), |p| p.display().to_string());
+                let dtype = run.save_dtype.unwrap_or(SafeDType::F32);
+                save_adapter_into(lora, stage.path(), &self.out, &base, dtype, run.copy_from.as_deref())?;
+            }
+            None => {
+                let opts = WriteOptions { dtype: run.save_dtype, max_shard_size: None, overwrite: true };
+                model.save_into(stage.path(), &self.out, &opts, run.copy_from.as_deref())?;
+            }
+        }
         stage.commit()?;
         if self.temp {
             self.temp = false;
