@@ -3,6 +3,7 @@
 //! so a TOML `--config` still supplies flags as for every other subcommand). The work is
 //! solar_train::merge; this file only maps flags onto a `MergeSpec` and prints what was done.
 
+use crate::byte_bar::ByteBar;
 use crate::common::{parse_save_dtype, parse_size, CliError, Common};
 use clap::{ArgAction, Args};
 use solar_model::checkpoint::{SafeDType, WriteOptions};
@@ -124,16 +125,22 @@ pub fn run(args: &MergeArgs, common: &Common) -> Result<(), CliError> {
             })?
         }
     };
-    let opts =
-        WriteOptions { dtype: args.dtype, max_shard_size: args.max_shard_size, overwrite: args.overwrite };
+    let bar = ByteBar::new("merge");
+    let opts = WriteOptions {
+        dtype: args.dtype,
+        max_shard_size: args.max_shard_size,
+        overwrite: args.overwrite,
+        on_bytes: bar.on_bytes(),
+    };
     let r = merge(&spec, &args.out, &opts)?;
+    let moved = bar.finish();
     for note in &r.notes {
         eprintln!("note: {note}");
     }
     let models =
         if r.models.len() == 1 { "1 model".to_string() } else { format!("{} models", r.models.len()) };
     eprintln!(
-        "merged {models} ({}) into {}: {} layers, {} parameters, {}",
+        "merged {models} ({}) into {}: {} layers, {} parameters, {} ({moved})",
         r.method,
         args.out.display(),
         r.layers,

@@ -3,6 +3,7 @@
 //! multiple-choice accuracy, layer similarity) and `generate` (KV-cache sampling).
 //! Each parses its flags and calls solar_model / solar_train; nothing else lives here.
 
+use crate::byte_bar::ByteBar;
 use crate::common::{load_model, parse_save_dtype, parse_size, CliError, Common};
 use clap::builder::PossibleValuesParser;
 use clap::{ArgGroup, Args};
@@ -110,15 +111,21 @@ pub fn upscale_cmd(args: &UpscaleArgs) -> Result<(), CliError> {
         (None, Some(s)) => LayerSpec::parse_slices(s)?,
         (None, None) => return Err(CliError("give --remove M or --slices a:b,c:d".into())),
     };
-    let opts =
-        WriteOptions { dtype: args.dtype, max_shard_size: args.max_shard_size, overwrite: args.overwrite };
+    let bar = ByteBar::new("upscale");
+    let opts = WriteOptions {
+        dtype: args.dtype,
+        max_shard_size: args.max_shard_size,
+        overwrite: args.overwrite,
+        on_bytes: bar.on_bytes(),
+    };
     let r = upscale(&args.model, &args.out, &spec, &opts)?;
     eprintln!(
-        "upscaled {} layers to {} ({} parameters) into {}",
+        "upscaled {} layers to {} ({} parameters) into {} ({})",
         r.base_layers,
         r.new_layers,
         r.num_parameters,
-        args.out.display()
+        args.out.display(),
+        bar.finish()
     );
     Ok(())
 }

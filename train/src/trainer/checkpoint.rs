@@ -76,7 +76,7 @@ pub fn save_checkpoint(
     std::fs::create_dir_all(checkpoints_dir(out))
         .map_err(|e| TrainError::file(&checkpoints_dir(out), format!("cannot create: {e}")))?;
     let stage = StagingDir::create(&target, true)?;
-    let f32_opts = WriteOptions { dtype: None, max_shard_size: None, overwrite: false };
+    let f32_opts = WriteOptions { dtype: None, max_shard_size: None, overwrite: false, ..Default::default() };
     model.save(&stage.path().join("model"), &f32_opts, None)?;
 
     // Moments by parameter name, in f32 (the CPU's optimizer precision).

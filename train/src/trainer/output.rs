@@ -73,7 +73,12 @@ impl RunPlace {
             link_tree(&self.out, stage.path(), &|n| replaced(n) || old_run(n))?;
         }
         link_tree(&self.work, stage.path(), &replaced)?;
-        let opts = WriteOptions { dtype: run.save_dtype, max_shard_size: None, overwrite: true };
+        let opts = WriteOptions {
+            dtype: run.save_dtype,
+            max_shard_size: None,
+            overwrite: true,
+            ..Default::default()
+        };
         model.save_into(stage.path(), &self.out, &opts, run.copy_from.as_deref())?;
         stage.commit()?;
         if self.temp {
