@@ -256,9 +256,9 @@ pub fn train(
         let mfu = peak.as_ref().map(|(p, _)| step_flops / dt / p);
         if let (Value::Object(r), Value::Object(e)) = (&mut rec, extra) {
             r.extend(e);
-            if let Some(m) = mfu {
-                r.insert("mfu".into(), json!(m));
-            }
+        }
+        if let (Value::Object(r), Some(m)) = (&mut rec, mfu) {
+            r.insert("mfu".into(), json!(m));
         }
         log.record(&rec)?;
         let done = (state.step - first_step) as f64;
