@@ -146,16 +146,9 @@ impl Common {
 }
 
 /// Loads an HF model folder onto `device`.
-/// Loads a model folder, with a byte bar on a terminal (silent elsewhere: loads say nothing in
-/// logs). The same steps as `Llama::load`, with the parameters read through
-/// `Checkpoint::load_parameters` so the bar can follow them.
+/// Loads a model folder (a byte bar on a terminal, byte_bar.rs) onto `device`.
 pub fn load_model(dir: &std::path::Path, device: Device) -> Result<solar_model::Llama, CliError> {
-    let ck = solar_model::checkpoint::Checkpoint::open(dir)?;
-    ck.validate()?;
-    let bar = crate::byte_bar::ByteBar::new("load");
-    let named = ck.load_parameters(&bar.on_bytes())?;
-    bar.finish();
-    Ok(solar_model::Llama::new(ck.config().clone(), named)?.to_device(device)?)
+    Ok(solar_train::byte_bar::load_llama(dir)?.to_device(device)?)
 }
 
 /// A byte size: a plain number of bytes or a number with KB, MB, GB (powers of 1000, as

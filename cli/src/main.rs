@@ -3,7 +3,6 @@
 //! Exit codes: 0 success, 1 a runtime error, 2 a usage error (a bad flag on the command line).
 
 mod bench;
-mod byte_bar;
 mod common;
 mod config_file;
 mod demo_cmd;

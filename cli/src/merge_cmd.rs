@@ -3,11 +3,11 @@
 //! so a TOML `--config` still supplies flags as for every other subcommand). The work is
 //! solar_train::merge; this file only maps flags onto a `MergeSpec` and prints what was done.
 
-use crate::byte_bar::ByteBar;
 use crate::common::{parse_save_dtype, parse_size, CliError, Common};
 use clap::{ArgAction, Args};
 use solar_model::checkpoint::{SafeDType, WriteOptions};
 use solar_model::dus::LayerSpec;
+use solar_train::byte_bar::ByteBar;
 use solar_train::merge::{merge, CliMerge, MergeSpec};
 use std::path::PathBuf;
 

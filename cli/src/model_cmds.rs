@@ -3,7 +3,6 @@
 //! multiple-choice accuracy, layer similarity) and `generate` (KV-cache sampling).
 //! Each parses its flags and calls solar_model / solar_train; nothing else lives here.
 
-use crate::byte_bar::ByteBar;
 use crate::common::{load_model, parse_save_dtype, parse_size, CliError, Common};
 use clap::builder::PossibleValuesParser;
 use clap::{ArgGroup, Args};
@@ -14,6 +13,7 @@ use solar_model::init::{init_model_dir, InitOptions};
 use solar_model::presets::{preset, PRESETS};
 use solar_model::tokenizer::Tokenizer;
 use solar_model::{Llama, LlamaConfig};
+use solar_train::byte_bar::ByteBar;
 use solar_train::data::lm::read_token_sequences;
 use solar_train::data::pairs::load_pairs;
 use solar_train::data::sft::SftFormat;

@@ -79,7 +79,7 @@ fn check_memory(
 }
 
 fn load_model(dir: &Path, device: Device) -> Result<Llama> {
-    Ok(Llama::load(dir)?.to_device(device)?)
+    Ok(crate::byte_bar::load_llama(dir)?.to_device(device)?)
 }
 
 fn identity(stage: &str, extra: impl IntoIterator<Item = (&'static str, Value)>) -> Map<String, Value> {

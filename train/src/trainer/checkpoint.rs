@@ -131,7 +131,7 @@ pub fn load_checkpoint(
     dir: &Path,
     opt_config: solar_engine::optim::AdamWConfig,
 ) -> Result<(Llama, AdamW, TrainState)> {
-    let model = Llama::load(&dir.join("model"))?;
+    let model = crate::byte_bar::load_llama(&dir.join("model"))?;
     let state_path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&state_path)
         .map_err(|e| TrainError::file(&state_path, format!("cannot read: {e}")))?;

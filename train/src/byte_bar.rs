@@ -1,11 +1,15 @@
-//! Byte progress of `upscale`, `merge` and model loads as the user sees it: on a terminal an
-//! indicatif bar on stderr in bytes (done / total, rate, ETA), cleared when the work ends; off a
-//! terminal nothing while it runs, so logs and `--json` output stay as they were. The command's
-//! own summary line then says how many bytes went through and how fast.
+//! Byte progress of `upscale`, `merge` and model loads (every command's, the training stages'
+//! and a resumed checkpoint's) as the user sees it: on a terminal an indicatif bar on stderr in
+//! bytes (done / total, rate, ETA), cleared when the work ends; off a terminal nothing while it
+//! runs, so logs and `--json` output stay as they were. Upscale's and merge's summary lines then
+//! say how many bytes went through and how fast.
 
+use crate::error::Result;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use solar_model::checkpoint::OnBytes;
+use solar_model::checkpoint::{Checkpoint, OnBytes};
+use solar_model::Llama;
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,4 +66,15 @@ impl Drop for ByteBar {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Loads a model folder as `Llama::load` does (open, validate against config.json, every
+/// parameter as f32), with a byte bar on a terminal while the parameters are read.
+pub fn load_llama(dir: &Path) -> Result<Llama> {
+    let ck = Checkpoint::open(dir)?;
+    ck.validate()?;
+    let bar = ByteBar::new("load");
+    let named = ck.load_parameters(&bar.on_bytes())?;
+    bar.finish();
+    Ok(Llama::new(ck.config().clone(), named)?)
 }
