@@ -12,6 +12,8 @@ gradient, and greedy generations. It also builds an up-scaled model by slicing a
 policy and a reference with preference pairs and TRL's losses and metrics (dpo/); for the
 optimizer, five torch.optim.AdamW steps on a small model (adamw/). For merging, when mergekit is
 installed (pip install mergekit), mergekit's own output for a set of YAML configs (merge/).
+For chat, instruct models with chat templates and the ids of apply_chat_template + greedy generate
+(chat_config/, chat_jinja/).
 """
 import argparse
 import json
@@ -454,6 +456,93 @@ def write_lora(out):
     os.remove(os.path.join(folder, "adapter", "README.md"))  # PEFT's model card template: not needed
 
 
+# Chat templates written for the chat fixtures, in the two styles instruct Llamas ship: "###"
+# role headers with an optional system block (SOLAR-Instruct's kind), and [INST] turns with the
+# system message folded into the first user turn inside <<SYS>> markers (Llama-2-chat's kind).
+CHAT_TEMPLATE_HEADERS = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% if message['content'] %}"
+    "{{ '### System:\\n' + message['content'] + '\\n\\n' }}{% endif %}"
+    "{% elif message['role'] == 'user' %}{{ '### User:\\n' + message['content'] + '\\n\\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '### Assistant:\\n' + message['content'] + eos_token + '\\n\\n' }}"
+    "{% else %}{{ raise_exception('unknown role ' + message['role']) }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### Assistant:\\n' }}{% endif %}")
+CHAT_TEMPLATE_INST = """{% if messages[0]['role'] == 'system' %}
+    {% set system = messages[0]['content'] %}
+    {% set turns = messages[1:] %}
+{% else %}
+    {% set system = false %}
+    {% set turns = messages %}
+{% endif %}
+{% for message in turns %}
+    {% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
+        {{- raise_exception('turns must alternate user, assistant, user, ...') -}}
+    {% endif %}
+    {% if loop.first and system %}
+        {% set content = '<<SYS>>\\n' + system | trim + '\\n<</SYS>>\\n\\n' + message['content'] | trim %}
+    {% else %}
+        {% set content = message['content'] | trim %}
+    {% endif %}
+    {% if message['role'] == 'user' %}
+        {{- bos_token + '[INST] ' + content + ' [/INST]' -}}
+    {% else %}
+        {{- ' ' + content + ' ' + eos_token -}}
+    {% endif %}
+{% endfor %}
+"""
+CHAT_CFG = dict(vocab_size=320, hidden_size=16, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0,
+                bos_token_id=1, eos_token_id=2, initializer_range=1.0)
+CHAT_SYSTEM = "You answer in one short sentence."
+CHAT_USER = "What does the quick brown fox jump over?"
+
+
+def write_chat(out):
+    """Instruct models for `generate --chat`: a tiny random Llama with write_tokenizer's tokenizer
+    and a chat template, in tokenizer_config.json (chat_config/) or in chat_template.jinja
+    (chat_jinja/, whose tokenizer_config.json also holds a decoy template the file overrides).
+    For a user message alone and for system + user: the ids of apply_chat_template(...,
+    add_generation_prompt=True) and of greedy generate() after them, with the default EOS."""
+    from transformers import AutoTokenizer
+    cases = {"chat_config": (CHAT_TEMPLATE_HEADERS, None), "chat_jinja": ("{{ raise_exception('decoy') }}", CHAT_TEMPLATE_INST)}
+    for seed, (name, (in_config, jinja)) in enumerate(cases.items()):
+        folder = os.path.join(out, name)
+        shutil.rmtree(folder, ignore_errors=True)
+        model_dir = os.path.join(folder, "model")
+        torch.manual_seed(4242 + seed)
+        cfg = LlamaConfig(**CHAT_CFG)
+        LlamaForCausalLM(cfg).save_pretrained(model_dir)
+        shutil.copy(os.path.join(out, "tokenizer", "tokenizer.json"), model_dir)
+        tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+                   "unk_token": "<unk>", "model_max_length": 256, "chat_template": in_config}
+        with open(os.path.join(model_dir, "tokenizer_config.json"), "w") as f:
+            json.dump(tok_cfg, f, indent=1)
+        if jinja is not None:
+            with open(os.path.join(model_dir, "chat_template.jinja"), "w") as f:
+                f.write(jinja)
+        # The reference is what a user gets from the folder as saved.
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+        runs = []
+        for system in (None, CHAT_SYSTEM):
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": CHAT_USER}]
+            prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                             return_dict=False)
+            if isinstance(prompt, dict) or hasattr(prompt, "input_ids"):
+                prompt = prompt["input_ids"]
+            ids = torch.tensor([prompt])
+            greedy = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
+            new = greedy[0, ids.shape[1]:].tolist()
+            assert len(set(new)) > 3, f"{name}: greedy output {new} is too repetitive to test much"
+            runs.append({"system": system, "user": CHAT_USER, "max_new_tokens": 12,
+                         "text": tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
+                         "prompt_ids": prompt, "output_ids": new,
+                         "output_text": tok.decode(new, skip_special_tokens=True)})
+        with open(os.path.join(folder, "reference.json"), "w") as f:
+            json.dump(runs, f, indent=1, ensure_ascii=False)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "hf"))
@@ -467,6 +556,7 @@ def main():
     write_dpo(args.out)
     write_adamw(args.out)
     write_lora(args.out)
+    write_chat(args.out)
     try:
         import mergekit  # noqa: F401
     except ImportError:

@@ -157,7 +157,7 @@ pub fn load_adapted(
             dir.display()
         )));
     }
-    let model = solar_model::Llama::load(dir)?;
+    let model = solar_train::byte_bar::load_llama(dir)?;
     let model = match adapter {
         Some(a) => {
             let lora = solar_model::lora::peft_io::load_adapter(a, &model.config)?;

@@ -8,6 +8,7 @@ use clap::{ArgAction, Args};
 use solar_model::checkpoint::{SafeDType, WriteOptions};
 use solar_model::dus::LayerSpec;
 use solar_model::lora::fold::fold_adapter;
+use solar_train::byte_bar::ByteBar;
 use solar_train::merge::{merge, CliMerge, MergeSpec};
 use std::path::PathBuf;
 
@@ -148,16 +149,22 @@ pub fn run(args: &MergeArgs, common: &Common) -> Result<(), CliError> {
             })?
         }
     };
-    let opts =
-        WriteOptions { dtype: args.dtype, max_shard_size: args.max_shard_size, overwrite: args.overwrite };
+    let bar = ByteBar::new("merge");
+    let opts = WriteOptions {
+        dtype: args.dtype,
+        max_shard_size: args.max_shard_size,
+        overwrite: args.overwrite,
+        on_bytes: bar.on_bytes(),
+    };
     let r = merge(&spec, &args.out, &opts)?;
+    let moved = bar.finish();
     for note in &r.notes {
         eprintln!("note: {note}");
     }
     let models =
         if r.models.len() == 1 { "1 model".to_string() } else { format!("{} models", r.models.len()) };
     eprintln!(
-        "merged {models} ({}) into {}: {} layers, {} parameters, {}",
+        "merged {models} ({}) into {}: {} layers, {} parameters, {} ({moved})",
         r.method,
         args.out.display(),
         r.layers,

@@ -15,6 +15,7 @@ use solar_model::output::{check_file_target, write_file, Input};
 use solar_model::presets::{preset, PRESETS};
 use solar_model::tokenizer::Tokenizer;
 use solar_model::{Llama, LlamaConfig};
+use solar_train::byte_bar::ByteBar;
 use solar_train::data::lm::read_token_sequences;
 use solar_train::data::pairs::load_pairs;
 use solar_train::data::sft::SftFormat;
@@ -112,15 +113,21 @@ pub fn upscale_cmd(args: &UpscaleArgs) -> Result<(), CliError> {
         (None, Some(s)) => LayerSpec::parse_slices(s)?,
         (None, None) => return Err(CliError("give --remove M or --slices a:b,c:d".into())),
     };
-    let opts =
-        WriteOptions { dtype: args.dtype, max_shard_size: args.max_shard_size, overwrite: args.overwrite };
+    let bar = ByteBar::new("upscale");
+    let opts = WriteOptions {
+        dtype: args.dtype,
+        max_shard_size: args.max_shard_size,
+        overwrite: args.overwrite,
+        on_bytes: bar.on_bytes(),
+    };
     let r = upscale(&args.model, &args.out, &spec, &opts)?;
     eprintln!(
-        "upscaled {} layers to {} ({} parameters) into {}",
+        "upscaled {} layers to {} ({} parameters) into {} ({})",
         r.base_layers,
         r.new_layers,
         r.num_parameters,
-        args.out.display()
+        args.out.display(),
+        bar.finish()
     );
     Ok(())
 }

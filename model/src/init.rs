@@ -67,7 +67,12 @@ pub fn init_model_dir(cfg: &LlamaConfig, out: &Path, opts: &InitOptions) -> Resu
     // written anywhere else, so a killed init leaves nothing the next one cannot reclaim.
     let stage = StagingDir::create(out, opts.overwrite)?;
     let tokenizer = write_side_files(cfg, stage.path())?;
-    let w = WriteOptions { dtype: opts.dtype, max_shard_size: None, overwrite: opts.overwrite };
+    let w = WriteOptions {
+        dtype: opts.dtype,
+        max_shard_size: None,
+        overwrite: opts.overwrite,
+        ..Default::default()
+    };
     model.save_into(stage.path(), out, &w, None)?;
     stage.commit()?;
     Ok(InitReport { parameters, tokenizer })

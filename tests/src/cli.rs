@@ -29,8 +29,14 @@ pub fn solar_train_path() -> &'static Path {
 
 /// Runs `solar-train` with `args` and collects what it did.
 pub fn solar_train(args: &[&str]) -> Run {
+    solar_train_env(args, &[])
+}
+
+/// `solar_train` with these environment variables set for the run (and only for it).
+pub fn solar_train_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let out = Command::new(solar_train_path())
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", solar_train_path().display()));
     Run {

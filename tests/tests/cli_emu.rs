@@ -1,10 +1,11 @@
 //! `--device emu` as a user runs it: every command that computes goes through the CUDA backend
 //! with its kernels on the CPU emulator. A short pretrain there tracks the same run on the CPU
 //! (bf16 against f32), eval and generate run on the trained model, and `bench` refuses to time
-//! on the emulator (usage, exit 2) while `bench --kernels` stays what it was.
+//! on the emulator (usage, exit 2) while `bench --kernels` stays what it was. Neither run claims
+//! an MFU, even with a peak given in SOLAR_PEAK_TFLOPS: the emulator's speed is not a GPU's.
 
 use serde_json::Value;
-use solar_tests::cli::{assert_ok as ok, path_str as s, scratch_dir, solar_train};
+use solar_tests::cli::{assert_ok as ok, path_str as s, scratch_dir, solar_train, solar_train_env};
 use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
@@ -33,30 +34,39 @@ fn pretrain_eval_and_generate_run_on_the_emulator_and_track_the_cpu() {
         .collect();
     std::fs::write(&data, lines.join("\n")).unwrap();
     let run = |device: &str, out: &Path| {
-        let r = solar_train(&[
-            "pretrain",
-            "--model",
-            s(&base),
-            "--data",
-            s(&data),
-            "--out",
-            s(out),
-            "--steps",
-            "4",
-            "--batch",
-            "2",
-            "--seq-len",
-            "32",
-            "--lr",
-            "1e-2",
-            "--warmup",
-            "1",
-            "--seed",
-            "7",
-            "--device",
-            device,
-        ]);
+        let r = solar_train_env(
+            &[
+                "pretrain",
+                "--model",
+                s(&base),
+                "--data",
+                s(&data),
+                "--out",
+                s(out),
+                "--steps",
+                "4",
+                "--batch",
+                "2",
+                "--seq-len",
+                "32",
+                "--lr",
+                "1e-2",
+                "--warmup",
+                "1",
+                "--seed",
+                "7",
+                "--device",
+                device,
+            ],
+            &[("SOLAR_PEAK_TFLOPS", "100")],
+        );
         ok(&r);
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        for line in metrics.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert!(v.get("mfu").is_none(), "--device {device}: no MFU off a real GPU: {line}");
+        }
+        assert!(!r.stderr.contains("MFU"), "--device {device}: {}", r.stderr);
         r
     };
     let (cpu, emu) = (d.join("cpu"), d.join("emu"));

@@ -1,8 +1,12 @@
 //! `generate --chat`: the prompt goes through the model's own chat template (chat_template.jinja,
 //! or tokenizer_config.json's `chat_template`) with the --system message first, encoded without
 //! added special tokens (transformers' apply_chat_template), and the answer is greedy decoding
-//! from exactly those ids. Plain `generate` streams the text it returns; a missing --prompt off
-//! a terminal and --system without --chat are usage errors (exit 2).
+//! from exactly those ids. Against transformers (tests/fixtures/hf/chat_*, from
+//! scripts/make_fixtures.py): the prompt ids of `apply_chat_template(..., add_generation_prompt=True)`
+//! and the ids of greedy `generate()` after them, with and without a system message, for a
+//! template in tokenizer_config.json and one in chat_template.jinja (which wins over the
+//! config's). Plain `generate` streams the text it returns; a missing --prompt off a terminal and
+//! --system without --chat are usage errors (exit 2).
 
 use serde_json::Value;
 use solar_model::generate::GenerateOptions;
@@ -95,4 +99,52 @@ fn plain_generate_streams_its_text_and_usage_errors_exit_2() {
     assert!(no_prompt.stderr.contains("--prompt"), "{}", no_prompt.stderr);
     let system = solar_train(&["generate", "--model", s(&m), "--prompt", "x", "--system", "s"]);
     assert_eq!(system.code, Some(2), "{}", system.stderr);
+}
+
+/// One recorded transformers run of tests/fixtures/hf/<case>/reference.json.
+fn hf_runs(case: &str) -> (PathBuf, Vec<Value>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hf").join(case);
+    let text = std::fs::read_to_string(dir.join("reference.json")).unwrap();
+    let runs: Value = serde_json::from_str(&text).unwrap();
+    (dir.join("model"), runs.as_array().unwrap().clone())
+}
+
+/// `generate --chat --json` on the fixture model gives transformers' ids exactly: the prompt
+/// the template renders (BOS written by the template, no second one added), and every greedy
+/// token, the closing EOS included when transformers stopped on it.
+fn matches_transformers(case: &str) {
+    let (m, runs) = hf_runs(case);
+    assert_eq!(runs.len(), 2, "{case}: a user-only and a system + user run");
+    let mut saw_eos = false;
+    for r in &runs {
+        let max_new = r["max_new_tokens"].as_u64().unwrap().to_string();
+        let mut a = vec!["generate", "--model", s(&m), "--chat", "--json", "--max-new-tokens", &max_new];
+        a.extend(["--prompt", r["user"].as_str().unwrap()]);
+        if let Some(system) = r["system"].as_str() {
+            a.extend(["--system", system]);
+        }
+        let run = solar_train(&a);
+        ok(&run);
+        let got: Value =
+            serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+        let what = format!("{case}, system {}", r["system"]);
+        assert_eq!(ids(&got["prompt_ids"]), ids(&r["prompt_ids"]), "{what}: prompt ids ({})", r["text"]);
+        assert_eq!(ids(&got["output_ids"]), ids(&r["output_ids"]), "{what}: greedy ids");
+        assert_eq!(got["text"], r["output_text"], "{what}: decoded answer");
+        saw_eos |= ids(&r["output_ids"]).len() < r["max_new_tokens"].as_u64().unwrap() as usize;
+    }
+    // The jinja case's system run stops on EOS before max_new_tokens: the stop rule is checked too.
+    if case == "chat_jinja" {
+        assert!(saw_eos, "{case}: the fixture was meant to hold a run that stops on EOS");
+    }
+}
+
+#[test]
+fn chat_ids_match_transformers_for_a_template_in_tokenizer_config() {
+    matches_transformers("chat_config");
+}
+
+#[test]
+fn chat_ids_match_transformers_for_chat_template_jinja_over_the_config() {
+    matches_transformers("chat_jinja");
 }

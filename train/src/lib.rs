@@ -2,6 +2,7 @@
 //! op benchmark suite that `solar-train bench` runs.
 
 pub mod bench;
+pub mod byte_bar;
 pub mod data;
 pub mod demo;
 pub mod dpo;

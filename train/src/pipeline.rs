@@ -82,7 +82,7 @@ fn check_memory(
 }
 
 fn load_model(dir: &Path, device: Device) -> Result<Llama> {
-    Ok(Llama::load(dir)?.to_device(device)?)
+    Ok(crate::byte_bar::load_llama(dir)?.to_device(device)?)
 }
 
 /// The model to train: the starting model, with fresh LoRA adapters when the run has a spec.
@@ -161,7 +161,7 @@ pub fn dpo(
             m.lora_mut().expect("attached").set_enabled(false);
             m
         } else {
-            let m = Llama::load(ref_dir)?;
+            let m = crate::byte_bar::load_llama(ref_dir)?;
             let m = match &input.ref_adapter {
                 Some(a) => {
                     let lora = solar_model::lora::peft_io::load_adapter(a, &m.config)?;

@@ -4,9 +4,12 @@
 //! (upscale, merge) keeps resident memory at one chunk, and loading one at one tensor plus a chunk.
 
 use super::dtype::{decode_bf16, decode_f32, SafeDType};
+use super::progress::{ByteCount, OnBytes};
 use super::read::{Checkpoint, Entry};
 use crate::error::{ModelError, Result};
+use crate::names::parameter_shapes;
 use solar_engine::{DType, Tensor};
+use std::collections::HashMap;
 use std::fs::File;
 
 /// Bytes read per call when streaming: large enough for full disk speed, small next to any
@@ -49,6 +52,21 @@ impl Checkpoint {
                 format!("cannot load as {} (f32 or bf16)", other.name()),
             )),
         }
+    }
+
+    /// Loads every parameter the config names as f32 (what `Llama::new` takes), telling
+    /// `on_bytes` the stored bytes read so far out of all of theirs.
+    pub fn load_parameters(&self, on_bytes: &OnBytes) -> Result<HashMap<String, Tensor>> {
+        let names: Vec<String> = parameter_shapes(self.config()).into_iter().map(|(n, _)| n).collect();
+        let total = names.iter().map(|n| self.entry(n).map(|e| e.len)).sum::<Result<u64>>()?;
+        let mut count = ByteCount::new(on_bytes, total);
+        let mut named = HashMap::with_capacity(names.len());
+        for name in names {
+            let t = self.load(&name)?;
+            count.add(self.entry(&name)?.len);
+            named.insert(name, t);
+        }
+        Ok(named)
     }
 
     /// Streams a tensor's stored bytes (little-endian, its own dtype) to `f` in chunks of at

@@ -11,6 +11,7 @@
 use super::atomic::{copy_through, write_synced, StagingDir};
 use super::dtype::{convert_bytes, encode_bf16, encode_f32, SafeDType};
 use super::header::build_header;
+use super::progress::{ByteCount, OnBytes};
 use super::read::{CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
@@ -33,6 +34,8 @@ pub struct WriteOptions {
     pub max_shard_size: Option<u64>,
     /// Replace an existing output folder (atomically) instead of refusing.
     pub overwrite: bool,
+    /// Told the bytes of tensor data written so far (in the output dtype) and the total.
+    pub on_bytes: OnBytes,
 }
 
 /// A tensor to be written: its name, the dtype its data will come in, and its shape.
@@ -67,6 +70,7 @@ pub struct TensorSink<'a> {
     dst: SafeDType,
     remaining: usize,
     scratch: &'a mut Vec<u8>,
+    count: &'a mut ByteCount,
 }
 
 impl TensorSink<'_> {
@@ -90,19 +94,25 @@ impl TensorSink<'_> {
         }
         self.take(bytes.len() / width)?;
         if src == self.dst {
-            return self.out.write_all(bytes).map_err(|e| self.io_error(e));
+            return self.put(bytes);
         }
-        self.scratch.clear();
-        convert_bytes(src, bytes, self.dst, self.scratch);
-        self.out.write_all(self.scratch).map_err(|e| self.io_error(e))
+        let mut scratch = std::mem::take(self.scratch);
+        scratch.clear();
+        convert_bytes(src, bytes, self.dst, &mut scratch);
+        let written = self.put(&scratch);
+        *self.scratch = scratch;
+        written
     }
 
     pub fn write_f32(&mut self, data: &[f32]) -> Result<()> {
         self.take(data.len())?;
         for piece in data.chunks(CONVERT_ELEMS) {
-            self.scratch.clear();
-            encode_f32(piece, self.dst, self.scratch);
-            self.out.write_all(self.scratch).map_err(|e| self.io_error(e))?;
+            let mut scratch = std::mem::take(self.scratch);
+            scratch.clear();
+            encode_f32(piece, self.dst, &mut scratch);
+            let written = self.put(&scratch);
+            *self.scratch = scratch;
+            written?;
         }
         Ok(())
     }
@@ -110,9 +120,12 @@ impl TensorSink<'_> {
     pub fn write_bf16(&mut self, data: &[half::bf16]) -> Result<()> {
         self.take(data.len())?;
         for piece in data.chunks(CONVERT_ELEMS) {
-            self.scratch.clear();
-            encode_bf16(piece, self.dst, self.scratch);
-            self.out.write_all(self.scratch).map_err(|e| self.io_error(e))?;
+            let mut scratch = std::mem::take(self.scratch);
+            scratch.clear();
+            encode_bf16(piece, self.dst, &mut scratch);
+            let written = self.put(&scratch);
+            *self.scratch = scratch;
+            written?;
         }
         Ok(())
     }
@@ -131,6 +144,13 @@ impl TensorSink<'_> {
             DType::BF16 => self.write_bf16(t.data::<half::bf16>("save")?),
             other => Err(self.error(format!("dtype {} cannot be saved (f32 or bf16)", other.name()))),
         }
+    }
+
+    /// Writes bytes of the output dtype to the file and counts them.
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out.write_all(bytes).map_err(|e| self.io_error(e))?;
+        self.count.add(bytes.len() as u64);
+        Ok(())
     }
 
     fn take(&mut self, n: usize) -> Result<()> {
@@ -212,6 +232,7 @@ pub fn write_checkpoint_into(
 
     let mut scratch = Vec::new();
     let mut weight_map = BTreeMap::new();
+    let mut count = ByteCount::new(&opts.on_bytes, sizes.iter().sum());
     for (shard, file_name) in shards.iter().zip(&file_names) {
         // Errors name the file as the user will know it, not its temporary home.
         let path = shown.join(file_name);
@@ -235,6 +256,7 @@ pub fn write_checkpoint_into(
                 dst: out_dtype(t),
                 remaining: t.shape.iter().product(),
                 scratch: &mut scratch,
+                count: &mut count,
             };
             fill(i, &mut sink)?;
             if sink.remaining != 0 {

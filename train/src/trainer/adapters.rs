@@ -88,7 +88,7 @@ pub fn resume_model(dir: &Path, base: Llama) -> Result<Llama> {
         }
         (false, false) => {
             drop(base);
-            Ok(Llama::load(&dir.join("model"))?)
+            Ok(crate::byte_bar::load_llama(&dir.join("model"))?)
         }
         (true, false) => Err(TrainError::file(
             dir,

@@ -1,7 +1,7 @@
 //! OUT/metrics.jsonl: one JSON object per step (loss, lr, grad norm, tokens processed and
-//! scored, both per second) and per held-out evaluation. On resume the file is cut back to the
-//! checkpoint's step, so it reads as if the run was never interrupted. What the user sees
-//! while it runs is progress.rs.
+//! scored, both per second, and MFU on a GPU: mfu.rs) and per held-out evaluation. On resume
+//! the file is cut back to the checkpoint's step, so it reads as if the run was never
+//! interrupted. What the user sees while it runs is progress.rs.
 
 use crate::error::{Result, TrainError};
 use serde_json::Value;

@@ -15,6 +15,7 @@ pub mod config;
 pub mod fault;
 pub mod memory;
 pub mod metrics;
+pub mod mfu;
 pub mod objective;
 pub mod output;
 pub mod progress;
@@ -24,6 +25,7 @@ use crate::error::{Result, TrainError};
 use checkpoint::{list_checkpoints, load_checkpoint, save_checkpoint, TrainState};
 use config::{differences, TrainConfig};
 use metrics::MetricsLog;
+use mfu::ModelFlops;
 use objective::{Objective, StepLoss};
 use output::RunPlace;
 use progress::{Progress, StepView};
@@ -199,11 +201,18 @@ pub fn train(
     let mut last_loss = f64::NAN;
     let label = if run.label.is_empty() { "train" } else { run.label.as_str() };
     let progress = Progress::new(label, total, state.step, cfg.log_every, objective.scored_unit());
+    // MFU only where a real GPU's peak is known (mfu.rs): on the CPU and the emulator, none.
+    let flops = ModelFlops::new(&model.config);
+    let peak = mfu::device_peak(run.device);
+    if let Some((_, source)) = &peak {
+        progress.println(&format!("MFU against {source}"));
+    }
     while state.step < total {
         let step = state.step;
         let lr = schedule.lr(step, total, cfg.lr, cfg.min_lr, cfg.warmup);
         let t0 = Instant::now();
         let picked = order.step(step);
+        let step_flops = flops.step(objective.row_lens(&picked));
         let mut grads = Grads::default();
         adapters::set_dropout_step(&model, cfg.seed, Some(step));
         let stepped = objective.step(&model, &picked, cfg.batch, &mut grads);
@@ -251,8 +260,12 @@ pub fn train(
                              "tokens": processed, "tokens_per_s": tok_s,
                              "scored": count, "scored_per_s": scored_s, "scored_unit": objective.scored_unit(),
                              "skipped": bad});
+        let mfu = peak.as_ref().map(|(p, _)| step_flops / dt / p);
         if let (Value::Object(r), Value::Object(e)) = (&mut rec, extra) {
             r.extend(e);
+        }
+        if let (Value::Object(r), Some(m)) = (&mut rec, mfu) {
+            r.insert("mfu".into(), json!(m));
         }
         log.record(&rec)?;
         let done = (state.step - first_step) as f64;
@@ -265,6 +278,7 @@ pub fn train(
             grad_norm: norm,
             tok_s,
             scored_s,
+            mfu,
             eta_s,
         });
         if cfg.eval_every > 0 && (state.step % cfg.eval_every == 0 || state.step == total) {

@@ -91,6 +91,17 @@ impl Objective {
         }
     }
 
+    /// The length of every row the step over `picked` runs forward and backward (a pair's
+    /// chosen and rejected rows both): what its FLOPs are counted from (mfu.rs).
+    pub fn row_lens(&self, picked: &[usize]) -> Vec<usize> {
+        match self {
+            Objective::Lm { rows, .. } => picked.iter().map(|&i| rows[i].len()).collect(),
+            Objective::Dpo { pairs, .. } => {
+                picked.iter().flat_map(|&i| [pairs[i].chosen.len(), pairs[i].rejected.len()]).collect()
+            }
+        }
+    }
+
     /// Forward and backward of one optimizer step's rows, gradients added into `grads`.
     pub fn step(&self, model: &Llama, picked: &[usize], batch: usize, grads: &mut Grads) -> Result<StepLoss> {
         match self {

@@ -1,8 +1,9 @@
 //! What a run shows while it trains. On a terminal: one indicatif bar per run with step/total,
-//! loss, tokens/s (every token processed, scored ones beside it) and an ETA, redrawn every
-//! step and left on screen when the run ends, so a pipeline of runs (the demo) reads as a
-//! list of finished bars. Anywhere else (CI, a file): a plain line every --log-every steps,
-//! which is what logs and tests read. Messages during a run go above the bar, never through it.
+//! loss, tokens/s (every token processed, scored ones beside it), MFU on a GPU and an ETA,
+//! redrawn every step and left on screen when the run ends, so a pipeline of runs (the demo)
+//! reads as a list of finished bars. Anywhere else (CI, a file): a plain line every
+//! --log-every steps, which is what logs and tests read. Messages during a run go above the
+//! bar, never through it.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -19,6 +20,8 @@ pub struct StepView {
     pub tok_s: f64,
     /// Scored units (tokens, or pairs) per second.
     pub scored_s: f64,
+    /// Model FLOPs utilization (0..1), on a GPU whose peak is known (mfu.rs).
+    pub mfu: Option<f64>,
     pub eta_s: f64,
 }
 
@@ -37,7 +40,8 @@ pub fn format_duration(secs: f64) -> String {
 /// The throughput part of a line: all tokens, then the scored units.
 fn throughput(v: &StepView, unit: &str) -> String {
     let scored = if unit == "tokens" { "scored tok/s".to_string() } else { format!("{unit}/s") };
-    format!("{:.0} tok/s ({:.0} {scored})", v.tok_s, v.scored_s)
+    let mfu = v.mfu.map_or(String::new(), |m| format!(" | MFU {:.1}%", 100.0 * m));
+    format!("{:.0} tok/s ({:.0} {scored}){mfu}", v.tok_s, v.scored_s)
 }
 
 /// One training log line (the non-terminal form).
@@ -139,6 +143,7 @@ mod tests {
             grad_norm: 0.25,
             tok_s: 2048.0,
             scored_s: 300.0,
+            mfu: None,
             eta_s: 75.0,
         };
         let line = format_step(&v, "tokens");
@@ -147,5 +152,8 @@ mod tests {
             "step 3/10 | loss 1.5000 | lr 1.000e-3 | grad norm 0.250 | 2048 tok/s (300 scored tok/s) | ETA 0:01:15"
         );
         assert!(format_step(&v, "pairs").contains("2048 tok/s (300 pairs/s)"));
+        // On a GPU with a known peak the MFU follows the throughput, as a percentage.
+        let gpu = StepView { mfu: Some(0.4123), ..v };
+        assert!(format_step(&gpu, "tokens").contains("(300 scored tok/s) | MFU 41.2% | ETA"));
     }
 }
