@@ -285,17 +285,17 @@ impl Llama {
     }
 
     /// Per-sequence summed log-probs of `targets` [B, T] (i32, -100 not counted), computed on
-    /// the model's device from its own logits and returned on the CPU (DPO's small loss head
-    /// runs there; the move is on the tape, so gradients flow back).
+    /// the model's device through the fused lm_head + log-prob op (the logits [B, T, V] never
+    /// exist, only one tile of them) and returned on the CPU (DPO's small loss head runs
+    /// there; the move is on the tape, so gradients flow back).
     pub fn sequence_logprobs(
         &self,
         tape: Option<&Tape>,
         input: &ModelInput,
         targets: &Tensor,
     ) -> Result<ops::SequenceLogProbs> {
-        let hidden = self.hidden(tape, input)?;
-        let logits = ops::matmul_t(&hidden, &self.head(tape)?, false, true)?; // [B, T, V]
-        let lp = ops::sequence_logprobs(&logits, targets)?;
+        let hidden = self.hidden(tape, input)?; // [B, T, C]
+        let lp = ops::linear_sequence_logprobs(&hidden, &self.head(tape)?, targets)?;
         Ok(ops::SequenceLogProbs { logps: lp.logps.to_device(Device::Cpu)?, counts: lp.counts })
     }
 
