@@ -13,6 +13,7 @@ use solar_model::Llama;
 use solar_train::dpo::DpoConfig;
 use solar_train::pipeline::{self, StageInput};
 use solar_train::trainer::config::TrainConfig;
+use solar_train::trainer::memory::{self, Plan};
 use solar_train::trainer::{RunOptions, RunReport};
 use std::path::{Path, PathBuf};
 
@@ -98,6 +99,14 @@ pub struct TrainFlags {
     /// Skip (and count) malformed data lines instead of stopping.
     #[arg(long)]
     pub skip_bad_lines: bool,
+    /// Activation recompute: each decoder layer keeps only its input and reruns the rest
+    /// during backward (the same gradients, bitwise; less memory; one more forward).
+    #[arg(long)]
+    pub recompute: bool,
+    /// Print the predicted peak memory of a training step and exit, without reading the data,
+    /// training or creating OUT.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl TrainFlags {
@@ -138,7 +147,30 @@ impl TrainFlags {
             copy_from: Some(self.model.clone()),
             device,
             label: label.to_string(),
+            recompute: self.recompute,
         })
+    }
+
+    /// What the run's memory depends on beyond model and batch. (LoRA: set `trainable` to the
+    /// adapters' parameter count once its flags exist.)
+    fn plan(&self) -> Plan {
+        Plan { recompute: self.recompute, ..Default::default() }
+    }
+
+    /// `--dry-run`: prints the predicted peak of a step of `rows` rows (DPO: two per pair) and
+    /// touches nothing. stdout: one line, `predicted_peak_bytes N`, after the breakdown on stderr.
+    fn dry_run(&self, stage: &str, rows: usize, device: Device) -> Result<(), CliError> {
+        let cfg = Llama::load_config(&self.model)?;
+        let m = memory::estimate_plan(&cfg, rows, self.seq_len, device, self.plan())
+            .map_err(|e| CliError(format!("{}: cannot size a training step: {e}", self.model.display())))?;
+        eprintln!(
+            "{stage} --dry-run: a step of {rows} rows x {} tokens on {device}{} needs about {}",
+            self.seq_len,
+            if self.recompute { " with --recompute" } else { "" },
+            m.describe()
+        );
+        println!("predicted_peak_bytes {}", m.total());
+        Ok(())
     }
 }
 
@@ -174,6 +206,9 @@ pub struct PretrainArgs {
 
 pub fn pretrain(args: &PretrainArgs, common: &Common) -> Result<(), CliError> {
     let f = &args.train;
+    if f.dry_run {
+        return f.dry_run("pretrain", f.batch, common.run_on);
+    }
     let report =
         pipeline::pretrain(&input(f), &f.config(common.seed), &f.run_options(common.run_on, "pretrain")?)?;
     done("pretrain", &report, &f.out);
@@ -198,6 +233,9 @@ pub struct SftArgs {
 pub fn sft(args: &SftArgs, common: &Common) -> Result<(), CliError> {
     let f = &args.train;
     let format = args.format.parse().map_err(CliError)?;
+    if f.dry_run {
+        return f.dry_run("sft", f.batch, common.run_on);
+    }
     let run = f.run_options(common.run_on, "sft")?;
     let report = pipeline::sft(&input(f), format, args.packing, &f.config(common.seed), &run)?;
     done("sft", &report, &f.out);
@@ -267,6 +305,9 @@ pub fn dpo(args: &DpoArgs, common: &Common) -> Result<(), CliError> {
     let dcfg = dpo_config(args.beta, &args.loss, args.label_smoothing)?;
     if let Some(reference) = &args.reference {
         check_reference(&f.model, reference)?;
+    }
+    if f.dry_run {
+        return f.dry_run("dpo", f.batch.saturating_mul(2), common.run_on);
     }
     let run = f.run_options(common.run_on, "dpo")?;
     let report = pipeline::dpo(&input(f), args.reference.as_deref(), dcfg, &f.config(common.seed), &run)?;

@@ -11,6 +11,7 @@ pub mod llama;
 pub mod names;
 pub mod output;
 pub mod presets;
+mod recompute;
 pub mod tokenizer;
 
 pub use config::{LlamaConfig, ModelType};

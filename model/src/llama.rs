@@ -48,9 +48,11 @@ impl ModelInput {
 
 pub struct Llama {
     pub config: LlamaConfig,
-    names: Vec<String>,
-    params: Vec<Tensor>,
-    index: HashMap<String, usize>,
+    pub(crate) names: Vec<String>,
+    pub(crate) params: Vec<Tensor>,
+    pub(crate) index: HashMap<String, usize>,
+    /// Activation recompute (recompute.rs): a run setting, not part of the checkpoint.
+    pub(crate) recompute: bool,
 }
 
 impl Llama {
@@ -75,7 +77,7 @@ impl Llama {
             return Err(ModelError::tensor(origin, extra, "not a parameter of this architecture"));
         }
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
-        Ok(Llama { config, names, params, index })
+        Ok(Llama { config, names, params, index, recompute: false })
     }
 
     /// Random initialization as transformers does it: N(0, initializer_range) for matrices and
@@ -134,6 +136,11 @@ impl Llama {
         let named: Vec<(String, Tensor)> =
             self.named_params().map(|(n, t)| (n.to_string(), t.clone())).collect();
         save_model_into(dir, shown, &self.config, &named, opts, copy_from)
+    }
+
+    /// Turns activation recompute on or off for forwards with a tape (recompute.rs).
+    pub fn set_recompute(&mut self, on: bool) {
+        self.recompute = on;
     }
 
     pub fn param(&self, name: &str) -> Option<&Tensor> {
@@ -237,7 +244,11 @@ impl Llama {
         let mut x = ops::embedding(&input.ids, &self.w(tape, names::EMBED)?)?;
         each(&x);
         for l in 0..self.config.num_hidden_layers {
-            x = self.block(tape, l, &x, &positions, |_, q, k, v| Ok(ops::attention(q, k, v, &mask)?))?;
+            x = if self.recompute && tape.is_some() {
+                self.checkpointed_block(tape, l, &x, &positions, &mask)?
+            } else {
+                self.block(tape, l, &x, &positions, |_, q, k, v| Ok(ops::attention(q, k, v, &mask)?))?
+            };
             each(&x);
         }
         Ok(x)

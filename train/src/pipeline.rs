@@ -71,9 +71,10 @@ fn check_memory(
     rows: usize,
     seq_len: usize,
     device: Device,
+    plan: memory::Plan,
 ) -> Result<()> {
     let avail = memory::available(device, |_| None);
-    memory::check_fits(cfg, rows, seq_len, device, avail)
+    memory::check_fits(cfg, rows, seq_len, device, plan, avail)
         .map(|_| ())
         .map_err(|e| TrainError::file(&input.model, e))
 }
@@ -91,7 +92,7 @@ fn identity(stage: &str, extra: impl IntoIterator<Item = (&'static str, Value)>)
 /// Continued pretraining on packed text (JSONL with "text", or plain text).
 pub fn pretrain(input: &StageInput, cfg: &TrainConfig, run: &RunOptions) -> Result<RunReport> {
     let mc = Llama::load_config(&input.model)?;
-    check_memory(input, &mc, cfg.batch, cfg.seq_len, run.device)?;
+    check_memory(input, &mc, cfg.batch, cfg.seq_len, run.device, run.plan())?;
     let tok = Tokenizer::from_model_dir_if_present(&input.model)?;
     let load = |p: &Path| load_pretrain(p, tok.as_ref(), &mc, cfg.seq_len, input.skip_bad_lines);
     let (rows, stats) = load(&input.data)?;
@@ -110,7 +111,7 @@ pub fn sft(
     run: &RunOptions,
 ) -> Result<RunReport> {
     let mc = Llama::load_config(&input.model)?;
-    check_memory(input, &mc, cfg.batch, cfg.seq_len, run.device)?;
+    check_memory(input, &mc, cfg.batch, cfg.seq_len, run.device, run.plan())?;
     let tok = Tokenizer::from_model_dir(&input.model)?;
     let load =
         |p: &Path| load_sft(p, format, &tok, &input.model, &mc, cfg.seq_len, packing, input.skip_bad_lines);
@@ -133,7 +134,7 @@ pub fn dpo(
 ) -> Result<RunReport> {
     dpo.validate()?;
     let mc = Llama::load_config(&input.model)?;
-    check_memory(input, &mc, cfg.batch.saturating_mul(2), cfg.seq_len, run.device)?;
+    check_memory(input, &mc, cfg.batch.saturating_mul(2), cfg.seq_len, run.device, run.plan())?;
     let tok = Tokenizer::from_model_dir(&input.model)?;
     let load = |p: &Path| load_pairs(p, &tok, &input.model, &mc, cfg.seq_len, input.skip_bad_lines);
     let (pairs, stats) = load(&input.data)?;

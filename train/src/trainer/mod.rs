@@ -53,6 +53,15 @@ pub struct RunOptions {
     pub device: Device,
     /// The progress bar's label (the stage, or what is trained); empty: "train".
     pub label: String,
+    /// Activation recompute (--recompute): same gradients, less memory, a second forward.
+    pub recompute: bool,
+}
+
+impl RunOptions {
+    /// What the run's memory depends on beyond the model and batch (memory.rs).
+    pub fn plan(&self) -> memory::Plan {
+        memory::Plan { recompute: self.recompute, ..Default::default() }
+    }
 }
 
 #[derive(Debug)]
@@ -182,6 +191,9 @@ pub fn train(
     let mut place = RunPlace::prepare(run)?;
     let work = place.work.clone();
     let (mut model, mut opt, mut state, resumed_from) = start(model, cfg, run, &work, &identity)?;
+    model.set_recompute(run.recompute);
+    // metrics.jsonl's peak_alloc_bytes: this run's high-water, from what it holds now.
+    solar_engine::alloc_stats::on(run.device).reset_peak();
     let mut log = MetricsLog::open(&work, state.step)?;
     if let Some(s) = resumed_from {
         eprintln!("resuming from step {s} ({})", work.join("checkpoints").display());
@@ -246,6 +258,9 @@ pub fn train(
                              "skipped": bad});
         if let (Value::Object(r), Value::Object(e)) = (&mut rec, extra) {
             r.extend(e);
+        }
+        if let (Value::Object(r), Value::Object(m)) = (&mut rec, metrics::memory_fields(run.device)) {
+            r.extend(m);
         }
         log.record(&rec)?;
         let done = (state.step - first_step) as f64;
