@@ -13,6 +13,8 @@
 //! once, while the engine frees what it can as soon as it can: the unrotated q and k, the
 //! projections' outputs once added, each saved tensor as the backward passes it, and the
 //! moments exist only from the first update on.
+//! Last, the counters themselves: a host tensor and a device buffer are counted exactly while
+//! they live (the device side on the emulator without a GPU).
 
 use serde_json::{Map, Value};
 use solar_engine::{Device, Rng};
@@ -71,4 +73,26 @@ fn prediction_bounds_the_measured_peak() {
         peaks.push(measured);
     }
     assert!(peaks[1] < peaks[0], "recompute must lower the peak: {peaks:?}");
+    counters_follow_allocations();
+}
+
+/// The counters themselves: a tensor's bytes are counted while it lives, on its device.
+fn counters_follow_allocations() {
+    use solar_engine::{alloc_stats, DType, Tensor};
+    let before = alloc_stats::CPU.current();
+    let t = Tensor::zeros([1000, 3], DType::F32);
+    let view = t.reshape([3000]).unwrap(); // shares the storage: not counted twice
+    assert_eq!(alloc_stats::CPU.current(), before + 12_000);
+    assert!(alloc_stats::CPU.peak() >= before + 12_000);
+    drop((t, view));
+    assert_eq!(alloc_stats::CPU.current(), before);
+    let Some(_gpu) = solar_engine::cuda::test_gpu() else { return };
+    let before = alloc_stats::CUDA.current();
+    let g = Tensor::zeros([1000, 3], DType::F32).to_device(Device::Cuda(0)).unwrap();
+    assert_eq!(alloc_stats::CUDA.current(), before + 12_000, "a device buffer of 3000 f32");
+    alloc_stats::CUDA.reset_peak();
+    let bf = g.to_dtype(DType::BF16).unwrap();
+    assert_eq!(alloc_stats::CUDA.peak(), before + 18_000, "plus 3000 bf16");
+    drop((g, bf));
+    assert_eq!(alloc_stats::CUDA.current(), before);
 }
