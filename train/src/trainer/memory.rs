@@ -208,8 +208,9 @@ pub fn check_fits(
         let room = (avail - fixed) as f64 / needed.activations.max(1) as f64;
         format!(
             "activations must shrink about {:.0}x: lower --batch (keep the step the same size with \
-             --grad-accum) or --seq-len",
-            (1.0 / room).ceil().max(2.0)
+             --grad-accum) or --seq-len{}",
+            (1.0 / room).ceil().max(2.0),
+            if plan.recompute { "" } else { ", or add --recompute" }
         )
     };
     Err(format!(
