@@ -146,7 +146,7 @@ pub fn backward(
             Scale::Rows(r) => Some(gpu.upload(&r[r0..r1])?),
         };
         let row_scale = match (&scale, &uploaded) {
-            (Scale::Sum(g), _) => RowScale::Device { g: *g, g_div: 0, alpha: 1.0 },
+            (Scale::Sum(g), _) => RowScale::Device { g, g_div: 0, alpha: 1.0 },
             (Scale::Rows(_), Some(g)) => RowScale::Device { g, g_div: 1, alpha: 1.0 },
             (Scale::Rows(_), None) => unreachable!("uploaded above"),
         };
