@@ -11,10 +11,11 @@ use solar_model::checkpoint::{Checkpoint, SafeDType};
 use solar_model::lora::peft_io::ADAPTER_CONFIG;
 use solar_model::lora::{parse_targets, LoraSpec, DEFAULT_TARGETS};
 use solar_model::names::EMBED;
-use solar_model::Llama;
+use solar_model::{Llama, LlamaConfig};
 use solar_train::dpo::DpoConfig;
 use solar_train::pipeline::{self, StageInput};
 use solar_train::trainer::config::TrainConfig;
+use solar_train::trainer::memory::{self, Plan};
 use solar_train::trainer::{RunOptions, RunReport};
 use std::path::{Path, PathBuf};
 
@@ -117,6 +118,14 @@ pub struct TrainFlags {
     /// Rank-stabilized LoRA: scale by alpha / sqrt(r).
     #[arg(long)]
     pub rslora: bool,
+    /// Activation recompute: each decoder layer keeps only its input and reruns the rest
+    /// during backward (the same gradients, bitwise; less memory; one more forward).
+    #[arg(long)]
+    pub recompute: bool,
+    /// Print the predicted peak memory of a training step and exit, without reading the data,
+    /// training or creating OUT.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl TrainFlags {
@@ -170,6 +179,10 @@ impl TrainFlags {
             rslora: self.rslora,
         };
         spec.validate()?;
+        if self.recompute && spec.dropout > 0.0 {
+            // A recomputed layer runs twice and would draw other dropout masks the second time.
+            return Err("--recompute cannot be combined with --lora-dropout above 0".into());
+        }
         Ok(Some(spec))
     }
 
@@ -185,7 +198,30 @@ impl TrainFlags {
             device,
             label: label.to_string(),
             lora: self.lora_spec().map_err(CliError)?,
+            recompute: self.recompute,
         })
+    }
+
+    /// What the run's memory depends on beyond model and batch: recompute, and with LoRA only
+    /// the adapters train.
+    fn plan(&self, cfg: &LlamaConfig) -> Result<Plan, CliError> {
+        Ok(Plan::of_run(self.recompute, self.lora_spec().map_err(CliError)?.as_ref(), cfg))
+    }
+
+    /// `--dry-run`: prints the predicted peak of a step of `rows` rows (DPO: two per pair) and
+    /// touches nothing. stdout: one line, `predicted_peak_bytes N`, after the breakdown on stderr.
+    fn dry_run(&self, stage: &str, rows: usize, device: Device) -> Result<(), CliError> {
+        let cfg = Llama::load_config(&self.model)?;
+        let m = memory::estimate_plan(&cfg, rows, self.seq_len, device, self.plan(&cfg)?)
+            .map_err(|e| CliError(format!("{}: cannot size a training step: {e}", self.model.display())))?;
+        eprintln!(
+            "{stage} --dry-run: a step of {rows} rows x {} tokens on {device}{} needs about {}",
+            self.seq_len,
+            if self.recompute { " with --recompute" } else { "" },
+            m.describe()
+        );
+        println!("predicted_peak_bytes {}", m.total());
+        Ok(())
     }
 }
 
@@ -223,6 +259,9 @@ pub struct PretrainArgs {
 
 pub fn pretrain(args: &PretrainArgs, common: &Common) -> Result<(), CliError> {
     let f = &args.train;
+    if f.dry_run {
+        return f.dry_run("pretrain", f.batch, common.run_on);
+    }
     let report =
         pipeline::pretrain(&input(f), &f.config(common.seed), &f.run_options(common.run_on, "pretrain")?)?;
     done("pretrain", &report, &f.out);
@@ -247,6 +286,9 @@ pub struct SftArgs {
 pub fn sft(args: &SftArgs, common: &Common) -> Result<(), CliError> {
     let f = &args.train;
     let format = args.format.parse().map_err(CliError)?;
+    if f.dry_run {
+        return f.dry_run("sft", f.batch, common.run_on);
+    }
     let run = f.run_options(common.run_on, "sft")?;
     let report = pipeline::sft(&input(f), format, args.packing, &f.config(common.seed), &run)?;
     done("sft", &report, &f.out);
@@ -321,6 +363,9 @@ pub fn dpo(args: &DpoArgs, common: &Common) -> Result<(), CliError> {
     let dcfg = dpo_config(args.beta, &args.loss, args.label_smoothing)?;
     if let Some(reference) = &args.reference {
         check_reference(&f.model, reference)?;
+    }
+    if f.dry_run {
+        return f.dry_run("dpo", f.batch.saturating_mul(2), common.run_on);
     }
     let run = f.run_options(common.run_on, "dpo")?;
     let input = StageInput { ref_adapter: args.ref_adapter.clone(), ..input(f) };

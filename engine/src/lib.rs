@@ -4,6 +4,7 @@
 //! bitwise deterministic at any thread count. The CUDA backend (`cuda`) keeps tensors in device
 //! memory and runs each op with Solar's own kernels (kernels/cu) on the same tape.
 
+pub mod alloc_stats;
 pub mod cuda;
 pub mod device;
 pub mod dtype;
@@ -13,6 +14,7 @@ pub mod ops;
 pub mod optim;
 pub mod oracle;
 pub mod par;
+pub mod recompute;
 pub mod rng;
 pub mod shape;
 pub mod storage;

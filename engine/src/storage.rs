@@ -21,6 +21,45 @@ impl Storage {
     }
 }
 
+/// A tensor's storage while a tensor holds it: host bytes are counted in alloc_stats from
+/// here until the last holder drops it (device buffers count themselves).
+pub(crate) struct Held(Storage);
+
+impl Held {
+    pub(crate) fn new(s: Storage) -> Held {
+        crate::alloc_stats::CPU.alloc(host_bytes(&s));
+        Held(s)
+    }
+}
+
+fn host_bytes(s: &Storage) -> u64 {
+    match s {
+        Storage::Cpu(c) => (c.len() * c.dtype().size_in_bytes()) as u64,
+        Storage::Cuda(_) => 0,
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = Storage;
+    fn deref(&self) -> &Storage {
+        &self.0
+    }
+}
+
+/// In-place updates keep the length (tensor.rs writes data, never resizes it), so the count
+/// taken at `new` is the one `drop` returns.
+impl std::ops::DerefMut for Held {
+    fn deref_mut(&mut self) -> &mut Storage {
+        &mut self.0
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        crate::alloc_stats::CPU.free(host_bytes(&self.0));
+    }
+}
+
 impl From<CpuStorage> for Storage {
     fn from(c: CpuStorage) -> Storage {
         Storage::Cpu(c)

@@ -11,6 +11,7 @@ use crate::ops::{
     attention, binary, cross_entropy, embedding, layout, linear_cross_entropy, logprob, matmul, reduce,
     rmsnorm, rope, softmax, swiglu, transfer, unary,
 };
+use crate::recompute;
 use crate::storage::Storage;
 use crate::tensor::{Tensor, TensorId};
 use crate::Shape;
@@ -34,6 +35,8 @@ pub(crate) enum Op {
     LinearCrossEntropy(linear_cross_entropy::Saved),
     LogProb(logprob::Saved),
     Transfer(transfer::Saved),
+    /// A recomputed region (recompute.rs): its input, parameters and forward.
+    Checkpoint(recompute::Saved),
 }
 
 /// Gradients of the inputs, in input order; `None` where an input needs none.
@@ -56,6 +59,7 @@ fn backward_of(op: &Op, g: &Tensor, needs: &[bool]) -> Result<InputGrads> {
         Op::LinearCrossEntropy(s) => linear_cross_entropy::backward(s, g, needs),
         Op::LogProb(s) => logprob::backward(s, g),
         Op::Transfer(s) => transfer::backward(s, g),
+        Op::Checkpoint(s) => recompute::backward(s, g, needs),
     }
 }
 
@@ -113,9 +117,23 @@ impl Tape {
         if loss.elem_count() != 1 {
             return Err(Error::Backward(format!("the loss must be a scalar, got shape {}", loss.shape())));
         }
-        match loss.tape() {
+        let seed = Tensor::ones(loss.shape().clone(), loss.dtype()).to_device(loss.device())?;
+        self.backward_seeded(loss, &seed, grads)
+    }
+
+    /// Walks the tape back from `output` (any shape) whose gradient is `seed`, adding into
+    /// `grads`; a recomputed region's backward walks its sub-tape this way.
+    pub(crate) fn backward_seeded(&self, output: &Tensor, seed: &Tensor, grads: &mut Grads) -> Result<()> {
+        match output.tape() {
             Some(t) if t.same(self) => {}
             _ => return Err(Error::Backward("the loss was not computed on this tape".into())),
+        }
+        if seed.dims() != output.dims() {
+            return Err(Error::Backward(format!(
+                "a gradient of shape {} for an output of shape {}",
+                seed.shape(),
+                output.shape()
+            )));
         }
         let (nodes, leaves) = {
             let mut inner = self.0.lock().unwrap();
@@ -125,9 +143,8 @@ impl Tape {
             inner.consumed = true;
             (std::mem::take(&mut inner.nodes), inner.leaves.clone())
         };
-        let seed = Tensor::ones(loss.shape().clone(), loss.dtype()).to_device(loss.device())?;
         let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
-        pending.insert(loss.id(), seed);
+        pending.insert(output.id(), seed.detach());
         for node in nodes.into_iter().rev() {
             let Some(g) = pending.remove(&node.output) else { continue };
             let needs: Vec<bool> = node.inputs.iter().map(|&(_, n)| n).collect();
@@ -225,6 +242,28 @@ pub(crate) fn record(
             Ok(y)
         }
     }
+}
+
+/// Records `y`, computed off the tape, as the output of a node of `tape` with `inputs` (a
+/// recomputed region): the same data under a fresh id, on the tape.
+pub(crate) fn record_region(
+    op: &'static str,
+    tape: &Tape,
+    inputs: &[&Tensor],
+    y: &Tensor,
+    saved: impl FnOnce() -> Op,
+) -> Result<Tensor> {
+    if inputs.iter().any(|x| x.tape().is_some_and(|t| !t.same(tape))) {
+        return Err(Error::TwoTapes { op });
+    }
+    let out = y.view_as(y.shape().clone(), Some(tape.clone()));
+    let node = Node {
+        output: out.id(),
+        inputs: inputs.iter().map(|x| (x.id(), x.needs_grad())).collect(),
+        op: saved(),
+    };
+    tape.0.lock().unwrap().nodes.push(node);
+    Ok(out)
 }
 
 /// Records a view (same storage, new shape) as an op, for reshape.

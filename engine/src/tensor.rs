@@ -5,7 +5,7 @@
 use crate::cuda::{CudaData, CudaStorage, Gpu};
 use crate::dtype::{DType, Element, Float};
 use crate::error::{Error, Result};
-use crate::storage::{CpuStorage, Storage};
+use crate::storage::{CpuStorage, Held, Storage};
 use crate::tape::Tape;
 use crate::{Device, Rng, Shape};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +28,7 @@ pub struct Tensor(Arc<Inner>);
 struct Inner {
     id: TensorId,
     shape: Shape,
-    storage: Arc<Storage>,
+    storage: Arc<Held>,
     tape: Option<Tape>,
 }
 
@@ -43,7 +43,7 @@ impl Tensor {
 
     pub(crate) fn from_parts(storage: Storage, shape: Shape, tape: Option<Tape>) -> Tensor {
         debug_assert_eq!(storage.len(), shape.elem_count());
-        Tensor(Arc::new(Inner { id: TensorId::fresh(), shape, storage: Arc::new(storage), tape }))
+        Tensor(Arc::new(Inner { id: TensorId::fresh(), shape, storage: Arc::new(Held::new(storage)), tape }))
     }
 
     pub(crate) fn from_cpu(storage: CpuStorage, shape: Shape) -> Tensor {
@@ -272,7 +272,7 @@ impl Tensor {
             return Err(Error::bad_shape("set_storage", self.shape(), "element count differs"));
         }
         let inner = Arc::make_mut(&mut self.0);
-        inner.storage = Arc::new(storage);
+        inner.storage = Arc::new(Held::new(storage));
         Ok(())
     }
 
@@ -292,7 +292,7 @@ impl Tensor {
     fn storage_mut(&mut self) -> Result<&mut Storage> {
         let inner = Arc::make_mut(&mut self.0);
         if Arc::get_mut(&mut inner.storage).is_none() {
-            inner.storage = Arc::new(inner.storage.try_clone()?);
+            inner.storage = Arc::new(Held::new(inner.storage.try_clone()?));
         }
         Ok(Arc::get_mut(&mut inner.storage).expect("a fresh Arc is unique"))
     }

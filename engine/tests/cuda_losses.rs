@@ -251,3 +251,38 @@ fn cuda_linear_cross_entropy_matches_cpu() {
         assert_close(&format!("linear ce dW (chunk {chunk})"), &dw, &want_dw, 2e-2, 5e-2);
     }
 }
+
+#[test]
+fn cuda_linear_sequence_logprobs_match_cpu() {
+    let Some(_gpu) = solar_engine::cuda::test_gpu() else { return };
+    // Sequences of 9 rows; 16-row chunks start inside a sequence, so each row's scale must
+    // come from its own sequence's gradient.
+    let (b, t, c, v) = (4, 9, 72, 1001);
+    let h = randn_bf16_exact(&[b, t, c], 0.5, 70);
+    let w = randn_bf16_exact(&[v, c], 0.5, 71);
+    let labels = targets(b * t, v, 72).reshape(Shape::new(&[b, t])).unwrap();
+    let dlogp = Tensor::from_vec(vec![0.5f32, -1.25, 2.0, 0.75], Shape::new(&[b])).unwrap();
+    let run = |h: &Tensor, w: &Tensor, wd: &Tensor, rows: usize| {
+        let tape = Tape::new();
+        let (hw, ww) = (tape.watch(h), tape.watch(w));
+        let lp = ops::linear_sequence_logprobs_tiled(&hw, &ww, &labels, rows, v).unwrap();
+        let loss = ops::sum(&ops::mul(&lp.logps, wd).unwrap()).unwrap();
+        let g = tape.backward(&loss).unwrap();
+        (lp.logps.detach(), lp.counts, g.get(&hw).unwrap().clone(), g.get(&ww).unwrap().clone())
+    };
+    let (want, want_counts, want_dh, want_dw) = run(&h, &w, &dlogp, 16);
+    for rows in [b * t, 16] {
+        let (got, counts, dh, dw) = run(&gpu_bf16(&h), &gpu_bf16(&w), &gpu_f32(&dlogp), rows);
+        assert_eq!(counts, want_counts);
+        assert_eq!((got.dtype(), dh.dtype(), dw.dtype()), (DType::F32, DType::BF16, DType::BF16));
+        // bf16 logits tiles on the GPU, as in the fused cross-entropy's test.
+        assert_close(&format!("linear logps (rows {rows})"), &got, &want, 5e-2, 2e-3);
+        assert_close(&format!("linear logps dh (rows {rows})"), &dh, &want_dh, 2e-2, 5e-2);
+        assert_close(&format!("linear logps dW (rows {rows})"), &dw, &want_dw, 2e-2, 5e-2);
+    }
+    // Two runs agree bitwise.
+    let (a, _, da, _) = run(&gpu_bf16(&h), &gpu_bf16(&w), &gpu_f32(&dlogp), 16);
+    let (b2, _, db, _) = run(&gpu_bf16(&h), &gpu_bf16(&w), &gpu_f32(&dlogp), 16);
+    assert_eq!(a.to_vec_f64().unwrap(), b2.to_vec_f64().unwrap());
+    assert_eq!(da.to_vec_f64().unwrap(), db.to_vec_f64().unwrap());
+}

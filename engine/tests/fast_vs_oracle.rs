@@ -170,6 +170,39 @@ fn losses_fast_path_match_loop_oracle() {
 }
 
 #[test]
+fn linear_sequence_logprobs_fast_path_matches_loop_oracle() {
+    // The oracle builds the logits [B*T, V] with its matmul loop, takes per-sequence log-probs
+    // with its log-softmax loop, and maps d logits back to dh = dx W, dW = dx^T h.
+    let (b, tt, c, vocab) = (2, 65, 64, 1000);
+    let n = b * tt;
+    let t: Vec<i32> = (0..n as i32).map(|i| if i % 9 < 2 { -100 } else { (i * 53) % vocab as i32 }).collect();
+    let labels = Tensor::from_vec(t.clone(), [b, tt]).unwrap();
+    let opt: Vec<Option<usize>> = t.iter().map(|&x| (x >= 0).then_some(x as usize)).collect();
+    let h = randn_f32(&[b, tt, c], 15);
+    let w = randn_f32(&[vocab, c], 16);
+    let logits = oracle::matmul(&v(&h), &v(&w), 1, n, vocab, c, false, true, false);
+    let want = oracle::sequence_logprobs(&logits, &opt, b, tt, vocab);
+    // Default tiles, and 48-row chunks (straddling the sequences) by 300-wide vocabulary blocks.
+    for tile in [None, Some((48, 300))] {
+        let (out, g, r) = run(&[h.clone(), w.clone()], |x| {
+            Ok(match tile {
+                None => ops::linear_sequence_logprobs(&x[0], &x[1], &labels)?.logps,
+                Some((rows, block)) => {
+                    ops::linear_sequence_logprobs_tiled(&x[0], &x[1], &labels, rows, block)?.logps
+                }
+            })
+        });
+        let name = format!("linear_sequence_logprobs tile {tile:?}");
+        assert_close(&name, &out, &want, 1e-3, 1e-5);
+        let dx = oracle::sequence_logprobs_grad(&logits, &opt, tt, vocab, &r);
+        let dh = oracle::matmul(&dx, &v(&w), 1, n, c, vocab, false, false, false);
+        let dw = oracle::matmul(&dx, &v(&h), 1, vocab, c, n, true, false, false);
+        assert_close(&format!("{name} dh"), &g[0], &dh, ATOL, RTOL);
+        assert_close(&format!("{name} dW"), &g[1], &dw, ATOL, RTOL);
+    }
+}
+
+#[test]
 fn adamw_matches_the_algorithm_written_out() {
     let cfg = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
     let mut opt = AdamW::new(cfg);
@@ -222,11 +255,20 @@ fn all_ops_outputs() -> Vec<Tensor> {
     let lp =
         ops::sequence_logprobs(&logits.reshape([2, 150, 384]).unwrap(), &targets.reshape([2, 150]).unwrap())
             .unwrap();
+    let llp = ops::linear_sequence_logprobs_tiled(
+        &sw.reshape([2, 150, 128]).unwrap(),
+        &head,
+        &targets.reshape([2, 150]).unwrap(),
+        64,
+        100,
+    )
+    .unwrap();
     let loss = ops::add(
         &ops::add(&ce.loss_sum, &ops::mean(&ops::mul(&att, &att).unwrap()).unwrap()).unwrap(),
         &ops::add(&ops::sum(&lp.logps).unwrap(), &ops::mean(&mm).unwrap()).unwrap(),
     )
     .unwrap();
+    let loss = ops::add(&loss, &ops::sum(&llp.logps).unwrap()).unwrap();
     let grads = tape.backward(&loss).unwrap();
     let mut out = vec![mm.detach(), logits.detach(), att.detach(), loss.detach()];
     for p in [&a, &bm, &x, &nw, &q, &k, &vv, &table, &head] {

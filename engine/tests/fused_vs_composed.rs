@@ -123,6 +123,34 @@ fn sequence_logprobs_equal_log_softmax_gather_and_row_sums() {
 }
 
 #[test]
+fn linear_sequence_logprobs_equal_logits_log_softmax_gather_and_masked_sums() {
+    // Sequences of 5 rows; tiles of 1, 3 (straddling sequences), 5 and 64 rows, and vocabulary
+    // blocks of 2, 4 and all 9, so rows meet several blocks and chunks cut sequences apart.
+    let (b, t, c, v) = (3, 5, 6, 9);
+    let l: Vec<i32> = vec![-100, 2, 4, 1, 8, -100, -100, 0, 3, -100, 7, 7, -100, 5, 6];
+    let labels = ids_i32(&l, &[b, t]);
+    let safe = ids_i32(&l.iter().map(|&x| x.max(0)).collect::<Vec<_>>(), &[b, t]);
+    let keep =
+        Tensor::from_vec(l.iter().map(|&x| if x < 0 { 0.0 } else { 1.0 }).collect::<Vec<f64>>(), [b, t])
+            .unwrap();
+    for (rows, block) in [(1, 2), (3, 4), (5, 9), (64, 4)] {
+        assert_same(
+            &format!("linear_sequence_logprobs tile {rows}x{block}"),
+            &[randn(&[b, t, c], 40), randn(&[v, c], 41)],
+            &|x| Ok(ops::linear_sequence_logprobs_tiled(&x[0], &x[1], &labels, rows, block)?.logps),
+            &|x| {
+                let logits = ops::matmul_t(&x[0], &x[1], false, true)?; // [B, T, V]
+                ops::sum_last(&ops::mul(&ops::gather_last(&ops::log_softmax(&logits)?, &safe)?, &keep)?)?
+                    .reshape([b])
+            },
+        );
+    }
+    let lp = ops::linear_sequence_logprobs(&randn(&[b * t, c], 42), &randn(&[v, c], 43), &labels).unwrap();
+    assert_eq!(lp.counts, vec![4, 2, 4]);
+    assert_eq!(lp.logps.dims(), &[b]);
+}
+
+#[test]
 fn rmsnorm_equals_composed() {
     let eps = 1e-5;
     assert_same(

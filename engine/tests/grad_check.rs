@@ -111,6 +111,16 @@ fn grad_linear_cross_entropy_across_chunks() {
 }
 
 #[test]
+fn grad_linear_sequence_logprobs_across_tiles() {
+    let (h, w) = (randn(&[2, 4, 5], 26), randn(&[7, 5], 27));
+    let labels = ids_i32(&[-100, 3, 6, 1, -100, -100, 0, 2], &[2, 4]);
+    // Row chunks of 3 (the second starts inside the first sequence) by vocabulary blocks of 3.
+    check_grads("linear_sequence_logprobs", &[h, w], |x| {
+        Ok(ops::linear_sequence_logprobs_tiled(&x[0], &x[1], &labels, 3, 3)?.logps)
+    });
+}
+
+#[test]
 fn grad_logprob_per_sequence_masked() {
     let logits = randn(&[2, 5, 7], 19);
     let labels = ids_i32(&[-100, -100, 3, 6, 1, -100, 2, 2, 0, -100], &[2, 5]);

@@ -187,3 +187,47 @@ fn grad_norm_clipping_matches_the_direct_computation() {
     clip_grad_norm(&mut grads, &ids, 10.0).unwrap();
     assert_eq!(grads.get(&b).unwrap().to_vec_f64().unwrap(), before);
 }
+
+/// A two-op region: rmsnorm(x, w) then a matmul with m, each weight watched on `tape`.
+fn region(tape: Option<&Tape>, x: &Tensor, w: &Tensor, m: &Tensor) -> solar_engine::Result<Tensor> {
+    let watch = |t: &Tensor| tape.map_or_else(|| t.clone(), |tp| tp.watch(t));
+    let h = ops::rmsnorm(x, &watch(w), 1e-5)?;
+    ops::matmul(&ops::mul(&h, x)?, &watch(m))
+}
+
+#[test]
+fn a_checkpointed_region_gives_bitwise_the_gradients_of_the_plain_one() {
+    use solar_engine::recompute::{checkpoint, Region};
+    use std::sync::Arc;
+    let (x0, w, m) = (randn(&[5, 6], 30), randn(&[6], 31), randn(&[6, 3], 32));
+    let r = randn(&[5, 3], 33);
+    // loss = sum(region(x0 * 2) * r): the region's input is itself computed on the tape.
+    let run = |recompute: bool| {
+        let tape = Tape::new();
+        let x = ops::scale(&tape.watch(&x0), 2.0).unwrap();
+        let y = if recompute {
+            let (w2, m2) = (w.clone(), m.clone());
+            let f: Region = Arc::new(move |t: Option<&Tape>, x: &Tensor| region(t, x, &w2, &m2));
+            let y = checkpoint(Some(&tape), &x, &[w.clone(), m.clone()], f).unwrap();
+            assert_eq!(tape.len(), 2, "the region is one node after the scale");
+            y
+        } else {
+            region(Some(&tape), &x, &w, &m).unwrap()
+        };
+        let loss = ops::sum(&ops::mul(&y, &r).unwrap()).unwrap();
+        let g = tape.backward(&loss).unwrap();
+        [&x0, &w, &m].map(|t| g.get(t).unwrap().to_vec_f64().unwrap())
+    };
+    let (plain, re) = (run(false), run(true));
+    for (i, (a, b)) in plain.iter().zip(&re).enumerate() {
+        assert!(a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits()), "gradient {i} differs");
+    }
+    // A region that watches a tensor it was not given would lose that gradient: an error.
+    let tape = Tape::new();
+    let x = tape.watch(&x0);
+    let (w2, m2) = (w.clone(), m.clone());
+    let f: Region = Arc::new(move |t: Option<&Tape>, x: &Tensor| region(t, x, &w2, &m2));
+    let y = checkpoint(Some(&tape), &x, &[w.clone()], f).unwrap();
+    let e = tape.backward(&ops::sum(&y).unwrap()).unwrap_err().to_string();
+    assert!(e.contains("not given"), "{e}");
+}

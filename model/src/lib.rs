@@ -12,6 +12,7 @@ pub mod lora;
 pub mod names;
 pub mod output;
 pub mod presets;
+mod recompute;
 pub mod tokenizer;
 
 pub use config::{LlamaConfig, ModelType};

@@ -51,9 +51,11 @@ pub struct Llama {
     pub config: LlamaConfig,
     pub(crate) names: Vec<String>,
     pub(crate) params: Vec<Tensor>,
-    index: HashMap<String, usize>,
+    pub(crate) index: HashMap<String, usize>,
     /// LoRA adapters; with them the parameters above are frozen (lora/model.rs).
     pub(crate) lora: Option<Lora>,
+    /// Activation recompute (recompute.rs): a run setting, not part of the checkpoint.
+    pub(crate) recompute: bool,
 }
 
 impl Llama {
@@ -78,7 +80,7 @@ impl Llama {
             return Err(ModelError::tensor(origin, extra, "not a parameter of this architecture"));
         }
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
-        Ok(Llama { config, names, params, index, lora: None })
+        Ok(Llama { config, names, params, index, lora: None, recompute: false })
     }
 
     /// Random initialization as transformers does it: N(0, initializer_range) for matrices and
@@ -137,6 +139,11 @@ impl Llama {
         let named: Vec<(String, Tensor)> =
             self.named_params().map(|(n, t)| (n.to_string(), t.clone())).collect();
         save_model_into(dir, shown, &self.config, &named, opts, copy_from)
+    }
+
+    /// Turns activation recompute on or off for forwards with a tape (recompute.rs).
+    pub fn set_recompute(&mut self, on: bool) {
+        self.recompute = on;
     }
 
     pub fn param(&self, name: &str) -> Option<&Tensor> {
@@ -248,7 +255,11 @@ impl Llama {
         let mut x = ops::embedding(&input.ids, &self.w(tape, names::EMBED)?)?;
         each(&x);
         for l in 0..self.config.num_hidden_layers {
-            x = self.block(tape, l, &x, &positions, |_, q, k, v| Ok(ops::attention(q, k, v, &mask)?))?;
+            x = if self.recompute && tape.is_some() {
+                self.checkpointed_block(tape, l, &x, &positions, &mask)?
+            } else {
+                self.block(tape, l, &x, &positions, |_, q, k, v| Ok(ops::attention(q, k, v, &mask)?))?
+            };
             each(&x);
         }
         Ok(x)
@@ -301,17 +312,17 @@ impl Llama {
     }
 
     /// Per-sequence summed log-probs of `targets` [B, T] (i32, -100 not counted), computed on
-    /// the model's device from its own logits and returned on the CPU (DPO's small loss head
-    /// runs there; the move is on the tape, so gradients flow back).
+    /// the model's device through the fused lm_head + log-prob op (the logits [B, T, V] never
+    /// exist, only one tile of them) and returned on the CPU (DPO's small loss head runs
+    /// there; the move is on the tape, so gradients flow back).
     pub fn sequence_logprobs(
         &self,
         tape: Option<&Tape>,
         input: &ModelInput,
         targets: &Tensor,
     ) -> Result<ops::SequenceLogProbs> {
-        let hidden = self.hidden(tape, input)?;
-        let logits = ops::matmul_t(&hidden, &self.head(tape)?, false, true)?; // [B, T, V]
-        let lp = ops::sequence_logprobs(&logits, targets)?;
+        let hidden = self.hidden(tape, input)?; // [B, T, C]
+        let lp = ops::linear_sequence_logprobs(&hidden, &self.head(tape)?, targets)?;
         Ok(ops::SequenceLogProbs { logps: lp.logps.to_device(Device::Cpu)?, counts: lp.counts })
     }
 

@@ -142,3 +142,61 @@ fn the_same_seed_gives_bitwise_the_same_weights_at_any_thread_count() {
     assert_eq!(outs[0], outs[1], "1 vs 2 threads");
     assert_eq!(outs[0], outs[2], "1 vs 3 threads");
 }
+
+/// The number `--dry-run` prints on stdout.
+fn predicted(a: &[&str]) -> u64 {
+    let r = solar_train(a);
+    ok(&r);
+    let line = r.stdout.trim();
+    line.strip_prefix("predicted_peak_bytes ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("--dry-run printed {line:?}"))
+}
+
+#[test]
+fn dry_run_predicts_the_peak_without_touching_out() {
+    let d = scratch("dry_run");
+    let (base, data) = setup(&d);
+    let out = d.join("out");
+    let mut a = args(&base, &data, &out, "4");
+    a.push("--dry-run");
+    let full = predicted(&a);
+    a.push("--recompute");
+    let re = predicted(&a);
+    assert!(re < full, "--recompute must predict less: {re} vs {full}");
+    // sft and dpo size the same step without reading their data; a DPO pair is two rows.
+    let missing = d.join("no-such-data.jsonl");
+    let stage = |cmd: &str, batch: &str| {
+        let mut a = vec![cmd, "--model", s(&base), "--data", s(&missing), "--out", s(&out)];
+        a.extend(["--batch", batch, "--seq-len", "32", "--dry-run"]);
+        predicted(&a)
+    };
+    assert_eq!(stage("dpo", "1"), stage("sft", "2"));
+    assert_eq!(stage("sft", "2"), full, "pretrain and sft steps of 2 x 32 tokens");
+    assert!(!out.exists(), "--dry-run created OUT");
+}
+
+#[test]
+fn recompute_trains_bitwise_the_same_weights_and_metrics_carry_memory() {
+    let d = scratch("recompute");
+    let (base, data) = setup(&d);
+    let (plain, re) = (d.join("plain"), d.join("re"));
+    ok(&solar_train(&args(&base, &data, &plain, "4")));
+    let mut a = args(&base, &data, &re, "4");
+    a.push("--recompute");
+    ok(&solar_train(&a));
+    assert_eq!(weights(&plain), weights(&re), "--recompute changed the trained weights");
+    let text = std::fs::read_to_string(re.join("metrics.jsonl")).unwrap();
+    let steps: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .collect();
+    assert_eq!(steps.len(), 4);
+    for v in &steps {
+        let alloc = v["peak_alloc_bytes"].as_u64().unwrap_or_else(|| panic!("no peak_alloc_bytes: {v}"));
+        let rss = v["peak_rss_bytes"].as_u64().unwrap_or_else(|| panic!("no peak_rss_bytes: {v}"));
+        // The tiny model's weights alone are ~100 KB; the process holds far more than its tensors.
+        assert!(alloc > 100_000 && rss > alloc, "peak_alloc_bytes {alloc}, peak_rss_bytes {rss}");
+    }
+}

@@ -74,9 +74,10 @@ fn check_memory(
     rows: usize,
     seq_len: usize,
     device: Device,
+    plan: memory::Plan,
 ) -> Result<()> {
     let avail = memory::available(device, |_| None);
-    memory::check_fits(cfg, rows, seq_len, device, avail)
+    memory::check_fits(cfg, rows, seq_len, device, plan, avail)
         .map(|_| ())
         .map_err(|e| TrainError::file(&input.model, e))
 }
@@ -100,7 +101,7 @@ fn identity(stage: &str, extra: impl IntoIterator<Item = (&'static str, Value)>)
 pub fn pretrain(input: &StageInput, cfg: &TrainConfig, run: &RunOptions) -> Result<RunReport> {
     let mc = Llama::load_config(&input.model)?;
     adapters::check_rank(run.lora.as_ref(), &mc, &input.model)?;
-    check_memory(input, &mc, cfg.batch, cfg.seq_len, run.device)?;
+    check_memory(input, &mc, cfg.batch, cfg.seq_len, run.device, run.plan(&mc))?;
     let tok = Tokenizer::from_model_dir_if_present(&input.model)?;
     let load = |p: &Path| load_pretrain(p, tok.as_ref(), &mc, cfg.seq_len, input.skip_bad_lines);
     let (rows, stats) = load(&input.data)?;
@@ -120,7 +121,7 @@ pub fn sft(
 ) -> Result<RunReport> {
     let mc = Llama::load_config(&input.model)?;
     adapters::check_rank(run.lora.as_ref(), &mc, &input.model)?;
-    check_memory(input, &mc, cfg.batch, cfg.seq_len, run.device)?;
+    check_memory(input, &mc, cfg.batch, cfg.seq_len, run.device, run.plan(&mc))?;
     let tok = Tokenizer::from_model_dir(&input.model)?;
     let load =
         |p: &Path| load_sft(p, format, &tok, &input.model, &mc, cfg.seq_len, packing, input.skip_bad_lines);
@@ -147,7 +148,7 @@ pub fn dpo(
     dpo.validate()?;
     let mc = Llama::load_config(&input.model)?;
     adapters::check_rank(run.lora.as_ref(), &mc, &input.model)?;
-    check_memory(input, &mc, cfg.batch.saturating_mul(2), cfg.seq_len, run.device)?;
+    check_memory(input, &mc, cfg.batch.saturating_mul(2), cfg.seq_len, run.device, run.plan(&mc))?;
     let tok = Tokenizer::from_model_dir(&input.model)?;
     let load = |p: &Path| load_pairs(p, &tok, &input.model, &mc, cfg.seq_len, input.skip_bad_lines);
     let (pairs, stats) = load(&input.data)?;

@@ -8,7 +8,8 @@
 //! logsumexp per row (f32); the backward recomputes each tile, turns it into
 //! d = g * (softmax - onehot) in place, then dh[rows] = d W and dW += d^T h[rows] (f32
 //! accumulation over row chunks in order, bf16 at the end). Chunks run in order, so results are
-//! bitwise reproducible.
+//! bitwise reproducible. The forward's per-row losses also serve per-sequence log-probs (the
+//! op sums them per sequence), whose backward scales each row by its own value (`Scale::Rows`).
 
 use super::cross_entropy::{chunk_finish, chunk_forward, cross_entropy_backward_in_place, RowScale};
 use super::elementwise::cast;
@@ -68,14 +69,15 @@ fn tile_logits(
     Ok(logits)
 }
 
-/// (the summed loss, f32 [1] on the device; lse [N] f32 for the backward).
-pub fn forward(
+/// (per-row losses loss [N], lse [N], both f32; ignored rows 0): the op sums them (the
+/// cross-entropy) or sums them per sequence with scale -1 (log-probs).
+pub fn forward_rows(
     gpu: &Arc<Gpu>,
     h: &DeviceBuffer<bf16>,
     w: &DeviceBuffer<bf16>,
     targets: &DeviceBuffer<i32>,
     p: LinearCe,
-) -> Result<(CudaStorage, DeviceBuffer<f32>)> {
+) -> Result<(DeviceBuffer<f32>, DeviceBuffer<f32>)> {
     let mut state = gpu.alloc::<f32>(3 * p.n)?; // [N, 3]: max, sum-exp, target logit
     for (r0, r1) in p.chunks() {
         let rows = r1 - r0;
@@ -84,13 +86,30 @@ pub fn forward(
         let mut st = state.slice_mut(3 * r0..3 * r1);
         chunk_forward(gpu, &logits, &targets.slice(r0..r1), &mut st, rows, p.v, 0, true)?;
     }
-    let (loss, lse) = chunk_finish(gpu, &state, targets, p.n)?;
+    chunk_finish(gpu, &state, targets, p.n)
+}
+
+/// (the summed loss, f32 [1] on the device; lse [N] f32 for the backward).
+pub fn forward(
+    gpu: &Arc<Gpu>,
+    h: &DeviceBuffer<bf16>,
+    w: &DeviceBuffer<bf16>,
+    targets: &DeviceBuffer<i32>,
+    p: LinearCe,
+) -> Result<(CudaStorage, DeviceBuffer<f32>)> {
+    let (loss, lse) = forward_rows(gpu, h, w, targets, p)?;
     let sum = sum_all(gpu, &CudaData::F32(loss), 1.0)?;
     Ok((CudaStorage::new(gpu.clone(), CudaData::F32(sum)), lse))
 }
 
-/// (dh [N, C] bf16, dW [V, C] bf16), each only when `needs` asks, for the incoming gradient
-/// `g` (f32 [1] on the device) of the summed loss.
+/// The backward's scale of row r: the summed loss's gradient g (f32 [1] on the device) for
+/// every row, or one value per row from the host (log-probs: -g[r / T]), uploaded per chunk.
+pub enum Scale<'a> {
+    Sum(&'a DeviceBuffer<f32>),
+    Rows(&'a [f32]),
+}
+
+/// (dh [N, C] bf16, dW [V, C] bf16), each only when `needs` asks, for rows scaled by `scale`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     gpu: &Arc<Gpu>,
@@ -98,12 +117,19 @@ pub fn backward(
     w: &DeviceBuffer<bf16>,
     targets: &DeviceBuffer<i32>,
     lse: &DeviceBuffer<f32>,
-    g: &DeviceBuffer<f32>,
+    scale: Scale,
     p: LinearCe,
     needs: (bool, bool),
 ) -> Result<(Option<CudaStorage>, Option<CudaStorage>)> {
     let (n, v, c) = (p.n, p.v, p.c);
-    let scale = RowScale::Device { g, g_div: 0, alpha: 1.0 };
+    if let Scale::Rows(r) = scale {
+        if r.len() != n {
+            return Err(crate::error::Error::invalid(
+                "cuda linear_cross_entropy backward",
+                format!("{} row scales for {n} rows", r.len()),
+            ));
+        }
+    }
     let mut dh = if needs.0 { Some(gpu.alloc::<bf16>(n * c)?) } else { None }; // [N, C]
     let mut dw = if needs.1 { Some(gpu.alloc::<f32>(v * c)?) } else { None }; // [V, C] f32
     if let Some(dw) = dw.as_mut().filter(|_| n == 0) {
@@ -114,12 +140,22 @@ pub fn backward(
         let copy = rows_of(gpu, h, c, (r0, r1))?;
         let hr = copy.as_ref().unwrap_or(h);
         let mut d = CudaData::BF16(tile_logits(gpu, hr, w, rows, &p)?);
+        // Per-row scales: this chunk's, uploaded (g[r / 1] of the chunk's own rows).
+        let uploaded = match scale {
+            Scale::Sum(_) => None,
+            Scale::Rows(r) => Some(gpu.upload(&r[r0..r1])?),
+        };
+        let row_scale = match (&scale, &uploaded) {
+            (Scale::Sum(g), _) => RowScale::Device { g, g_div: 0, alpha: 1.0 },
+            (Scale::Rows(_), Some(g)) => RowScale::Device { g, g_div: 1, alpha: 1.0 },
+            (Scale::Rows(_), None) => unreachable!("uploaded above"),
+        };
         cross_entropy_backward_in_place(
             gpu,
             &mut d,
             &targets.slice(r0..r1),
             &lse.slice(r0..r1),
-            &scale,
+            &row_scale,
             rows,
             v,
             0,

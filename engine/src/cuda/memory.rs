@@ -74,6 +74,7 @@ impl<T> std::fmt::Debug for DeviceBuffer<T> {
 impl<T> DeviceBuffer<T> {
     /// Takes ownership of an allocation at `addr` holding at least `len` elements.
     pub(crate) fn from_raw(addr: u64, len: usize, alloc: Allocation) -> DeviceBuffer<T> {
+        crate::alloc_stats::CUDA.alloc((len * std::mem::size_of::<T>()) as u64);
         DeviceBuffer { addr, len, alloc, _t: PhantomData }
     }
     pub fn len(&self) -> usize {
@@ -105,6 +106,7 @@ fn sub(addr: u64, len: usize, r: Range<usize>, size: usize) -> (u64, usize) {
 
 impl<T> Drop for DeviceBuffer<T> {
     fn drop(&mut self) {
+        crate::alloc_stats::CUDA.free((self.len * std::mem::size_of::<T>()) as u64);
         if let Allocation::Emulator = self.alloc {
             // SAFETY: the address came from emu::alloc for this buffer alone, freed once here.
             unsafe { solar_kernels::emu::free(self.addr as *mut u8) };

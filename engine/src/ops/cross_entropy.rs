@@ -104,20 +104,22 @@ pub(crate) fn softmax_minus_onehot<F: Float>(
 }
 
 /// `softmax_minus_onehot` in place on a tile of logits [N, width] holding vocabulary columns
-/// col0 .. col0 + width (the fused lm_head loss turns its logits buffer into the gradient).
+/// col0 .. col0 + width (the fused lm_head loss turns its logits buffer into the gradient);
+/// `scale(r)` for the tile's row r.
 pub(crate) fn softmax_minus_onehot_in_place<F: Float>(
     xs: &mut [F],
     width: usize,
     col0: usize,
     targets: &[Option<usize>],
     lse: &[F],
-    scale: F,
+    scale: impl Fn(usize) -> F + Sync + Send,
 ) {
     par::for_each_row(xs, width, width, |r, row| {
         let Some(t) = targets[r] else {
             row.fill(F::zero());
             return;
         };
+        let scale = scale(r);
         kernels::exp_shift_scale_in_place(row, lse[r], scale);
         if (col0..col0 + width).contains(&t) {
             row[t - col0] -= scale;

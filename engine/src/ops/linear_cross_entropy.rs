@@ -14,9 +14,12 @@
 //! Each gemm splits output tiles only, so the result is the same at any thread count.
 //! On CUDA (h and W bf16): the same row chunks, each against the whole vocabulary, run by
 //! cuda/linear_cross_entropy.rs (the forward keeps one logsumexp per row, f32, on the device).
+//! The same machinery gives per-sequence log-probs (`Reduce::PerSequence`, DPO's fused head in
+//! linear_logprob.rs): row r's term is logp_r = -loss_r, summed per sequence of T rows into
+//! out [B], and the backward scales row r by -g[r / T] instead of the scalar g.
 
 use crate::cuda::linear_cross_entropy::LinearCe;
-use crate::cuda::{self, CudaStorage, DeviceBuffer, Gpu};
+use crate::cuda::{self, CudaData, CudaStorage, DeviceBuffer, Gpu};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::ops::check_float;
@@ -36,8 +39,27 @@ pub(crate) struct Saved {
     targets: Vec<Option<usize>>,
     lse: Vec<f64>,
     tile: Tile,
+    reduce: Reduce,
     /// Device targets and logsumexps (h and W on a GPU); `lse` above is then empty.
     cuda: Option<CudaSaved>,
+}
+
+/// How per-row losses become the op's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reduce {
+    /// The summed loss, a scalar.
+    Sum,
+    /// Summed log-probs (minus the losses) of each sequence of `t` consecutive rows: [N / t].
+    PerSequence { t: usize },
+}
+
+impl Reduce {
+    fn out_shape(self, n: usize) -> Shape {
+        match self {
+            Reduce::Sum => Shape::new(&[]),
+            Reduce::PerSequence { t } => Shape::new(&[n / t.max(1)]),
+        }
+    }
 }
 
 /// Logits per tile (16 MB in f32).
@@ -47,7 +69,7 @@ const VOCAB_BLOCK: usize = 8192;
 
 /// Rows per chunk and vocabulary entries per block of one tile.
 #[derive(Clone, Copy, Debug)]
-struct Tile {
+pub(crate) struct Tile {
     rows: usize,
     vocab: usize,
 }
@@ -89,6 +111,7 @@ fn forward<F: Float>(
     w: &Tensor,
     t: &[Option<usize>],
     tile: Tile,
+    reduce: Reduce,
 ) -> Result<(CpuStorage, Vec<f64>)> {
     let (hs, ws) = (h.data::<F>("linear_cross_entropy")?, w.data::<F>("linear_cross_entropy")?);
     let (v, c, n) = (w.dims()[0], w.dims()[1], t.len());
@@ -117,15 +140,20 @@ fn forward<F: Float>(
             });
         }
     }
-    let (mut sum, mut lse) = (F::zero(), vec![0.0; n]);
+    let mut lse = vec![0.0; n];
+    let mut out = vec![F::zero(); if let Reduce::PerSequence { t } = reduce { n / t } else { 1 }];
     for (r, s) in state.chunks(3).enumerate() {
         if t[r].is_some() {
             let l = s[0] + s[1].ln();
-            sum += l - s[2];
+            match reduce {
+                Reduce::Sum => out[0] += l - s[2],
+                // log p = x_target - lse, added in row order per sequence.
+                Reduce::PerSequence { t } => out[r / t] += s[2] - l,
+            }
             lse[r] = l.as_f64();
         }
     }
-    Ok((F::into_storage(vec![sum]), lse))
+    Ok((F::into_storage(out), lse))
 }
 
 /// Summed cross-entropy of the logits h W^T against `targets`, with the count of counted rows.
@@ -142,7 +170,8 @@ pub fn linear_cross_entropy_chunked(
     chunk: usize,
 ) -> Result<CrossEntropy> {
     let v = w.dims().first().copied().unwrap_or(1);
-    fused(h, w, targets, Tile::for_rows(chunk, v))
+    let (loss_sum, count) = fused(h, w, targets, Tile::for_rows(chunk, v), Reduce::Sum)?;
+    Ok(CrossEntropy { loss_sum, count: count.iter().filter(|x| x.is_some()).count() })
 }
 
 /// `linear_cross_entropy` with tiles of `rows` rows by `vocab` entries of the vocabulary.
@@ -153,11 +182,31 @@ pub fn linear_cross_entropy_tiled(
     rows: usize,
     vocab: usize,
 ) -> Result<CrossEntropy> {
-    fused(h, w, targets, Tile { rows: rows.max(1), vocab: vocab.max(1) })
+    let tile = Tile { rows: rows.max(1), vocab: vocab.max(1) };
+    let (loss_sum, count) = fused(h, w, targets, tile, Reduce::Sum)?;
+    Ok(CrossEntropy { loss_sum, count: count.iter().filter(|x| x.is_some()).count() })
 }
 
-fn fused(h: &Tensor, w: &Tensor, targets: &Tensor, tile: Tile) -> Result<CrossEntropy> {
-    let op = "linear_cross_entropy";
+/// The tile of `rows` row chunks (the default when None) and `vocab`-wide blocks (the widest
+/// within the tile budget when None), for W [V, C].
+pub(crate) fn tile_of(w: &Tensor, rows: Option<usize>, vocab: Option<usize>) -> Tile {
+    let v = w.dims().first().copied().unwrap_or(1);
+    let t = Tile::for_rows(rows.unwrap_or_else(|| default_chunk_rows(v)), v);
+    Tile { vocab: vocab.map_or(t.vocab, |b| b.max(1)), ..t }
+}
+
+/// The op: its output (see `Reduce`) on the tape, and the checked targets (None = ignored).
+pub(crate) fn fused(
+    h: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    tile: Tile,
+    reduce: Reduce,
+) -> Result<(Tensor, Vec<Option<usize>>)> {
+    let op = match reduce {
+        Reduce::Sum => "linear_cross_entropy",
+        Reduce::PerSequence { .. } => "linear_sequence_logprobs",
+    };
     if h.is_cuda() || w.is_cuda() {
         if h.dtype() != DType::BF16 || w.dtype() != DType::BF16 {
             let got = if h.dtype() != DType::BF16 { h.dtype() } else { w.dtype() };
@@ -176,36 +225,34 @@ fn fused(h: &Tensor, w: &Tensor, targets: &Tensor, tile: Tile) -> Result<CrossEn
         return Err(Error::DTypeMismatch { op, lhs: h.dtype(), rhs: w.dtype() });
     }
     let t = targets_with_ignore(op, targets, w.dims()[0])?;
-    let count = t.iter().filter(|x| x.is_some()).count();
-    if h.is_cuda() {
-        let (out, saved) = forward_cuda(op, h, w, targets, &t, tile)?;
-        let loss_sum = record(op, &[h, w, targets], out, Shape::new(&[]), |_| {
-            Op::LinearCrossEntropy(Saved {
-                h: h.detach(),
-                w: w.detach(),
-                targets: t.clone(),
-                lse: Vec::new(),
-                tile,
-                cuda: Some(saved),
-            })
-        })?;
-        return Ok(CrossEntropy { loss_sum, count });
+    if let Reduce::PerSequence { t: len } = reduce {
+        if len == 0 || t.len() % len != 0 {
+            return Err(Error::mismatch(op, h.shape(), targets.shape(), "rows must be whole sequences"));
+        }
     }
-    let (out, lse) = match h.dtype() {
-        DType::F32 => forward::<f32>(h, w, &t, tile)?,
-        _ => forward::<f64>(h, w, &t, tile)?,
+    let shape = reduce.out_shape(t.len());
+    let (out, lse, cuda): (crate::storage::Storage, _, _) = if h.is_cuda() {
+        let (out, saved) = forward_cuda(op, h, w, targets, &t, tile, reduce)?;
+        (out.into(), Vec::new(), Some(saved))
+    } else {
+        let (out, lse) = match h.dtype() {
+            DType::F32 => forward::<f32>(h, w, &t, tile, reduce)?,
+            _ => forward::<f64>(h, w, &t, tile, reduce)?,
+        };
+        (out.into(), lse, None)
     };
-    let loss_sum = record(op, &[h, w, targets], out, Shape::new(&[]), |_| {
+    let y = record(op, &[h, w, targets], out, shape, |_| {
         Op::LinearCrossEntropy(Saved {
             h: h.detach(),
             w: w.detach(),
             targets: t.clone(),
             lse,
             tile,
-            cuda: None,
+            reduce,
+            cuda,
         })
     })?;
-    Ok(CrossEntropy { loss_sum, count })
+    Ok((y, t))
 }
 
 fn cuda_inputs<'a>(
@@ -235,12 +282,24 @@ fn forward_cuda(
     targets: &Tensor,
     t: &[Option<usize>],
     tile: Tile,
+    reduce: Reduce,
 ) -> Result<(CudaStorage, CudaSaved)> {
     let (gpu, hs, ws) = cuda_inputs(op, h, w)?;
     let dt = device_targets(op, h, targets, t)?;
-    let (sum, lse) =
-        cuda::linear_cross_entropy::forward(gpu, hs, ws, dt.cuda(op)?.i32(op)?, problem(h, w, tile))?;
-    Ok((sum, CudaSaved { targets: dt, lse }))
+    let (loss, lse) =
+        cuda::linear_cross_entropy::forward_rows(gpu, hs, ws, dt.cuda(op)?.i32(op)?, problem(h, w, tile))?;
+    let out = match reduce {
+        Reduce::Sum => CudaStorage::new(
+            gpu.clone(),
+            CudaData::F32(cuda::reduce::sum_all(gpu, &CudaData::F32(loss), 1.0)?),
+        ),
+        // logp_r = -loss_r exactly, summed per sequence by a fixed tree.
+        Reduce::PerSequence { t: len } => {
+            let rows = CudaStorage::new(gpu.clone(), CudaData::F32(loss)); // [B, T]
+            cuda::reduce::sum_last(&rows, t.len() / len, len, -1.0)?
+        }
+    };
+    Ok((out, CudaSaved { targets: dt, lse }))
 }
 
 /// (dh, dW) on CUDA, each only when needed.
@@ -257,13 +316,24 @@ fn backward_cuda(
     } else {
         g.detach().to_dtype(DType::F32)?.to_device(s.h.device())?
     };
+    // Per-sequence: each row's scale -g[r / T], made on the host from g [B] (a few floats; the
+    // row chunks need not start at a sequence, so the kernels' g[r / g_div] cannot index it).
+    let rows: Vec<f32>;
+    let scale = match s.reduce {
+        Reduce::Sum => cuda::linear_cross_entropy::Scale::Sum(g.cuda(op)?.f32(op)?),
+        Reduce::PerSequence { t } => {
+            let gh = g.to_vec_f64()?;
+            rows = (0..s.targets.len()).map(|r| -(gh[r / t] as f32)).collect();
+            cuda::linear_cross_entropy::Scale::Rows(&rows)
+        }
+    };
     let (dh, dw) = cuda::linear_cross_entropy::backward(
         gpu,
         hs,
         ws,
         cs.targets(op)?,
         &cs.lse,
-        g.cuda(op)?.f32(op)?,
+        scale,
         problem(&s.h, &s.w, s.tile),
         (needs[0], needs[1]),
     )?;
@@ -278,7 +348,15 @@ fn grad<F: Float>(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<(CpuStorage, 
     let op = "linear_cross_entropy backward";
     let (hs, ws) = (s.h.data::<F>(op)?, s.w.data::<F>(op)?);
     let (v, c, n, tile) = (s.w.dims()[0], s.w.dims()[1], s.targets.len(), s.tile);
-    let gs = F::c(g.to_scalar()?);
+    // Row r's scale: g (a summed loss) or -g[r / T] (log-probs: d logp / dx = onehot - softmax).
+    let gs: Vec<F> = match s.reduce {
+        Reduce::Sum => vec![F::c(g.to_scalar()?)],
+        Reduce::PerSequence { .. } => g.data::<F>(op)?.iter().map(|&x| -x).collect(),
+    };
+    let div = match s.reduce {
+        Reduce::Sum => usize::MAX,
+        Reduce::PerSequence { t } => t,
+    };
     let lse: Vec<F> = s.lse.iter().map(|&x| F::c(x)).collect();
     let mut dh = vec![F::zero(); if needs[0] { n * c } else { 0 }]; // [N, C]
     let mut dw = vec![F::zero(); if needs[1] { v * c } else { 0 }]; // [V, C]
@@ -289,7 +367,8 @@ fn grad<F: Float>(s: &Saved, g: &Tensor, needs: &[bool]) -> Result<(CpuStorage, 
             let vb = v1 - v0;
             let d = &mut buf[..rows * vb];
             tile_logits(d, hs, ws, c, (r0, r1), (v0, v1));
-            softmax_minus_onehot_in_place(d, vb, v0, &s.targets[r0..r1], &lse[r0..r1], gs);
+            let scale = |r: usize| gs[(r0 + r) / div];
+            softmax_minus_onehot_in_place(d, vb, v0, &s.targets[r0..r1], &lse[r0..r1], scale);
             let d = Mat { data: &*d, off: 0, rs: vb, cs: 1 };
             if needs[0] {
                 let wb = Mat { data: ws, off: v0 * c, rs: c, cs: 1 };

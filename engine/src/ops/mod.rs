@@ -11,6 +11,7 @@ pub mod embedding;
 pub mod kernels;
 pub mod layout;
 pub mod linear_cross_entropy;
+pub mod linear_logprob;
 pub mod logprob;
 pub mod matmul;
 pub mod reduce;
@@ -30,6 +31,7 @@ pub use layout::{index_select, permute};
 pub use linear_cross_entropy::{
     linear_cross_entropy, linear_cross_entropy_chunked, linear_cross_entropy_tiled,
 };
+pub use linear_logprob::{linear_sequence_logprobs, linear_sequence_logprobs_tiled};
 pub use logprob::{sequence_logprobs, SequenceLogProbs};
 pub use matmul::{matmul, matmul_t};
 pub use reduce::{argmax_last, mean, mean_last, sum, sum_last};

@@ -99,6 +99,20 @@ impl Lora {
         Lora::new(spec, cfg, named)
     }
 
+    /// Layer `l`'s adapters only (the same tensors, no copy), for a recomputed layer region
+    /// (recompute.rs). Dropout is off in it: a region that is run twice must draw the same
+    /// masks, so --recompute with --lora-dropout is refused up front.
+    pub(crate) fn layer_view(&self, l: usize) -> Lora {
+        let prefix = layer_name(l, "");
+        let (names, params): (Vec<String>, Vec<Tensor>) = self
+            .named_params()
+            .filter(|(n, _)| n.starts_with(&prefix))
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .unzip();
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        Lora { spec: self.spec.clone(), names, params, index, enabled: self.enabled, dropout: Mutex::new(None) }
+    }
+
     pub fn named_params(&self) -> impl Iterator<Item = (&str, &Tensor)> {
         self.names.iter().map(String::as_str).zip(&self.params)
     }

@@ -20,6 +20,7 @@ use crate::data::records::{check_vocab, read_records, DataStats};
 use crate::error::{Result, TrainError};
 use serde::Serialize;
 use serde_json::Value;
+use solar_engine::Tensor;
 use solar_model::tokenizer::Tokenizer;
 use solar_model::{Llama, ModelInput};
 use std::path::Path;
@@ -105,8 +106,9 @@ pub fn encode_pair(tok: &Tokenizer, context: &str, continuation: &str) -> Result
     Ok((whole, start))
 }
 
-/// Sum of log p(ids[k] | ids[..k]) for k in start..len, in f64 from the model's logits. At
-/// most `seq_len` tokens are fed; earlier ones are dropped from the left.
+/// Sum of log p(ids[k] | ids[..k]) for k in start..len, from the fused lm_head + log-prob op
+/// (the logits [T, V] are never held; the sum is f32, as the model computes). At most
+/// `seq_len` tokens are fed; earlier ones are dropped from the left.
 pub fn continuation_loglik(model: &Llama, ids: &[u32], start: usize, seq_len: usize) -> Result<f64> {
     let n = ids.len();
     if start == 0 || start >= n {
@@ -120,20 +122,14 @@ pub fn continuation_loglik(model: &Llama, ids: &[u32], start: usize, seq_len: us
             n - start
         )));
     }
-    // Inputs are ids[first..n-1]; position p predicts ids[first + p + 1].
+    // Inputs are ids[first..n-1]; position p predicts ids[first + p + 1], scored from start on.
     let first = (n - 1).saturating_sub(seq_len);
     let input = &ids[first..n - 1];
     let t = input.len();
-    let logits = model.logits(None, &ModelInput::rows(input, 1, t)?)?.to_vec::<f32>()?; // [1, T, V]
-    let v = model.config.vocab_size;
-    let mut sum = 0.0;
-    for k in start..n {
-        let row = &logits[(k - 1 - first) * v..(k - first) * v];
-        let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
-        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
-        sum += row[ids[k] as usize] as f64 - lse;
-    }
-    Ok(sum)
+    let targets: Vec<i32> = (first + 1..n).map(|k| if k >= start { ids[k] as i32 } else { -100 }).collect();
+    let targets = Tensor::from_vec(targets, [1, t])?;
+    let lp = model.sequence_logprobs(None, &ModelInput::rows(input, 1, t)?, &targets)?; // [1]
+    Ok(lp.logps.to_vec_f64()?[0])
 }
 
 /// The first index of the largest value (np.argmax's tie rule).

@@ -12,14 +12,21 @@
 //!   working set during backward and the fused cross-entropy's logits tile. Logits over the
 //!   whole vocabulary are never held (linear_cross_entropy), so the vocabulary only counts
 //!   through the weights.
+//!   With --recompute (`Plan::recompute`) a layer keeps only its input [B, T, C] across the
+//!   step; its internals exist for one layer at a time, while that layer's backward reruns it.
+//!   With LoRA (`Plan::trainable`: the adapters' parameter count) gradients and optimizer
+//!   state cover the trainable parameters only; the frozen base costs its weights alone.
 //! It is an estimate from below (allocator slack, the data and the tokenizer come on top),
-//! so a run it refuses would certainly not have fit.
+//! so a run it refuses would certainly not have fit. tests hold it to the engine's own count
+//! of what it allocated (solar_engine::alloc_stats) on a small model.
 //!
 //! Every product is checked: a config or flag whose sizes overflow 64 bits is refused here
 //! with the field named, not wrapped into a small number.
 
 use solar_engine::Device;
 use solar_model::LlamaConfig;
+use solar_model::lora::LoraSpec;
+use solar_model::names::layer_tensor_shape;
 
 /// Bytes of one training step, by part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +36,9 @@ pub struct StepMemory {
     /// AdamW moments and, on CUDA, the f32 master weights.
     pub optimizer: u64,
     pub activations: u64,
+    /// Buffers inside ops that are no tensor (the fused cross-entropy's logits tiles): held
+    /// by the process but not in the engine's tensor count (solar_engine::alloc_stats).
+    pub scratch: u64,
 }
 
 impl StepMemory {
@@ -37,17 +47,24 @@ impl StepMemory {
             .saturating_add(self.gradients)
             .saturating_add(self.optimizer)
             .saturating_add(self.activations)
+            .saturating_add(self.scratch)
+    }
+
+    /// What the engine counts as tensors: everything but op scratch.
+    pub fn tensors(&self) -> u64 {
+        self.total().saturating_sub(self.scratch)
     }
 
     /// "1.2 GiB (weights 200 MiB, gradients ..., optimizer ..., activations ...)".
     pub fn describe(&self) -> String {
         format!(
-            "{} (weights {}, gradients {}, optimizer {}, activations {})",
+            "{} (weights {}, gradients {}, optimizer {}, activations {}, op scratch {})",
             gib(self.total()),
             gib(self.weights),
             gib(self.gradients),
             gib(self.optimizer),
-            gib(self.activations)
+            gib(self.activations),
+            gib(self.scratch)
         )
     }
 }
@@ -62,14 +79,46 @@ pub fn gib(bytes: u64) -> String {
     }
 }
 
-/// The fused cross-entropy's tile: about 4M f32 logits, twice (forward and backward).
-const CE_TILE_BYTES: u64 = 2 * 4 * (4 << 20);
+/// The fused cross-entropy's tile: at most 4M f32 logits (fewer when a micro-batch's whole
+/// logits are fewer), twice (forward and backward).
+const CE_TILE_LOGITS: u64 = 4 << 20;
 
 fn mul(a: u64, b: u64, what: &str) -> Result<u64, String> {
     a.checked_mul(b).ok_or_else(|| format!("{what} overflows 64 bits"))
 }
 fn add(a: u64, b: u64, what: &str) -> Result<u64, String> {
     a.checked_add(b).ok_or_else(|| format!("{what} overflows 64 bits"))
+}
+
+/// How a run trains, beyond the model's shape and the batch: what changes its memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Activation recompute (--recompute): each layer keeps only its input on the tape.
+    pub recompute: bool,
+    /// Parameters that train: gradients and optimizer state cover these. None: all of them (a
+    /// full fine-tune). The hook for LoRA: its adapters' parameter count goes here, and their
+    /// weights (f32 on both devices) come on top of the frozen base's.
+    pub trainable: Option<u64>,
+}
+
+impl Plan {
+    /// The plan of a run: recompute or not, and with LoRA the adapters' parameter count,
+    /// r x (in + out) per adapted projection per layer (saturating: an absurd config then
+    /// simply does not fit).
+    pub fn of_run(recompute: bool, lora: Option<&LoraSpec>, cfg: &LlamaConfig) -> Plan {
+        let trainable = lora.map(|spec| {
+            let per_layer: u64 = spec
+                .targets
+                .iter()
+                .map(|t| {
+                    let w = layer_tensor_shape(cfg, &format!("{}.weight", t.module())).unwrap_or_default();
+                    (spec.r as u64).saturating_mul(w.iter().map(|&d| d as u64).sum())
+                })
+                .fold(0u64, u64::saturating_add);
+            per_layer.saturating_mul(cfg.num_hidden_layers as u64)
+        });
+        Plan { recompute, trainable }
+    }
 }
 
 /// A step's memory for micro-batches of `rows` sequences of `seq_len` tokens on `device`.
@@ -79,6 +128,17 @@ pub fn estimate_step(
     rows: usize,
     seq_len: usize,
     device: Device,
+) -> Result<StepMemory, String> {
+    estimate_plan(cfg, rows, seq_len, device, Plan::default())
+}
+
+/// `estimate_step` for a run trained as `plan` says.
+pub fn estimate_plan(
+    cfg: &LlamaConfig,
+    rows: usize,
+    seq_len: usize,
+    device: Device,
+    plan: Plan,
 ) -> Result<StepMemory, String> {
     let p = cfg.checked_num_parameters().map_err(|(field, msg)| format!("config.json {field}: {msg}"))?;
     let (weight, grad, optim, act) = match device {
@@ -96,16 +156,30 @@ pub fn estimate_step(
         .into_iter()
         .try_fold(0u64, |a, b| a.checked_add(b))
         .ok_or_else(|| format!("{what} overflows 64 bits"))?;
-    let kept = add(mul(cfg.num_hidden_layers as u64, per_layer, what)?, 3 * c, what)?;
+    let layers = cfg.num_hidden_layers as u64;
+    let kept = if plan.recompute {
+        // Every layer's input, plus the internals of the one layer being recomputed.
+        add(add(mul(layers, c, what)?, per_layer, what)?, 3 * c, what)?
+    } else {
+        add(mul(layers, per_layer, what)?, 3 * c, what)?
+    };
     // Backward holds one layer's gradients of those at a time, in f32.
     let working = mul(add(per_layer, c, what)?, 4, what)?;
     let per_token = add(mul(kept, act, what)?, working, what)?;
-    let activations = add(mul(tokens, per_token, what)?, CE_TILE_BYTES, what)?;
+    let activations = mul(tokens, per_token, what)?;
+    let scratch = 2 * 4 * CE_TILE_LOGITS.min(tokens.saturating_mul(cfg.vocab_size as u64));
+    let (trained, grad, optim, adapters) = match plan.trainable {
+        None => (p, grad, optim, 0),
+        // LoRA: f32 adapters beside the frozen base on both devices (no separate master):
+        // 4 bytes of weight, 4 of gradient and 8 of moments each.
+        Some(t) => (t, 4, 8, mul(t, 4, "adapter bytes")?),
+    };
     Ok(StepMemory {
-        weights: mul(p, weight, "parameter bytes")?,
-        gradients: mul(p, grad, "gradient bytes")?,
-        optimizer: mul(p, optim, "optimizer bytes")?,
+        weights: add(mul(p, weight, "parameter bytes")?, adapters, "parameter bytes")?,
+        gradients: mul(trained, grad, "gradient bytes")?,
+        optimizer: mul(trained, optim, "optimizer bytes")?,
         activations,
+        scratch,
     })
 }
 
@@ -137,9 +211,10 @@ pub fn check_fits(
     rows: usize,
     seq_len: usize,
     device: Device,
+    plan: Plan,
     available: Option<u64>,
 ) -> Result<StepMemory, String> {
-    let needed = estimate_step(cfg, rows, seq_len, device)
+    let needed = estimate_plan(cfg, rows, seq_len, device, plan)
         .map_err(|e| format!("cannot size a training step: {e}; lower --batch or --seq-len"))?;
     let Some(avail) = available else { return Ok(needed) };
     if needed.total() <= avail {
@@ -155,8 +230,9 @@ pub fn check_fits(
         let room = (avail - fixed) as f64 / needed.activations.max(1) as f64;
         format!(
             "activations must shrink about {:.0}x: lower --batch (keep the step the same size with \
-             --grad-accum) or --seq-len",
-            (1.0 / room).ceil().max(2.0)
+             --grad-accum) or --seq-len{}",
+            (1.0 / room).ceil().max(2.0),
+            if plan.recompute { "" } else { ", or add --recompute" }
         )
     };
     Err(format!(

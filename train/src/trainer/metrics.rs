@@ -1,10 +1,11 @@
 //! OUT/metrics.jsonl: one JSON object per step (loss, lr, grad norm, tokens processed and
-//! scored, both per second, and MFU on a GPU: mfu.rs) and per held-out evaluation. On resume
-//! the file is cut back to the checkpoint's step, so it reads as if the run was never
-//! interrupted. What the user sees while it runs is progress.rs.
+//! scored, both per second, MFU on a GPU (mfu.rs), and the memory the run has taken so far)
+//! and per held-out evaluation. On resume the file is cut back to the checkpoint's step, so it
+//! reads as if the run was never interrupted. What the user sees while it runs is progress.rs.
 
 use crate::error::{Result, TrainError};
-use serde_json::Value;
+use serde_json::{json, Value};
+use solar_engine::Device;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,4 +49,24 @@ impl MetricsLog {
             .and_then(|()| self.file.flush())
             .map_err(|e| TrainError::file(&self.path, format!("cannot write: {e}")))
     }
+}
+
+/// A step line's memory fields: `peak_alloc_bytes`, the engine's high-water of what it holds
+/// on `device` since the run started (tensor storage on the CPU, device buffers on CUDA:
+/// solar_engine::alloc_stats), and `peak_rss_bytes`, the process's peak resident set.
+pub fn memory_fields(device: Device) -> Value {
+    json!({
+        "peak_alloc_bytes": solar_engine::alloc_stats::on(device).peak(),
+        "peak_rss_bytes": peak_rss_bytes(),
+    })
+}
+
+/// getrusage's ru_maxrss in bytes (Linux reports KiB); 0 if the call fails.
+pub fn peak_rss_bytes() -> u64 {
+    // SAFETY: getrusage writes one rusage into the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0;
+    }
+    (ru.ru_maxrss.max(0) as u64).saturating_mul(1024)
 }

@@ -59,6 +59,16 @@ pub struct RunOptions {
     /// Train LoRA adapters of this spec on a frozen base (pipeline.rs attaches them); OUT then
     /// gets PEFT's adapter folder instead of a model.
     pub lora: Option<solar_model::lora::LoraSpec>,
+    /// Activation recompute (--recompute): same gradients, less memory, a second forward.
+    pub recompute: bool,
+}
+
+impl RunOptions {
+    /// What the run's memory depends on beyond the model and batch (memory.rs): recompute, and
+    /// with LoRA only the adapters are trained.
+    pub fn plan(&self, cfg: &solar_model::LlamaConfig) -> memory::Plan {
+        memory::Plan::of_run(self.recompute, self.lora.as_ref(), cfg)
+    }
 }
 
 #[derive(Debug)]
@@ -189,6 +199,9 @@ pub fn train(
     let mut place = RunPlace::prepare(run)?;
     let work = place.work.clone();
     let (mut model, mut opt, mut state, resumed_from) = start(model, cfg, run, &work, &identity)?;
+    model.set_recompute(run.recompute);
+    // metrics.jsonl's peak_alloc_bytes: this run's high-water, from what it holds now.
+    solar_engine::alloc_stats::on(run.device).reset_peak();
     let mut log = MetricsLog::open(&work, state.step)?;
     if let Some(s) = resumed_from {
         eprintln!("resuming from step {s} ({})", work.join("checkpoints").display());
@@ -266,6 +279,9 @@ pub fn train(
         }
         if let (Value::Object(r), Some(m)) = (&mut rec, mfu) {
             r.insert("mfu".into(), json!(m));
+        }
+        if let (Value::Object(r), Value::Object(m)) = (&mut rec, metrics::memory_fields(run.device)) {
+            r.extend(m);
         }
         log.record(&rec)?;
         let done = (state.step - first_step) as f64;
