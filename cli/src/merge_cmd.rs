@@ -108,14 +108,17 @@ fn parse_density(s: &str) -> Result<f64, String> {
 
 pub fn run(args: &MergeArgs, common: &Common) -> Result<(), CliError> {
     if let (Some(adapter), Some(base)) = (&args.adapter, &args.base) {
+        let bar = ByteBar::new("fold");
         let opts = WriteOptions {
             dtype: args.dtype,
             max_shard_size: args.max_shard_size,
             overwrite: args.overwrite,
+            on_bytes: bar.on_bytes(),
         };
         let r = fold_adapter(base, adapter, &args.out, &opts)?;
+        let moved = bar.finish();
         eprintln!(
-            "folded the adapter {} into {}: {} tensors written to {} ({})",
+            "folded the adapter {} into {}: {} tensors written to {} ({}, {moved})",
             adapter.display(),
             base.display(),
             r.tensors,

@@ -156,7 +156,7 @@ fn predicted(a: &[&str]) -> u64 {
 #[test]
 fn dry_run_predicts_the_peak_without_touching_out() {
     let d = scratch("dry_run");
-    let (base, data) = setup(&d);
+    let (base, data) = tiny_model_and_docs(&d);
     let out = d.join("out");
     let mut a = args(&base, &data, &out, "4");
     a.push("--dry-run");
@@ -179,7 +179,7 @@ fn dry_run_predicts_the_peak_without_touching_out() {
 #[test]
 fn recompute_trains_bitwise_the_same_weights_and_metrics_carry_memory() {
     let d = scratch("recompute");
-    let (base, data) = setup(&d);
+    let (base, data) = tiny_model_and_docs(&d);
     let (plain, re) = (d.join("plain"), d.join("re"));
     ok(&solar_train(&args(&base, &data, &plain, "4")));
     let mut a = args(&base, &data, &re, "4");
