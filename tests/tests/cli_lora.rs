@@ -208,7 +208,7 @@ fn bad_lora_flags_are_usage_errors_before_any_work() {
     let d = scratch("flags");
     let missing = d.join("no-such-model");
     let out = d.join("out");
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--lora-r", "0"], "--lora-r"),
         (&["--lora-r", "4", "--lora-alpha", "NaN"], "--lora-alpha"),
         (&["--lora-r", "4", "--lora-alpha=-1"], "--lora-alpha"),
@@ -216,6 +216,7 @@ fn bad_lora_flags_are_usage_errors_before_any_work() {
         (&["--lora-r", "4", "--lora-dropout", "NaN"], "--lora-dropout"),
         (&["--lora-r", "4", "--lora-targets", "q_proj,lm_head"], "lm_head"),
         (&["--lora-alpha", "16"], "need --lora-r"),
+        (&["--lora-r", "4", "--lora-dropout", "0.1", "--recompute"], "--recompute"),
     ];
     for (extra, says) in cases {
         let mut a = vec!["sft", "--model", s(&missing), "--data", s(&missing), "--out", s(&out)];
