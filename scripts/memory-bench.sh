@@ -8,7 +8,7 @@
 #   scripts/memory-bench.sh                       # full, full + recompute
 #   scripts/memory-bench.sh "LoRA r8|--lora-r 8"  # ... plus a row per "label|flags" argument
 #
-# Rows are "label|flags": adding a variant (LoRA, LoRA + recompute) is one line in ROWS below
+# Rows are "label|flags": adding a variant is one line in ROWS below
 # or one argument. Settings by environment: PRESET (small), SEQ_LEN (256), BATCH (8), STEPS
 # (4), DEVICE (cpu), THREADS (all cores), SOLAR_BIN (default: a release build via cargo),
 # WORK (a temporary folder, removed at the end).
@@ -23,8 +23,8 @@ DEVICE=${DEVICE:-cpu}
 ROWS=(
   "full|"
   "full + recompute|--recompute"
-  # "LoRA r8|--lora-r 8"
-  # "LoRA r8 + recompute|--lora-r 8 --recompute"
+  "LoRA r8|--lora-r 8"
+  "LoRA r8 + recompute|--lora-r 8 --recompute"
 )
 ROWS+=("$@")
 

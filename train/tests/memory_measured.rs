@@ -1,7 +1,8 @@
 //! The memory a training run reports is the memory it took, and trainer/memory.rs predicts it:
 //! metrics.jsonl's `peak_alloc_bytes` (the engine's own high-water of tensor storage,
 //! solar_engine::alloc_stats) against `estimate_plan`'s tensor part, for a full fine-tune and
-//! with --recompute, on a small model on the CPU. One test in its own binary: the engine's
+//! with --recompute, with LoRA (r 8 on q_proj and v_proj) and LoRA + recompute, on a small
+//! model on the CPU. One test in its own binary: the engine's
 //! counters are per process, and another test training beside it would add to them.
 //!
 //! Tolerance: the prediction must hold the measurement from above (it is what --dry-run
@@ -18,6 +19,7 @@
 
 use serde_json::{Map, Value};
 use solar_engine::{Device, Rng};
+use solar_model::lora::{Lora, LoraSpec, DEFAULT_TARGETS};
 use solar_model::presets::preset;
 use solar_model::Llama;
 use solar_train::data::rows::LmRow;
@@ -26,8 +28,12 @@ use solar_train::trainer::memory::{estimate_plan, Plan};
 use solar_train::trainer::objective::Objective;
 use solar_train::trainer::{train, RunOptions};
 
-fn measured_peak(recompute: bool, batch: usize, seq_len: usize) -> u64 {
-    let o = std::env::temp_dir().join(format!("solar-memory-{}-{recompute}", std::process::id()));
+fn lora_spec() -> LoraSpec {
+    LoraSpec { r: 8, alpha: 16.0, dropout: 0.0, targets: DEFAULT_TARGETS.to_vec(), rslora: false }
+}
+
+fn measured_peak(recompute: bool, lora: Option<&LoraSpec>, batch: usize, seq_len: usize) -> u64 {
+    let o = std::env::temp_dir().join(format!("solar-memory-{}-{recompute}-{}", std::process::id(), lora.is_some()));
     let _ = std::fs::remove_dir_all(&o);
     let mut rng = Rng::new(4);
     let rows: Vec<LmRow> = (0..2 * batch)
@@ -35,7 +41,11 @@ fn measured_peak(recompute: bool, batch: usize, seq_len: usize) -> u64 {
         .collect();
     let c = TrainConfig { steps: Some(2), batch, seq_len, log_every: 0, ..Default::default() };
     let model = Llama::init(preset("small").unwrap(), 3).unwrap();
-    let opts = RunOptions { out: o.clone(), recompute, ..Default::default() };
+    let model = match lora {
+        Some(spec) => model.with_lora(Lora::init(spec.clone(), &preset("small").unwrap(), 5).unwrap()).unwrap(),
+        None => model,
+    };
+    let opts = RunOptions { out: o.clone(), recompute, lora: lora.cloned(), ..Default::default() };
     train(model, &Objective::Lm { rows, eval: None }, &c, &opts, Map::new()).unwrap();
     let text = std::fs::read_to_string(o.join("metrics.jsonl")).unwrap();
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -52,10 +62,12 @@ fn prediction_bounds_the_measured_peak() {
     let (batch, seq_len) = (4, 128);
     let cfg = preset("small").unwrap();
     let mut peaks = Vec::new();
-    for recompute in [false, true] {
-        let plan = Plan { recompute, ..Default::default() };
+    let spec = lora_spec();
+    for (recompute, lora) in [(false, None), (true, None), (false, Some(&spec)), (true, Some(&spec))] {
+        let plan = Plan::of_run(recompute, lora, &cfg);
         let predicted = estimate_plan(&cfg, batch, seq_len, Device::Cpu, plan).unwrap();
-        let measured = measured_peak(recompute, batch, seq_len);
+        let measured = measured_peak(recompute, lora, batch, seq_len);
+        let recompute = format!("{recompute} lora {}", lora.is_some());
         eprintln!(
             "recompute {recompute}: measured {measured} bytes, predicted tensors {} ({}), ratio {:.3}",
             predicted.tensors(),
@@ -72,7 +84,7 @@ fn prediction_bounds_the_measured_peak() {
         );
         peaks.push(measured);
     }
-    assert!(peaks[1] < peaks[0], "recompute must lower the peak: {peaks:?}");
+    assert!(peaks[1] < peaks[0] && peaks[3] < peaks[2], "recompute must lower the peak: {peaks:?}");
     counters_follow_allocations();
 }
 

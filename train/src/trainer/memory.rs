@@ -99,6 +99,10 @@ pub struct Plan {
     /// full fine-tune). The hook for LoRA: its adapters' parameter count goes here, and their
     /// weights (f32 on both devices) come on top of the frozen base's.
     pub trainable: Option<u64>,
+    /// What LoRA adds to the activations each layer saves, per token (elements): per adapted
+    /// projection x A^T [r], its product with B^T and that scaled [2 x out], and with dropout
+    /// the dropped input and its mask [2 x in].
+    pub adapter_acts: u64,
 }
 
 impl Plan {
@@ -106,18 +110,18 @@ impl Plan {
     /// r x (in + out) per adapted projection per layer (saturating: an absurd config then
     /// simply does not fit).
     pub fn of_run(recompute: bool, lora: Option<&LoraSpec>, cfg: &LlamaConfig) -> Plan {
-        let trainable = lora.map(|spec| {
-            let per_layer: u64 = spec
-                .targets
-                .iter()
-                .map(|t| {
-                    let w = layer_tensor_shape(cfg, &format!("{}.weight", t.module())).unwrap_or_default();
-                    (spec.r as u64).saturating_mul(w.iter().map(|&d| d as u64).sum())
-                })
-                .fold(0u64, u64::saturating_add);
-            per_layer.saturating_mul(cfg.num_hidden_layers as u64)
-        });
-        Plan { recompute, trainable }
+        let Some(spec) = lora else { return Plan { recompute, ..Default::default() } };
+        let (mut params, mut acts) = (0u64, 0u64);
+        for t in &spec.targets {
+            let w = layer_tensor_shape(cfg, &format!("{}.weight", t.module())).unwrap_or_default();
+            let (out, inp) = (w.first().copied().unwrap_or(0) as u64, w.get(1).copied().unwrap_or(0) as u64);
+            let r = spec.r as u64;
+            params = params.saturating_add(r.saturating_mul(out.saturating_add(inp)));
+            let dropped = if spec.dropout > 0.0 { inp.saturating_mul(2) } else { 0 };
+            acts = acts.saturating_add(r.saturating_add(out.saturating_mul(2)).saturating_add(dropped));
+        }
+        let trainable = Some(params.saturating_mul(cfg.num_hidden_layers as u64));
+        Plan { recompute, trainable, adapter_acts: acts }
     }
 }
 
@@ -152,7 +156,7 @@ pub fn estimate_plan(
     let tokens = mul(rows as u64, seq_len as u64, "--batch x --seq-len")?;
     // Saved per token and layer: x, two normed inputs, residual sums (5C); q, rotated q,
     // attention output (3q); k, v, rotated k (3kv); gate, up, product (3F); logsumexp (H).
-    let per_layer = [5 * c, 3 * q, 3 * kv, 3 * f, cfg.num_attention_heads as u64]
+    let per_layer = [5 * c, 3 * q, 3 * kv, 3 * f, cfg.num_attention_heads as u64, plan.adapter_acts]
         .into_iter()
         .try_fold(0u64, |a, b| a.checked_add(b))
         .ok_or_else(|| format!("{what} overflows 64 bits"))?;
