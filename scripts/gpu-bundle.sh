@@ -15,7 +15,7 @@ cargo test --release --locked --no-run --message-format=json \
     -p solar-engine -p solar-train -p solar-tests 2>/dev/null |
   python3 -c '
 import json, sys, shutil
-want = ("cuda_", "cli_bench")
+want = ("cuda_", "cli_bench", "recompute")
 for line in sys.stdin:
     m = json.loads(line)
     exe, name = m.get("executable"), m.get("target", {}).get("name", "")

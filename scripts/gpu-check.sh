@@ -58,7 +58,7 @@ pass=0; fail=0; exp_note=""
 # cuda_matmul_sm90 holds the experimental wgmma GEMM (not the default path): reported on its
 # own line, not counted in the verdict.
 # The op tests first: they compile the kernels into the shared cache the later ones reuse.
-for t in "$b"/tests/cuda_* "$b"/tests/cli_bench; do
+for t in "$b"/tests/cuda_* "$b"/tests/recompute "$b"/tests/cli_bench; do
   [[ -x "$t" ]] || continue
   name="$(basename "$t")"
   log="$work/tests/$name.log"
