@@ -251,8 +251,10 @@ fn sigterm_during_dpo_reference_scoring_stops_at_once_without_creating_out() {
     let (code, stderr, took) = wait_stopped(child, seen, rx);
     assert_eq!(code, Some(143), "{stderr}");
     assert!(stderr.contains("SIGTERM"), "{stderr}");
-    // Scoring 20000 pairs takes seconds; a signal is noticed between batches of 16.
-    assert!(took < Duration::from_secs(2), "took {took:?} to stop: {stderr}");
+    // Scoring 20000 pairs takes about 17 s on a quiet machine; a signal is noticed between
+    // batches of 16, so well within 10 s even on a loaded CI box (the bound is loose on purpose:
+    // what fails without the check is OUT below, and the time only by a wide margin).
+    assert!(took < Duration::from_secs(10), "took {took:?} to stop: {stderr}");
     assert!(!out.exists(), "OUT must not be created by a run stopped before training: {stderr}");
     assert_eq!(hidden(&d.join("place")), Vec::<String>::new(), "the output lock is released");
 }
@@ -291,7 +293,8 @@ fn sigint_while_tokenising_a_long_document_stops_at_once_without_creating_out() 
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("SIGINT"), "{stderr}");
-    assert!(took < Duration::from_secs(2), "took {took:?} to stop: {stderr}");
+    // Loose on purpose (a loaded CI box); without the check the run trains and creates OUT.
+    assert!(took < Duration::from_secs(10), "took {took:?} to stop: {stderr}");
     assert!(!out.exists(), "OUT must not be created by a run stopped while reading: {stderr}");
     assert_eq!(hidden(&d.join("place")), Vec::<String>::new(), "the output lock is released");
 }
