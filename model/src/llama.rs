@@ -10,7 +10,7 @@
 //! casts them to bf16, so activations and matmuls run in bf16 while gradients arrive in f32
 //! through the cast's backward and accumulate over micro-batches in f32.
 
-use crate::checkpoint::{save_model, save_model_into, Checkpoint, WriteOptions, WriteReport};
+use crate::checkpoint::{save_model, save_model_into, Checkpoint, OnBytes, WriteOptions, WriteReport};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::lora::{Lora, Target};
@@ -105,13 +105,15 @@ impl Llama {
     /// Loads an HF model folder (config.json + safetensors, single or sharded, f32/bf16/f16);
     /// weights become f32 for the CPU.
     pub fn load(dir: &Path) -> Result<Llama> {
+        Llama::load_reporting(dir, &OnBytes::none())
+    }
+
+    /// `load`, telling `on_bytes` (done, total) as the parameters' bytes are read (a progress
+    /// bar for big models).
+    pub fn load_reporting(dir: &Path, on_bytes: &OnBytes) -> Result<Llama> {
         let ck = Checkpoint::open(dir)?;
         ck.validate()?;
-        let mut named = HashMap::new();
-        for (name, _) in parameter_shapes(ck.config()) {
-            let t = ck.load(&name)?;
-            named.insert(name, t);
-        }
+        let named = ck.load_parameters(on_bytes)?;
         Llama::new(ck.config().clone(), named)
     }
 

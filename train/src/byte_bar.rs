@@ -6,7 +6,7 @@
 
 use crate::error::Result;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use solar_model::checkpoint::{Checkpoint, OnBytes};
+use solar_model::checkpoint::OnBytes;
 use solar_model::Llama;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -68,13 +68,11 @@ impl Drop for ByteBar {
     }
 }
 
-/// Loads a model folder as `Llama::load` does (open, validate against config.json, every
-/// parameter as f32), with a byte bar on a terminal while the parameters are read.
+/// Loads a model folder as `Llama::load` does, with a byte bar on a terminal while the
+/// parameters are read.
 pub fn load_llama(dir: &Path) -> Result<Llama> {
-    let ck = Checkpoint::open(dir)?;
-    ck.validate()?;
     let bar = ByteBar::new("load");
-    let named = ck.load_parameters(&bar.on_bytes())?;
+    let model = Llama::load_reporting(dir, &bar.on_bytes())?;
     bar.finish();
-    Ok(Llama::new(ck.config().clone(), named)?)
+    Ok(model)
 }
