@@ -6,6 +6,7 @@
 //! - SOLAR 10.7B on 8 x 80 GB: the parameter count times each state's width (2 bytes of bf16
 //!   weight and gradient, 4 of f32 master, 8 of moments), and ZeRO-1/2's shards are those / 8,
 //!   rounded up.
+//!
 //! Plus the table, the JSON contract (one object on stdout), and exit codes (0 whether it
 //! fits or not, 2 for usage errors, 1 for a missing or broken config naming the file).
 

@@ -172,7 +172,10 @@ mod tests {
             ..preset("tiny").unwrap()
         };
         let p = cfg.checked_num_parameters().unwrap();
-        assert!(p % 2 != 0 && p % 3 != 0, "pick a config that N does not divide: P = {p}");
+        assert!(
+            !p.is_multiple_of(2) && !p.is_multiple_of(3),
+            "pick a config that N does not divide: P = {p}"
+        );
         let (rows, t) = (2, 16);
         for device in [Device::Cpu, Device::Cuda(0)] {
             let one = estimate_plan(&cfg, rows, t, device, Plan::default()).unwrap();
