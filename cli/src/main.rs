@@ -10,6 +10,7 @@ mod flag_walk;
 mod generate_cmd;
 mod merge_cmd;
 mod model_cmds;
+mod plan_cmd;
 mod train_cmds;
 mod usage;
 
@@ -50,6 +51,9 @@ enum Command {
     Merge(merge_cmd::MergeArgs),
     /// Time each op on representative shapes (median of repeated runs after a warm-up).
     Bench(bench::BenchArgs),
+    /// Memory per device of a training run (ZeRO 0/1/2 over N devices) and whether it fits,
+    /// from config.json alone.
+    Plan(plan_cmd::PlanArgs),
 }
 
 impl Command {
@@ -63,7 +67,7 @@ impl Command {
             Command::Pretrain(a) => Some(&a.train.out),
             Command::Sft(a) => Some(&a.train.out),
             Command::Dpo(a) => Some(&a.train.out),
-            Command::Eval(_) | Command::Generate(_) | Command::Bench(_) => None,
+            Command::Eval(_) | Command::Generate(_) | Command::Bench(_) | Command::Plan(_) => None,
         }
     }
 }
@@ -112,6 +116,7 @@ fn run(cli: &Cli) -> Result<(), CliError> {
             let device = common.select_device()?;
             bench::run(args, &common, device)
         }
+        Command::Plan(args) => plan_cmd::run(args, &common),
     }
 }
 

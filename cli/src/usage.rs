@@ -26,6 +26,7 @@ pub fn check(cli: &Cli) -> Result<(), String> {
             dpo_config(a.beta, &a.loss, 0.0).map(|_| ()).map_err(|e| e.0)
         }
         Command::Generate(a) => crate::generate_cmd::check(a),
+        Command::Plan(a) => a.check(),
         Command::Merge(a) => {
             let lora = a.method.as_deref() == Some("lora");
             if lora && (a.base.is_none() || a.adapter.is_none() || !a.models.is_empty()) {

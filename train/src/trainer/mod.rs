@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod mfu;
 pub mod objective;
 pub mod output;
+pub mod plan;
 pub mod progress;
 pub mod schedule;
 
