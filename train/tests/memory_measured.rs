@@ -33,7 +33,11 @@ fn lora_spec() -> LoraSpec {
 }
 
 fn measured_peak(recompute: bool, lora: Option<&LoraSpec>, batch: usize, seq_len: usize) -> u64 {
-    let o = std::env::temp_dir().join(format!("solar-memory-{}-{recompute}-{}", std::process::id(), lora.is_some()));
+    let o = std::env::temp_dir().join(format!(
+        "solar-memory-{}-{recompute}-{}",
+        std::process::id(),
+        lora.is_some()
+    ));
     let _ = std::fs::remove_dir_all(&o);
     let mut rng = Rng::new(4);
     let rows: Vec<LmRow> = (0..2 * batch)
@@ -42,7 +46,9 @@ fn measured_peak(recompute: bool, lora: Option<&LoraSpec>, batch: usize, seq_len
     let c = TrainConfig { steps: Some(2), batch, seq_len, log_every: 0, ..Default::default() };
     let model = Llama::init(preset("small").unwrap(), 3).unwrap();
     let model = match lora {
-        Some(spec) => model.with_lora(Lora::init(spec.clone(), &preset("small").unwrap(), 5).unwrap()).unwrap(),
+        Some(spec) => {
+            model.with_lora(Lora::init(spec.clone(), &preset("small").unwrap(), 5).unwrap()).unwrap()
+        }
         None => model,
     };
     let opts = RunOptions { out: o.clone(), recompute, lora: lora.cloned(), ..Default::default() };

@@ -73,8 +73,9 @@ fn assert_same_grads(what: &str, m: &mut Llama, input: &ModelInput, targets: &Te
             ops_re + 10 * layers <= ops_plain,
             "{what}: {ops_re} ops with recompute, {ops_plain} without"
         );
-        let names: Vec<String> =
-            std::iter::once("loss".to_string()).chain(m.trainable_params().iter().map(|(n, _)| n.to_string())).collect();
+        let names: Vec<String> = std::iter::once("loss".to_string())
+            .chain(m.trainable_params().iter().map(|(n, _)| n.to_string()))
+            .collect();
         for ((a, b), name) in plain.iter().zip(&re).zip(&names) {
             assert!(a == b, "{what} (logps {logps}): {name} differs with recompute");
         }

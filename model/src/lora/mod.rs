@@ -110,7 +110,14 @@ impl Lora {
             .map(|(n, t)| (n.to_string(), t.clone()))
             .unzip();
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
-        Lora { spec: self.spec.clone(), names, params, index, enabled: self.enabled, dropout: Mutex::new(None) }
+        Lora {
+            spec: self.spec.clone(),
+            names,
+            params,
+            index,
+            enabled: self.enabled,
+            dropout: Mutex::new(None),
+        }
     }
 
     pub fn named_params(&self) -> impl Iterator<Item = (&str, &Tensor)> {

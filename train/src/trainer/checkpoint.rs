@@ -81,7 +81,8 @@ pub fn save_checkpoint(
     match model.lora() {
         Some(lora) => adapters::save_in_checkpoint(lora, stage.path(), &target)?,
         None => {
-            let f32_opts = WriteOptions { dtype: None, max_shard_size: None, overwrite: false, ..Default::default() };
+            let f32_opts =
+                WriteOptions { dtype: None, max_shard_size: None, overwrite: false, ..Default::default() };
             model.save(&stage.path().join("model"), &f32_opts, None)?;
         }
     }

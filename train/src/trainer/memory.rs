@@ -24,9 +24,9 @@
 //! with the field named, not wrapped into a small number.
 
 use solar_engine::Device;
-use solar_model::LlamaConfig;
 use solar_model::lora::LoraSpec;
 use solar_model::names::layer_tensor_shape;
+use solar_model::LlamaConfig;
 
 /// Bytes of one training step, by part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

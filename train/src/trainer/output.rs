@@ -88,7 +88,12 @@ impl RunPlace {
                 save_adapter_into(lora, stage.path(), &self.out, &base, dtype, run.copy_from.as_deref())?;
             }
             None => {
-                let opts = WriteOptions { dtype: run.save_dtype, max_shard_size: None, overwrite: true, ..Default::default() };
+                let opts = WriteOptions {
+                    dtype: run.save_dtype,
+                    max_shard_size: None,
+                    overwrite: true,
+                    ..Default::default()
+                };
                 model.save_into(stage.path(), &self.out, &opts, run.copy_from.as_deref())?;
             }
         }
