@@ -106,16 +106,20 @@ fn parse_density(s: &str) -> Result<f64, String> {
     }
 }
 
+/// How the merged (or folded) model is written, reporting its bytes to `bar`.
+fn write_options(args: &MergeArgs, bar: &ByteBar) -> WriteOptions {
+    WriteOptions {
+        dtype: args.dtype,
+        max_shard_size: args.max_shard_size,
+        overwrite: args.overwrite,
+        on_bytes: bar.on_bytes(),
+    }
+}
+
 pub fn run(args: &MergeArgs, common: &Common) -> Result<(), CliError> {
     if let (Some(adapter), Some(base)) = (&args.adapter, &args.base) {
         let bar = ByteBar::new("fold");
-        let opts = WriteOptions {
-            dtype: args.dtype,
-            max_shard_size: args.max_shard_size,
-            overwrite: args.overwrite,
-            on_bytes: bar.on_bytes(),
-        };
-        let r = fold_adapter(base, adapter, &args.out, &opts)?;
+        let r = fold_adapter(base, adapter, &args.out, &write_options(args, &bar))?;
         let moved = bar.finish();
         eprintln!(
             "folded the adapter {} into {}: {} tensors written to {} ({}, {moved})",
@@ -153,13 +157,7 @@ pub fn run(args: &MergeArgs, common: &Common) -> Result<(), CliError> {
         }
     };
     let bar = ByteBar::new("merge");
-    let opts = WriteOptions {
-        dtype: args.dtype,
-        max_shard_size: args.max_shard_size,
-        overwrite: args.overwrite,
-        on_bytes: bar.on_bytes(),
-    };
-    let r = merge(&spec, &args.out, &opts)?;
+    let r = merge(&spec, &args.out, &write_options(args, &bar))?;
     let moved = bar.finish();
     for note in &r.notes {
         eprintln!("note: {note}");

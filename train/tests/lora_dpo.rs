@@ -6,30 +6,13 @@
 
 mod dpo_common;
 
-use dpo_common::{pair, tiny_model};
+use dpo_common::{corrupted_pairs, tiny_model};
 use solar_engine::optim::{AdamW, AdamWConfig};
 use solar_engine::{ops, Tape};
 use solar_model::lora::{Lora, LoraSpec, ALL_TARGETS};
 use solar_train::data::rows::PairRow;
 use solar_train::dpo::{dpo_loss_sum, reference_logps, DpoConfig, RefLogps};
 use solar_train::eval::dpo::eval_dpo;
-
-fn corrupted_pairs() -> Vec<PairRow> {
-    let cases: [(&[u32], &[u32], usize); 4] = [
-        (&[1, 3, 4], &[10, 11, 12], 1),
-        (&[1, 5], &[20, 21, 22, 23], 2),
-        (&[1, 6, 7, 8], &[30, 31], 0),
-        (&[1, 9], &[40, 41, 42], 2),
-    ];
-    cases
-        .iter()
-        .map(|(prompt, answer, at)| {
-            let mut bad = answer.to_vec();
-            bad[*at] = 47;
-            pair(prompt, answer, &bad)
-        })
-        .collect()
-}
 
 #[test]
 fn lora_dpo_against_the_adapters_off_base_learns_and_leaves_the_base_alone() {

@@ -54,6 +54,26 @@ pub fn pair(prompt: &[u32], chosen: &[u32], rejected: &[u32]) -> PairRow {
 }
 
 /// The "tiny" preset, smaller still: 1 layer, hidden 32, vocab 48.
+/// Four pairs whose rejected answer has one token replaced by 47 (dpo_train, lora_dpo).
+pub fn corrupted_pairs() -> Vec<PairRow> {
+    // (prompt, answer, which answer token to corrupt): the corruption is a fixed token, so a
+    // policy can learn both "say the answer" and "avoid token 47".
+    let cases: [(&[u32], &[u32], usize); 4] = [
+        (&[1, 3, 4], &[10, 11, 12], 1),
+        (&[1, 5], &[20, 21, 22, 23], 2),
+        (&[1, 6, 7, 8], &[30, 31], 0),
+        (&[1, 9], &[40, 41, 42], 2),
+    ];
+    cases
+        .iter()
+        .map(|(prompt, answer, at)| {
+            let mut bad = answer.to_vec();
+            bad[*at] = 47;
+            pair(prompt, answer, &bad)
+        })
+        .collect()
+}
+
 pub fn tiny_model(seed: u64) -> Llama {
     let mut cfg = preset("tiny").unwrap();
     cfg.vocab_size = 48;
