@@ -5,6 +5,7 @@
 //! memory and runs each op with Solar's own kernels (kernels/cu) on the same tape.
 
 pub mod alloc_stats;
+pub mod comm;
 pub mod cuda;
 pub mod device;
 pub mod dtype;

@@ -1,0 +1,234 @@
+//! The MPI backend (the `mpi` crate over the system's MPI library, Open MPI in CI). It carries
+//! CPU tensors directly and CUDA tensors staged through the host (the emulator, or GPUs without
+//! NCCL). MPI only moves bytes here (Alltoallv, Allgatherv, Bcast); the sums are ours, in rank
+//! order, so every reduction adds the same numbers in the same order on every rank, whatever
+//! algorithm the MPI library picks for the message size: runs are bitwise reproducible.
+//!
+//! f32 and f64 tensors sum in their own type; bf16 tensors (CUDA gradients) sum in f32 and
+//! round once.
+
+use super::{shard_range, Place};
+use crate::error::{Error, Result};
+use crate::storage::{CpuStorage, Storage};
+use crate::Tensor;
+use half::bf16;
+use mpi::datatype::{Partition, PartitionMut};
+use mpi::environment::Universe;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::traits::*;
+use mpi::Threading;
+use std::sync::Mutex;
+
+/// MPI handles are raw pointers, so not `Send`. MPI was initialised with
+/// MPI_THREAD_SERIALIZED and every call goes through the one mutex, which is what that level
+/// asks for.
+struct Handles {
+    world: SimpleCommunicator,
+    universe: Option<Universe>,
+}
+// SAFETY: see `Handles`: calls are serialized by `MpiComm::inner`'s mutex.
+unsafe impl Send for Handles {}
+
+pub struct MpiComm {
+    inner: Mutex<Handles>,
+    rank: usize,
+    size: usize,
+}
+
+fn err(msg: String) -> Error {
+    Error::invalid("mpi", msg)
+}
+
+fn counts(len: usize, size: usize) -> Result<(Vec<i32>, Vec<i32>)> {
+    let c: Vec<i32> = (0..size)
+        .map(|r| i32::try_from(shard_range(len, r, size).len()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| err(format!("a tensor of {len} elements has shards over MPI's 2^31 count limit")))?;
+    let d: Vec<i32> = (0..size).map(|r| shard_range(len, r, size).start as i32).collect();
+    Ok((c, d))
+}
+
+/// A tensor's elements on the host, in the type its sums are done in.
+enum Host {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Host {
+    fn of(t: &Tensor) -> Result<(Host, bool)> {
+        let cpu = match t.storage() {
+            Storage::Cpu(c) => std::borrow::Cow::Borrowed(c),
+            Storage::Cuda(c) => std::borrow::Cow::Owned(c.download()?),
+        };
+        Ok(match cpu.as_ref() {
+            CpuStorage::F32(v) => (Host::F32(v.clone()), false),
+            CpuStorage::F64(v) => (Host::F64(v.clone()), false),
+            CpuStorage::BF16(v) => (Host::F32(v.iter().map(|x| x.to_f32()).collect()), true),
+            other => {
+                return Err(Error::DType { op: "mpi", got: other.dtype(), expected: "f32, f64 or bf16" })
+            }
+        })
+    }
+    /// The elements as a tensor of `like`'s dtype and device, shaped `[len]` or like `like`.
+    fn into_tensor(self, bf16_out: bool, like: &Tensor, shape: Vec<usize>) -> Result<Tensor> {
+        let t = match (self, bf16_out) {
+            (Host::F32(v), true) => {
+                Tensor::from_vec(v.into_iter().map(bf16::from_f32).collect::<Vec<_>>(), shape)?
+            }
+            (Host::F32(v), false) => Tensor::from_vec(v, shape)?,
+            (Host::F64(v), _) => Tensor::from_vec(v, shape)?,
+        };
+        t.to_device(like.device())
+    }
+}
+
+impl MpiComm {
+    pub fn init(place: &Place) -> Result<MpiComm> {
+        let (universe, level) = mpi::initialize_with_threading(Threading::Serialized)
+            .ok_or_else(|| err("MPI was already initialised".into()))?;
+        if level < Threading::Serialized {
+            return Err(err(format!(
+                "the MPI library offers threading level {level:?}; Solar needs Serialized"
+            )));
+        }
+        let world = universe.world();
+        let (rank, size) = (world.rank() as usize, world.size() as usize);
+        if (rank, size) != (place.rank, place.size) {
+            return Err(err(format!(
+                "{} says rank {} of {}, but MPI's world has rank {rank} of {size}: was this MPI library the one that started the job?",
+                place.launcher.name(),
+                place.rank,
+                place.size
+            )));
+        }
+        Ok(MpiComm { inner: Mutex::new(Handles { world, universe: Some(universe) }), rank, size })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&SimpleCommunicator) -> T) -> T {
+        let h = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&h.world)
+    }
+
+    pub fn abort(&self, code: i32) -> ! {
+        // Not through the mutex: a collective may hold it, and abort must still get through.
+        // SAFETY: MPI_Abort is callable at any time and does not return.
+        unsafe { mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, code) };
+        std::process::exit(code)
+    }
+
+    pub fn reduce_scatter_sum(&self, full: &Tensor) -> Result<Tensor> {
+        let (host, bf) = Host::of(full)?;
+        let mine = shard_range(full.elem_count(), self.rank, self.size);
+        let (send_c, send_d) = counts(full.elem_count(), self.size)?;
+        let n = mine.len();
+        let recv_c = vec![n as i32; self.size];
+        let recv_d: Vec<i32> = (0..self.size).map(|r| (r * n) as i32).collect();
+        let summed = match host {
+            Host::F32(v) => Host::F32(self.exchange_and_sum(&v, &send_c, &send_d, &recv_c, &recv_d, n)),
+            Host::F64(v) => Host::F64(self.exchange_and_sum(&v, &send_c, &send_d, &recv_c, &recv_d, n)),
+        };
+        summed.into_tensor(bf, full, vec![n])
+    }
+
+    /// Alltoallv: rank r receives every rank's piece r; then adds them in rank order.
+    fn exchange_and_sum<T: Equivalence + Copy + Default + std::ops::AddAssign>(
+        &self,
+        v: &[T],
+        send_c: &[i32],
+        send_d: &[i32],
+        recv_c: &[i32],
+        recv_d: &[i32],
+        n: usize,
+    ) -> Vec<T> {
+        let mut recv = vec![T::default(); n * self.size];
+        self.with(|w| {
+            let send = Partition::new(v, send_c, send_d);
+            let mut into = PartitionMut::new(&mut recv[..], recv_c, recv_d);
+            w.all_to_all_varcount_into(&send, &mut into);
+        });
+        let mut acc = recv[..n].to_vec();
+        for r in 1..self.size {
+            for (a, &x) in acc.iter_mut().zip(&recv[r * n..(r + 1) * n]) {
+                *a += x;
+            }
+        }
+        acc
+    }
+
+    pub fn all_gather_into(&self, shard: &Tensor, full: &mut Tensor) -> Result<()> {
+        let (c, d) = counts(full.elem_count(), self.size)?;
+        let (host, bf) = Host::of(shard)?;
+        let gathered = match host {
+            Host::F32(v) => Host::F32(self.gather(&v, full.elem_count(), &c, &d)),
+            Host::F64(v) => Host::F64(self.gather(&v, full.elem_count(), &c, &d)),
+        };
+        let t = gathered.into_tensor(bf, full, full.dims().to_vec())?;
+        full.set_storage(t.storage().try_clone()?)
+    }
+
+    fn gather<T: Equivalence + Copy + Default>(&self, v: &[T], len: usize, c: &[i32], d: &[i32]) -> Vec<T> {
+        let mut out = vec![T::default(); len];
+        self.with(|w| w.all_gather_varcount_into(v, &mut PartitionMut::new(&mut out[..], c, d)));
+        out
+    }
+
+    pub fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {
+        let (host, bf) = Host::of(t)?;
+        let got = match host {
+            Host::F32(mut v) => {
+                self.with(|w| w.process_at_rank(root as i32).broadcast_into(&mut v[..]));
+                Host::F32(v)
+            }
+            Host::F64(mut v) => {
+                self.with(|w| w.process_at_rank(root as i32).broadcast_into(&mut v[..]));
+                Host::F64(v)
+            }
+        };
+        let new = got.into_tensor(bf, t, t.dims().to_vec())?;
+        t.set_storage(new.storage().try_clone()?)
+    }
+
+    pub fn all_reduce_f64(&self, v: &mut [f64]) -> Result<()> {
+        let mut all = vec![0.0f64; v.len() * self.size];
+        self.with(|w| w.all_gather_into(&v[..], &mut all[..]));
+        let n = v.len();
+        for (i, x) in v.iter_mut().enumerate() {
+            *x = all[i];
+            for r in 1..self.size {
+                *x += all[r * n + i];
+            }
+        }
+        Ok(())
+    }
+
+    pub fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) -> Result<()> {
+        self.with(|w| {
+            let p = w.process_at_rank(root as i32);
+            let mut len = bytes.len() as u64;
+            p.broadcast_into(&mut len);
+            bytes.resize(len as usize, 0);
+            p.broadcast_into(&mut bytes[..]);
+        });
+        Ok(())
+    }
+
+    pub fn barrier(&self) -> Result<()> {
+        self.with(|w| w.barrier());
+        Ok(())
+    }
+}
+
+/// MPI_Finalize, once, when the world ends cleanly.
+pub(super) fn finalize() {
+    if let Some(super::Comm::Mpi(m)) = super::WORLD.get() {
+        let mut h = m.inner.lock().unwrap_or_else(|p| p.into_inner());
+        drop(h.universe.take());
+    }
+}
