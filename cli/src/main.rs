@@ -8,6 +8,7 @@ mod config_file;
 mod demo_cmd;
 mod flag_walk;
 mod generate_cmd;
+mod launch;
 mod merge_cmd;
 mod model_cmds;
 mod plan_cmd;
@@ -70,19 +71,35 @@ impl Command {
             Command::Eval(_) | Command::Generate(_) | Command::Bench(_) | Command::Plan(_) => None,
         }
     }
+    /// The trainers, which run data parallel when a launcher started them as ranks.
+    fn trains(&self) -> bool {
+        matches!(self, Command::Pretrain(_) | Command::Sft(_) | Command::Dpo(_))
+    }
 }
 
 fn run(cli: &Cli) -> Result<(), CliError> {
     let mut common = cli.common.resolve();
     common.init_threads()?;
-    // One writer per output folder, for the whole run; a command that writes one also stops
-    // cleanly on SIGINT/SIGTERM instead of dying mid-save.
+    let place = if cli.command.trains() { launch::place()? } else { None };
+    // One writer per output folder, for the whole run (of a job's ranks, rank 0 writes); a
+    // command that writes one also stops cleanly on SIGINT/SIGTERM instead of dying mid-save.
     let _lock = match cli.command.output() {
         Some(out) => {
             interrupt::install();
-            Some(OutputLock::acquire(out)?)
+            match &place {
+                Some(p) if p.rank > 0 => None,
+                _ => Some(OutputLock::acquire(out)?),
+            }
         }
         None => None,
+    };
+    if let Some(p) = &place {
+        common.run_on = launch::select_device(&common, p)?;
+        launch::join(p, common.run_on)?;
+    }
+    let select = |common: &common::Common| match &place {
+        Some(_) => Ok(common.run_on),
+        None => common.select_device(),
     };
     match &cli.command {
         Command::Demo(args) => {
@@ -100,15 +117,15 @@ fn run(cli: &Cli) -> Result<(), CliError> {
             generate_cmd::generate(args, &common)
         }
         Command::Pretrain(args) => {
-            common.run_on = common.select_device()?;
+            common.run_on = select(&common)?;
             train_cmds::pretrain(args, &common)
         }
         Command::Sft(args) => {
-            common.run_on = common.select_device()?;
+            common.run_on = select(&common)?;
             train_cmds::sft(args, &common)
         }
         Command::Dpo(args) => {
-            common.run_on = common.select_device()?;
+            common.run_on = select(&common)?;
             train_cmds::dpo(args, &common)
         }
         Command::Merge(args) => merge_cmd::run(args, &common),
@@ -131,11 +148,11 @@ fn command() -> clap::Command {
 /// Runtime errors exit 1; a run stopped by SIGINT/SIGTERM exits 128 + the signal, whatever
 /// error its unwinding produced, as shells expect.
 fn fail(e: CliError) -> ExitCode {
-    eprintln!("error: {e}");
-    match interrupt::received() {
-        Some(sig) => ExitCode::from(interrupt::exit_code(sig)),
-        None => ExitCode::from(1),
-    }
+    let code = match interrupt::received() {
+        Some(sig) => interrupt::exit_code(sig),
+        None => 1,
+    };
+    launch::fail(&e.to_string(), code)
 }
 
 fn main() -> ExitCode {
@@ -183,7 +200,10 @@ fn main() -> ExitCode {
         Ok(()) if interrupt::received().is_some() => {
             fail(CliError("interrupted after the output was completed".into()))
         }
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            solar_engine::comm::finish();
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(e),
     }
 }

@@ -122,6 +122,11 @@ pub struct TrainFlags {
     /// during backward (the same gradients, bitwise; less memory; one more forward).
     #[arg(long)]
     pub recompute: bool,
+    /// ZeRO stage when launched as several ranks (torchrun, mpirun, srun): 0 replicates the
+    /// optimizer (DDP), 1 shards the master weights and AdamW moments, 2 the gradients too
+    /// [default: 1 with more than one rank].
+    #[arg(long, value_name = "0|1|2", value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub zero: Option<u8>,
     /// Print the predicted peak memory of a training step and exit, without reading the data,
     /// training or creating OUT.
     #[arg(long)]
@@ -199,6 +204,7 @@ impl TrainFlags {
             label: label.to_string(),
             lora: self.lora_spec().map_err(CliError)?,
             recompute: self.recompute,
+            dist: crate::launch::dist(self.zero),
         })
     }
 

@@ -117,6 +117,32 @@ impl DpoSums {
         self.logps_rejected += o.logps_rejected;
     }
 
+    /// The sums as numbers to add over ranks, and back (`from_numbers(to_numbers())` is exact).
+    pub fn to_numbers(&self) -> [f64; 8] {
+        [
+            self.count as f64,
+            self.loss,
+            self.chosen_rewards,
+            self.rejected_rewards,
+            self.accuracies,
+            self.margins,
+            self.logps_chosen,
+            self.logps_rejected,
+        ]
+    }
+    pub fn from_numbers(v: [f64; 8]) -> DpoSums {
+        DpoSums {
+            count: v[0] as usize,
+            loss: v[1],
+            chosen_rewards: v[2],
+            rejected_rewards: v[3],
+            accuracies: v[4],
+            margins: v[5],
+            logps_chosen: v[6],
+            logps_rejected: v[7],
+        }
+    }
+
     /// Means under TRL's metric names (empty when no pair was counted).
     pub fn means(&self) -> BTreeMap<&'static str, f64> {
         if self.count == 0 {

@@ -15,11 +15,15 @@
 pub mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod quiet;
+mod shard;
 mod watchdog;
 
 use crate::error::{Error, Result};
 use crate::{Device, Tensor};
 pub use launch::{Launcher, Place};
+pub use quiet::{say_error, silence_this_rank};
+pub use shard::flat_piece;
 use std::ops::Range;
 use std::sync::OnceLock;
 pub use watchdog::{set_stop_check, timeout_from_env};

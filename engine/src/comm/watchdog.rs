@@ -82,14 +82,14 @@ pub(crate) fn start(rank: usize, size: usize) {
                 ),
                 _ => continue,
             };
-            eprintln!(
+            super::say_error(&format!(
                 "error: rank {rank} of {size}: {reason}: a rank has died or hangs; ending this rank (the last complete checkpoint is intact)"
-            );
+            ));
             // SAFETY: _exit ends the process at once; nothing runs after it.
             unsafe { libc::_exit(1) };
         }
     });
     if let Err(e) = spawned {
-        eprintln!("warning: rank {rank}: cannot start the collective watchdog: {e}");
+        super::say_error(&format!("warning: rank {rank}: cannot start the collective watchdog: {e}"));
     }
 }

@@ -117,6 +117,15 @@ impl AdamW {
         self.masters.insert(id, master);
     }
 
+    /// Takes a parameter's moments out (data parallel ranks keep only their shard's).
+    pub fn take_moments(&mut self, id: TensorId) -> Option<Moments> {
+        self.state.remove(&id)
+    }
+    /// Takes a bf16 CUDA parameter's f32 master copy out.
+    pub fn take_master(&mut self, id: TensorId) -> Option<Tensor> {
+        self.masters.remove(&id)
+    }
+
     /// Starts a new step (bias corrections use the new count).
     pub fn begin_step(&mut self) {
         self.step += 1;

@@ -5,7 +5,7 @@
 //! summed there (f32, two fixed stages over all of them: kernels/cu/reduce.cu), one value per
 //! device coming back; the clip itself is `ops::scale` on whichever device holds each gradient.
 
-use crate::cuda::reduce::sum_squares as grad_sum_squares;
+use crate::cuda::reduce::sum_squares as gpu_sum_squares;
 use crate::cuda::{CudaData, Gpu};
 use crate::error::Result;
 use crate::ops::reduce::deterministic_sum;
@@ -24,6 +24,12 @@ fn sum_squares(g: &Tensor) -> Result<f64> {
 
 /// L2 norm over the gradients of `ids`, in that order (missing gradients count as zero).
 pub fn global_grad_norm(grads: &Grads, ids: &[TensorId]) -> Result<f64> {
+    Ok(grad_sum_squares(grads, ids)?.sqrt())
+}
+
+/// The sum of squares behind `global_grad_norm` (data parallel ranks add theirs, then take the
+/// root once).
+pub fn grad_sum_squares(grads: &Grads, ids: &[TensorId]) -> Result<f64> {
     let mut total = 0.0;
     // CUDA gradients per device ordinal, in the order given.
     let mut on_gpu: BTreeMap<usize, (Arc<Gpu>, Vec<&CudaData>)> = BTreeMap::new();
@@ -38,9 +44,9 @@ pub fn global_grad_norm(grads: &Grads, ids: &[TensorId]) -> Result<f64> {
         }
     }
     for (gpu, data) in on_gpu.values() {
-        total += grad_sum_squares(gpu, data)?;
+        total += gpu_sum_squares(gpu, data)?;
     }
-    Ok(total.sqrt())
+    Ok(total)
 }
 
 /// Clips the gradients of `ids` to a global norm of at most `max_norm`; returns the norm

@@ -5,4 +5,4 @@ pub mod adamw;
 pub mod clip;
 
 pub use adamw::{AdamW, AdamWConfig, Moments};
-pub use clip::{clip_grad_norm, global_grad_norm};
+pub use clip::{clip_grad_norm, global_grad_norm, grad_sum_squares};

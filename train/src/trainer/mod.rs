@@ -12,6 +12,7 @@
 pub mod adapters;
 pub mod checkpoint;
 pub mod config;
+pub mod data_parallel;
 pub mod fault;
 pub mod memory;
 pub mod metrics;
@@ -25,9 +26,10 @@ pub mod schedule;
 use crate::error::{Result, TrainError};
 use checkpoint::{list_checkpoints, load_checkpoint, save_checkpoint, TrainState};
 use config::{differences, TrainConfig};
+use data_parallel::{rank_rows, DataParallel, Dist};
 use metrics::MetricsLog;
 use mfu::ModelFlops;
-use objective::{Objective, StepLoss};
+use objective::{Objective, StepLoss, StepSplit};
 use output::RunPlace;
 use progress::{Progress, StepView};
 use serde_json::{json, Map, Value};
@@ -62,6 +64,8 @@ pub struct RunOptions {
     pub lora: Option<solar_model::lora::LoraSpec>,
     /// Activation recompute (--recompute): same gradients, less memory, a second forward.
     pub recompute: bool,
+    /// One rank of a data parallel job (data_parallel.rs); None: a single process.
+    pub dist: Option<Dist>,
 }
 
 impl RunOptions {
@@ -197,13 +201,27 @@ pub fn train(
     identity.extend(adapters::identity(&model));
     identity.extend(extra_identity);
 
-    let mut place = RunPlace::prepare(run)?;
-    let work = place.work.clone();
+    let dist = run.dist;
+    if let Some(d) = &dist {
+        data_parallel::check_rows_per_step(cfg.rows_per_step(), d)?;
+    }
+    // Rank 0 alone writes: OUT, metrics, checkpoints and the final model.
+    let leader = dist.is_none_or(|d| d.is_leader());
+    let mut place = if leader { Some(RunPlace::prepare(run)?) } else { None };
+    if let Some(d) = &dist {
+        // Rank 0 has reclaimed what dead runs left before any rank reads a checkpoint.
+        d.comm.barrier()?;
+    }
+    let work = place.as_ref().map_or(run.out.clone(), |p| p.work.clone());
     let (mut model, mut opt, mut state, resumed_from) = start(model, cfg, run, &work, &identity)?;
+    if let Some(d) = &dist {
+        agree_on_resume(d, resumed_from, &work)?;
+    }
+    let mut dp = dist.map(|d| DataParallel::new(d, &model, &mut opt)).transpose()?;
     model.set_recompute(run.recompute);
     // metrics.jsonl's peak_alloc_bytes: this run's high-water, from what it holds now.
     solar_engine::alloc_stats::on(run.device).reset_peak();
-    let mut log = MetricsLog::open(&work, state.step)?;
+    let mut log = if leader { Some(MetricsLog::open(&work, state.step)?) } else { None };
     if let Some(s) = resumed_from {
         eprintln!("resuming from step {s} ({})", work.join("checkpoints").display());
     }
@@ -229,13 +247,26 @@ pub fn train(
         let step_flops = flops.step(objective.row_lens(&picked));
         let mut grads = Grads::default();
         adapters::set_dropout_step(&model, cfg.seed, Some(step));
-        let stepped = objective.step(&model, &picked, cfg.batch, &mut grads);
+        let stepped = match dp.as_mut() {
+            None => {
+                StepSplit::alone(picked.len(), |s| objective.step(&model, &picked, cfg.batch, &mut grads, s))
+            }
+            Some(dp) => {
+                let comm = dp.dist.comm;
+                let mine = rank_rows(picked.len(), comm.rank(), comm.size());
+                let reduce = |v: &mut [f64]| Ok(comm.all_reduce_f64(v)?);
+                let mut after = |g: &mut Grads| dp.after_micro_batch(&model, g);
+                let mut split = StepSplit { mine, reduce: &reduce, after_micro_batch: &mut after };
+                objective.step(&model, &picked, cfg.batch, &mut grads, &mut split)
+            }
+        };
         adapters::set_dropout_step(&model, cfg.seed, None);
         let StepLoss { loss, count, processed, extra } = stepped?;
-        let norm = if cfg.clip > 0.0 {
-            clip_grad_norm(&mut grads, &ids, cfg.clip)?
-        } else {
-            global_grad_norm(&grads, &ids)?
+        let reduced = dp.as_mut().map(|dp| dp.reduce_gradients(&model, &mut grads)).transpose()?;
+        let norm = match (&dp, &reduced) {
+            (Some(dp), Some(r)) => dp.grad_norm(&model, r)?,
+            _ if cfg.clip > 0.0 => clip_grad_norm(&mut grads, &ids, cfg.clip)?,
+            _ => global_grad_norm(&grads, &ids)?,
         };
         let bad = !loss.is_finite() || !norm.is_finite() || count == 0;
         if bad {
@@ -258,10 +289,15 @@ pub fn train(
             }
         } else {
             state.bad_in_a_row = 0;
-            opt.begin_step();
-            for (name, p) in model.trainable_params_mut() {
-                if let Some(g) = grads.get_id(p.id()) {
-                    opt.update(p, g, !is_norm(name), lr)?;
+            match (dp.as_mut(), reduced) {
+                (Some(dp), Some(r)) => dp.update(&mut model, &mut opt, r, norm, cfg.clip, lr)?,
+                _ => {
+                    opt.begin_step();
+                    for (name, p) in model.trainable_params_mut() {
+                        if let Some(g) = grads.get_id(p.id()) {
+                            opt.update(p, g, !is_norm(name), lr)?;
+                        }
+                    }
                 }
             }
             state.tokens += count as u64;
@@ -284,7 +320,9 @@ pub fn train(
         if let (Value::Object(r), Value::Object(m)) = (&mut rec, metrics::memory_fields(run.device)) {
             r.extend(m);
         }
-        log.record(&rec)?;
+        if let Some(log) = log.as_mut() {
+            log.record(&rec)?;
+        }
         let done = (state.step - first_step) as f64;
         let eta_s = began.elapsed().as_secs_f64() / done * (total - state.step) as f64;
         progress.step(&StepView {
@@ -298,7 +336,9 @@ pub fn train(
             mfu,
             eta_s,
         });
-        if cfg.eval_every > 0 && (state.step % cfg.eval_every == 0 || state.step == total) {
+        if let (Some(log), true) =
+            (log.as_mut(), cfg.eval_every > 0 && (state.step % cfg.eval_every == 0 || state.step == total))
+        {
             if let Some(eval_loss) = objective.eval(&model, cfg.batch)? {
                 log.record(&json!({"step": state.step, "eval_loss": eval_loss}))?;
                 progress.println(&format!("step {}: eval loss {eval_loss:.4}", state.step));
@@ -306,16 +346,60 @@ pub fn train(
         }
         fault::maybe_abort("after-step", state.step);
         if cfg.save_every > 0 && state.step % cfg.save_every == 0 && state.step < total {
-            save_checkpoint(&work, &model, &opt, &state, cfg.keep)?;
+            // ZeRO: every rank sends its shard of the moments; rank 0 writes them whole.
+            let gathered = dp.as_ref().map(|dp| dp.gathered_optimizer(&model, &opt)).transpose()?.flatten();
+            if leader {
+                save_checkpoint(&work, &model, gathered.as_ref().unwrap_or(&opt), &state, cfg.keep)?;
+            }
         }
-        if let Some(sig) = interrupt::received() {
-            stopped_early(&place, state.step, total);
-            return Err(ModelError::Interrupted(interrupt::signal_name(sig)).into());
+        if let Some(sig) = stop_signal(dist.as_ref())? {
+            if let Some(place) = &place {
+                stopped_early(place, state.step, total);
+            }
+            return Err(ModelError::Interrupted(sig).into());
         }
     }
     progress.finish();
-    place.save_final(&model, run)?;
+    if let Some(place) = place.as_mut() {
+        place.save_final(&model, run)?;
+    }
+    if let Some(d) = &dist {
+        // The job ends when the model is in place (or with rank 0's error, which aborts it).
+        d.comm.barrier()?;
+    }
     Ok(RunReport { steps: state.step, last_loss, bad_steps: state.bad_steps, resumed_from })
+}
+
+/// A stop signal this process, or with data parallel ranks any rank, received: all ranks stop
+/// after the same step.
+fn stop_signal(dist: Option<&Dist>) -> Result<Option<&'static str>> {
+    let mine = interrupt::received().map(interrupt::signal_name);
+    let Some(d) = dist else { return Ok(mine) };
+    let mut any = [f64::from(u8::from(mine.is_some()))];
+    d.comm.all_reduce_f64(&mut any)?;
+    Ok((any[0] > 0.0).then_some(mine.unwrap_or("a signal on another rank")))
+}
+
+/// Every rank must resume from the same checkpoint: one that only rank 0 can see (OUT on a
+/// disk of rank 0's machine alone) is an error, not a silent divergence.
+fn agree_on_resume(d: &Dist, resumed_from: Option<usize>, work: &Path) -> Result<()> {
+    let mine = resumed_from.map_or(-1.0, |s| s as f64);
+    let mut leader = mine.to_le_bytes().to_vec();
+    d.comm.broadcast_bytes(&mut leader, 0)?;
+    let theirs = f64::from_le_bytes(leader.as_slice().try_into().unwrap_or([0; 8]));
+    if theirs != mine {
+        let say = |s: f64| if s < 0.0 { "no checkpoint".to_string() } else { format!("step {s}") };
+        return Err(TrainError::file(
+            work,
+            format!(
+                "rank {} found {} but rank 0 resumes from {}: OUT must be on a filesystem every rank sees",
+                d.rank(),
+                say(mine),
+                say(theirs)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Says what an interrupted run leaves: a resumable run in OUT, or OUT as it was.

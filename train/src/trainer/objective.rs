@@ -33,6 +33,24 @@ pub struct StepLoss {
     pub extra: Value,
 }
 
+/// How a step's rows are shared with other data parallel ranks.
+pub struct StepSplit<'a> {
+    /// The rows of the step (positions in `picked`) this process runs: all of them alone.
+    pub mine: std::ops::Range<usize>,
+    /// Sums host numbers over the ranks (loss sums, DPO statistics); nothing alone.
+    pub reduce: &'a dyn Fn(&mut [f64]) -> Result<()>,
+    /// Runs after each micro-batch's backward (ZeRO-2 reduces the gradients there).
+    pub after_micro_batch: &'a mut dyn FnMut(&mut Grads) -> Result<()>,
+}
+
+impl StepSplit<'_> {
+    /// A single process: every row, nothing to sum with.
+    pub fn alone(rows: usize, run: impl FnOnce(&mut StepSplit<'_>) -> Result<StepLoss>) -> Result<StepLoss> {
+        let mut nothing = |_: &mut Grads| Ok(());
+        run(&mut StepSplit { mine: 0..rows, reduce: &|_| Ok(()), after_micro_batch: &mut nothing })
+    }
+}
+
 /// FNV-1a over a stream of words: a stable fingerprint of the training data.
 fn fnv(words: impl Iterator<Item = u64>) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -102,15 +120,25 @@ impl Objective {
         }
     }
 
-    /// Forward and backward of one optimizer step's rows, gradients added into `grads`.
-    pub fn step(&self, model: &Llama, picked: &[usize], batch: usize, grads: &mut Grads) -> Result<StepLoss> {
+    /// Forward and backward of one optimizer step's rows, gradients added into `grads`. With
+    /// data parallel ranks (`split`), this process runs only its rows of the step, scaled by
+    /// the whole step's count, and the losses are summed over the ranks.
+    pub fn step(
+        &self,
+        model: &Llama,
+        picked: &[usize],
+        batch: usize,
+        grads: &mut Grads,
+        split: &mut StepSplit<'_>,
+    ) -> Result<StepLoss> {
+        let mine = split.mine.clone();
         match self {
             Objective::Lm { rows, .. } => {
                 let picked: Vec<&LmRow> = picked.iter().map(|&i| &rows[i]).collect();
                 let count: usize = picked.iter().map(|r| r.scored()).sum();
                 let processed = picked.iter().map(|r| r.len()).sum();
                 let mut sum = 0.0;
-                for chunk in picked.chunks(batch.max(1)) {
+                for chunk in picked[mine].chunks(batch.max(1)) {
                     let tape = Tape::new();
                     let b = collate(chunk)?;
                     let ce = model.loss(Some(&tape), &b.input, &b.targets)?;
@@ -119,22 +147,29 @@ impl Objective {
                         let scaled = ops::scale(&ce.loss_sum, 1.0 / count as f64)?;
                         tape.backward_into(&scaled, grads)?;
                     }
+                    (split.after_micro_batch)(grads)?;
                 }
+                let mut sums = [sum];
+                (split.reduce)(&mut sums)?;
+                let sum = sums[0];
                 Ok(StepLoss { loss: sum / count.max(1) as f64, count, processed, extra: json!({}) })
             }
             Objective::Dpo { pairs, refs, cfg, .. } => {
                 let count = picked.len();
                 let processed = picked.iter().map(|&i| pairs[i].chosen.len() + pairs[i].rejected.len()).sum();
                 let mut total = DpoSums::default();
-                for chunk in picked.chunks(batch.max(1)) {
+                for chunk in picked[mine].chunks(batch.max(1)) {
                     let tape = Tape::new();
                     let p: Vec<&PairRow> = chunk.iter().map(|&i| &pairs[i]).collect();
                     let r: Vec<&RefLogps> = chunk.iter().map(|&i| &refs[i]).collect();
                     let (sum, sums) = dpo_loss_sum(model, &tape, &p, &r, cfg)?;
                     tape.backward_into(&ops::scale(&sum, 1.0 / count as f64)?, grads)?;
                     total.add(&sums);
+                    (split.after_micro_batch)(grads)?;
                 }
-                let means = total.means();
+                let mut numbers = total.to_numbers();
+                (split.reduce)(&mut numbers)?;
+                let means = DpoSums::from_numbers(numbers).means();
                 let extra: serde_json::Map<String, Value> = means
                     .iter()
                     .filter(|(k, _)| **k != "loss")

@@ -1,0 +1,264 @@
+//! Data parallel training over the ranks of a job (solar_engine::comm), with ZeRO stages 0-2.
+//!
+//! Every rank draws the same global step (the rows one process would train on, same seed,
+//! same order) and runs its contiguous slice of it (`rank_rows`). Each micro-batch's summed
+//! loss is scaled by 1/(the step's global count), so summing the ranks' gradients gives
+//! exactly the gradient of the step's mean, as one process computes it.
+//!
+//! - ZeRO-0: gradients are all-reduced; every rank updates every parameter (DDP).
+//! - ZeRO-1: gradients are reduce-scattered; a rank keeps the AdamW moments (and on CUDA the
+//!   f32 master weights) of its shard of each parameter only, updates that shard, and the
+//!   weights are all-gathered back into every rank's full copy.
+//! - ZeRO-2: as ZeRO-1, and each micro-batch's gradients are reduce-scattered as soon as its
+//!   backward ends, so across gradient accumulation a rank holds only its shard's sum.
+//! Reductions add in rank order (comm.rs), and the gradient norm is summed per shard in shard
+//! order at every stage, so ZeRO-0 and ZeRO-1 give the same weights bit for bit; ZeRO-2 adds
+//! micro-batches in another order when a rank runs more than one per step.
+//!
+//! Checkpoints stay whole: moments are gathered before rank 0 writes them, so a run saved by
+//! N ranks resumes on any number of ranks, or as one process.
+
+use crate::error::{Result, TrainError};
+use solar_engine::comm::{flat_piece, shard_range, Comm};
+use solar_engine::ops;
+use solar_engine::optim::{grad_sum_squares, AdamW, Moments};
+use solar_engine::{DType, Grads, Tensor};
+use solar_model::names::is_norm;
+use solar_model::Llama;
+use std::ops::Range;
+
+/// The job this run is one rank of, and the ZeRO stage.
+#[derive(Clone, Copy)]
+pub struct Dist {
+    pub comm: &'static Comm,
+    pub zero: u8,
+}
+
+impl std::fmt::Debug for Dist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dist(rank {} of {}, ZeRO-{})", self.comm.rank(), self.comm.size(), self.zero)
+    }
+}
+
+impl Dist {
+    pub fn rank(&self) -> usize {
+        self.comm.rank()
+    }
+    pub fn size(&self) -> usize {
+        self.comm.size()
+    }
+    pub fn is_leader(&self) -> bool {
+        self.comm.rank() == 0
+    }
+}
+
+/// The rows of an `n`-row step that `rank` of `size` runs: contiguous, sizes differing by at
+/// most one, in rank order.
+pub fn rank_rows(n: usize, rank: usize, size: usize) -> Range<usize> {
+    let (q, r) = (n / size, n % size);
+    let start = rank * q + rank.min(r);
+    start..start + q + usize::from(rank < r)
+}
+
+/// One rank's data parallel state across the run.
+pub struct DataParallel {
+    pub dist: Dist,
+    /// ZeRO-1/2: this rank's shard of each trainable parameter, in `trainable_params` order
+    /// (None where the shard is empty). AdamW keys their state by these tensors' ids.
+    shards: Vec<Option<Tensor>>,
+    /// ZeRO-2: the step's gradient shards summed so far.
+    grad_shards: Vec<Option<Tensor>>,
+}
+
+impl DataParallel {
+    /// Cuts this rank's shards out of `model`; moments `opt` already holds (a resumed
+    /// checkpoint's, whole) are cut the same way and the whole ones dropped.
+    pub fn new(dist: Dist, model: &Llama, opt: &mut AdamW) -> Result<DataParallel> {
+        let mut shards = Vec::new();
+        for (_, p) in model.trainable_params() {
+            if dist.zero == 0 {
+                shards.push(None);
+                continue;
+            }
+            let r = shard_range(p.elem_count(), dist.rank(), dist.size());
+            let whole = opt.take_moments(p.id());
+            let master = opt.take_master(p.id());
+            if r.is_empty() {
+                shards.push(None);
+                continue;
+            }
+            let shard = flat_piece(p, r.clone())?;
+            if let Some(Moments { m, v }) = whole {
+                opt.set_moments(
+                    shard.id(),
+                    Moments { m: flat_piece(&m, r.clone())?, v: flat_piece(&v, r.clone())? },
+                );
+            }
+            if let Some(master) = master {
+                opt.set_master(shard.id(), flat_piece(&master, r)?);
+            }
+            shards.push(Some(shard));
+        }
+        let n = shards.len();
+        Ok(DataParallel { dist, shards, grad_shards: vec![None; n] })
+    }
+
+    fn comm(&self) -> &'static Comm {
+        self.dist.comm
+    }
+
+    /// Sums host numbers (loss sums, DPO statistics) over the ranks.
+    pub fn reduce_sums(&self, v: &mut [f64]) -> Result<()> {
+        Ok(self.comm().all_reduce_f64(v)?)
+    }
+
+    /// A parameter's gradient, or zeros where this rank's rows gave it none: every rank must
+    /// join every collective, with tensors of the same size.
+    fn grad_or_zeros(grads: &mut Grads, p: &Tensor) -> Result<Tensor> {
+        match grads.remove(p.id()) {
+            Some(g) => Ok(g),
+            None => Ok(Tensor::zeros_on(p.shape().clone(), p.dtype(), p.device())?),
+        }
+    }
+
+    /// ZeRO-2: after each micro-batch's backward, its gradients are reduce-scattered into
+    /// the step's shard sums and the whole ones dropped.
+    pub fn after_micro_batch(&mut self, model: &Llama, grads: &mut Grads) -> Result<()> {
+        if self.dist.zero < 2 {
+            return Ok(());
+        }
+        for (i, (_, p)) in model.trainable_params().into_iter().enumerate() {
+            let g = Self::grad_or_zeros(grads, p)?;
+            let piece = self.comm().reduce_scatter_sum(&g)?;
+            drop(g);
+            self.grad_shards[i] = Some(match self.grad_shards[i].take() {
+                Some(acc) => ops::add(&acc, &piece)?,
+                None => piece,
+            });
+        }
+        Ok(())
+    }
+
+    /// The step's summed gradients as this rank needs them for its update: whole tensors
+    /// (ZeRO-0) or its shards (ZeRO-1/2), in `trainable_params` order.
+    pub fn reduce_gradients(&mut self, model: &Llama, grads: &mut Grads) -> Result<Vec<Tensor>> {
+        let mut out = Vec::new();
+        for (i, (_, p)) in model.trainable_params().into_iter().enumerate() {
+            out.push(match self.dist.zero {
+                0 => {
+                    let mut g = Self::grad_or_zeros(grads, p)?;
+                    self.comm().all_reduce_sum(&mut g)?;
+                    g
+                }
+                1 => self.comm().reduce_scatter_sum(&Self::grad_or_zeros(grads, p)?)?,
+                _ => match self.grad_shards[i].take() {
+                    Some(g) => g,
+                    None => self.comm().reduce_scatter_sum(&Self::grad_or_zeros(grads, p)?)?,
+                },
+            });
+        }
+        grads.clear();
+        Ok(out)
+    }
+
+    /// The global L2 norm of the summed gradients: each rank adds the squares of its shard
+    /// of every gradient (in parameter order), the ranks' sums add in rank order.
+    pub fn grad_norm(&self, model: &Llama, reduced: &[Tensor]) -> Result<f64> {
+        let mut mine = Grads::default();
+        let mut ids = Vec::new();
+        for ((_, p), g) in model.trainable_params().into_iter().zip(reduced) {
+            let piece = match self.dist.zero {
+                0 => flat_piece(g, shard_range(p.elem_count(), self.dist.rank(), self.dist.size()))?,
+                _ => g.clone(),
+            };
+            if piece.elem_count() > 0 {
+                ids.push(piece.id());
+                mine.insert(piece.id(), piece);
+            }
+        }
+        let mut total = [grad_sum_squares(&mine, &ids)?];
+        self.reduce_sums(&mut total)?;
+        Ok(total[0].sqrt())
+    }
+
+    /// Clips (PyTorch's rule, as `clip_grad_norm`), updates, and brings every rank's weights up
+    /// to date. Returns nothing; the caller logs the norm it computed.
+    pub fn update(
+        &mut self,
+        model: &mut Llama,
+        opt: &mut AdamW,
+        reduced: Vec<Tensor>,
+        norm: f64,
+        clip: f64,
+        lr: f64,
+    ) -> Result<()> {
+        let coef = if clip > 0.0 { clip / (norm + 1e-6) } else { 1.0 };
+        opt.begin_step();
+        for (i, ((name, p), g)) in model.trainable_params_mut().into_iter().zip(reduced).enumerate() {
+            let g = if coef < 1.0 && g.elem_count() > 0 { ops::scale(&g, coef)? } else { g };
+            let decay = !is_norm(name);
+            if self.dist.zero == 0 {
+                opt.update(p, &g, decay, lr)?;
+                continue;
+            }
+            let dims = p.dims().to_vec();
+            if let Some(shard) = self.shards[i].as_mut() {
+                opt.update(shard, &g, decay, lr)?;
+            }
+            let empty;
+            let shard = match &self.shards[i] {
+                Some(s) => s,
+                None => {
+                    empty = Tensor::zeros_on([0], p.dtype(), p.device())?;
+                    &empty
+                }
+            };
+            self.comm().all_gather_into(shard, p)?;
+            debug_assert_eq!(p.dims(), &dims[..]);
+        }
+        Ok(())
+    }
+
+    /// An optimizer holding whole moments keyed by the model's parameters, for the checkpoint
+    /// rank 0 writes (every rank must call it: the moments are gathered). ZeRO-0: None, the
+    /// run's own optimizer already holds them whole.
+    pub fn gathered_optimizer(&self, model: &Llama, opt: &AdamW) -> Result<Option<AdamW>> {
+        if self.dist.zero == 0 {
+            return Ok(None);
+        }
+        let mut whole = AdamW::new(opt.config);
+        whole.set_step_count(opt.step_count());
+        if opt.step_count() == 0 {
+            return Ok(Some(whole));
+        }
+        // Every rank holds moments of its non-empty shards once a step was taken: updates are
+        // never skipped by one rank alone (the skip decision uses the global loss and norm).
+        for (i, (_, p)) in model.trainable_params().into_iter().enumerate() {
+            let dtype = if p.is_cuda() { DType::F32 } else { p.dtype() };
+            let (mut m, mut v) = (
+                Tensor::zeros_on(p.shape().clone(), dtype, p.device())?,
+                Tensor::zeros_on(p.shape().clone(), dtype, p.device())?,
+            );
+            let empty = Tensor::zeros_on([0], dtype, p.device())?;
+            let (ms, vs) = match self.shards[i].as_ref().and_then(|s| opt.moments(s.id())) {
+                Some(Moments { m, v }) => (m, v),
+                None => (&empty, &empty),
+            };
+            self.comm().all_gather_into(ms, &mut m)?;
+            self.comm().all_gather_into(vs, &mut v)?;
+            whole.set_moments(p.id(), Moments { m, v });
+        }
+        Ok(Some(whole))
+    }
+}
+
+/// Refuses a step too small to give every rank a row.
+pub fn check_rows_per_step(rows_per_step: usize, dist: &Dist) -> Result<()> {
+    if rows_per_step < dist.size() {
+        return Err(TrainError::Msg(format!(
+            "a step of {rows_per_step} rows (--batch x --grad-accum) cannot give each of {} ranks a row; raise --batch or --grad-accum",
+            dist.size()
+        )));
+    }
+    Ok(())
+}
