@@ -3,7 +3,7 @@
 //! Cargo only builds a package's binaries for that package's own tests, and the binary lives
 //! in solar-cli, so the first call builds it with the same cargo, profile and target folder as
 //! the running test (a no-op when it is up to date). Set SOLAR_TRAIN_BIN to use a binary
-//! built elsewhere instead.
+//! built elsewhere instead, and SOLAR_FEATURES to build it with solar-cli's cargo features.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,9 +60,13 @@ fn build_solar_train() -> PathBuf {
     let profile = if dir_name == "debug" { "test" } else { dir_name };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace");
+    // SOLAR_FEATURES: solar-cli's features the test build was made with (scripts/test.sh sets
+    // `mpi`), so this build matches it instead of replacing the binary with one without them.
+    let features = std::env::var("SOLAR_FEATURES").unwrap_or_default();
     let status = Command::new(cargo)
         .current_dir(workspace)
         .args(["build", "--quiet", "-p", "solar-cli", "--bin", "solar-train", "--profile", profile])
+        .args(if features.is_empty() { vec![] } else { vec!["--features", features.as_str()] })
         .status()
         .expect("cannot start cargo to build solar-train");
     assert!(status.success(), "building solar-train failed ({status})");

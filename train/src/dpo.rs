@@ -200,6 +200,32 @@ pub fn reference_logps(reference: &Llama, pairs: &[PairRow], batch: usize) -> Re
     Ok(out)
 }
 
+/// `reference_logps` shared out over data parallel ranks: batch i (of `batch` pairs, the
+/// batches one process scores, so the same numbers) is scored by rank i mod size, and the
+/// ranks' results are summed: each pair's from the rank that scored it plus zeros, exactly.
+pub fn reference_logps_on(
+    reference: &Llama,
+    pairs: &[PairRow],
+    batch: usize,
+    comm: Option<&solar_engine::comm::Comm>,
+) -> Result<Vec<RefLogps>> {
+    let Some(comm) = comm else { return reference_logps(reference, pairs, batch) };
+    if batch == 0 {
+        return Err(TrainError::Msg("the reference batch size must be at least 1".into()));
+    }
+    let mut flat = vec![0.0f64; 2 * pairs.len()];
+    for (i, chunk) in pairs.chunks(batch).enumerate() {
+        if i % comm.size() == comm.rank() {
+            for (j, r) in reference_logps(reference, chunk, batch)?.into_iter().enumerate() {
+                flat[2 * (i * batch + j)] = r.chosen;
+                flat[2 * (i * batch + j) + 1] = r.rejected;
+            }
+        }
+    }
+    comm.all_reduce_f64(&mut flat)?;
+    Ok(flat.chunks_exact(2).map(|c| RefLogps { chosen: c[0], rejected: c[1] }).collect())
+}
+
 /// 1 per pair, or 1/count for IPO's length normalization.
 fn length_factors(cfg: &DpoConfig, counts: &[usize]) -> Vec<f64> {
     counts.iter().map(|&c| if cfg.loss == DpoLoss::Ipo { 1.0 / c as f64 } else { 1.0 }).collect()

@@ -8,7 +8,7 @@ use crate::data::pairs::load_pairs;
 use crate::data::pretrain::load_pretrain;
 use crate::data::records::DataStats;
 use crate::data::sft::{load_sft, SftFormat};
-use crate::dpo::{reference_logps, DpoConfig};
+use crate::dpo::{reference_logps_on, DpoConfig};
 use crate::error::{Result, TrainError};
 use crate::trainer::config::TrainConfig;
 use crate::trainer::objective::Objective;
@@ -180,10 +180,11 @@ pub fn dpo(
             };
             eprintln!("reference log-probs of {} pairs from {}{what}", pairs.len(), ref_dir.display());
         }
-        let refs = reference_logps(&reference, &pairs, cfg.batch)?;
+        let comm = run.dist.map(|d| d.comm);
+        let refs = reference_logps_on(&reference, &pairs, cfg.batch, comm)?;
         let eval = match eval_pairs {
             Some(e) => {
-                let r = reference_logps(&reference, &e, cfg.batch)?;
+                let r = reference_logps_on(&reference, &e, cfg.batch, comm)?;
                 Some((e, r))
             }
             None => None,

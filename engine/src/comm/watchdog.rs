@@ -61,6 +61,7 @@ pub(crate) fn start(rank: usize, size: usize) {
     now_ms();
     let spawned = std::thread::Builder::new().name("solar-dist-watchdog".into()).spawn(move || {
         let mut signalled: Option<(Instant, &'static str)> = None;
+        let mut told = false;
         loop {
             std::thread::sleep(Duration::from_millis(100));
             let began = BEGAN.load(Ordering::SeqCst);
@@ -72,6 +73,15 @@ pub(crate) fn start(rank: usize, size: usize) {
             }
             let waited = Duration::from_millis(now_ms().saturating_sub(began - 1));
             let what = NAMES[WHAT.load(Ordering::Relaxed)];
+            if let (Some((_, sig)), false) = (signalled, told) {
+                // Said at once: a launcher that kills the survivors of a dead rank may not
+                // wait out the grace period, and every rank should have said why it ends.
+                told = true;
+                super::say_error(&format!(
+                    "note: rank {rank} of {size}: {sig} while waiting in {what} for the other ranks: stopping with them after this step, or in {} s if one has died",
+                    GRACE.as_secs()
+                ));
+            }
             let reason = match signalled {
                 Some((at, sig)) if at.elapsed() >= GRACE && waited >= GRACE => {
                     format!("stopped by {sig} while waiting {:.0} s in {what} for the other ranks", waited.as_secs_f64())
