@@ -81,6 +81,10 @@ fn run(cli: &Cli) -> Result<(), CliError> {
     let mut common = cli.common.resolve();
     common.init_threads()?;
     let place = if cli.command.trains() { launch::place()? } else { None };
+    if let Some(p) = &place {
+        common.run_on = launch::select_device(&common, p)?;
+        launch::join(p, common.run_on)?;
+    }
     // One writer per output folder, for the whole run (of a job's ranks, rank 0 writes); a
     // command that writes one also stops cleanly on SIGINT/SIGTERM instead of dying mid-save.
     let _lock = match cli.command.output() {
@@ -93,10 +97,6 @@ fn run(cli: &Cli) -> Result<(), CliError> {
         }
         None => None,
     };
-    if let Some(p) = &place {
-        common.run_on = launch::select_device(&common, p)?;
-        launch::join(p, common.run_on)?;
-    }
     let select = |common: &common::Common| match &place {
         Some(_) => Ok(common.run_on),
         None => common.select_device(),
