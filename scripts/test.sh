@@ -21,7 +21,28 @@ fi
 export SOLAR_REQUIRE_NVRTC=1
 export SOLAR_REQUIRE_EMU=1
 
+# Data parallel training is tested with real ranks (mpirun, CPU): Open MPI, and libclang for the
+# mpi crate's bindings, from the system's packages when missing.
+if ! command -v mpirun >/dev/null 2>&1 || ! command -v mpicc >/dev/null 2>&1 \
+  || ! ldconfig -p 2>/dev/null | grep -q 'libclang'; then
+  echo "== installing Open MPI and libclang (openmpi-bin libopenmpi-dev libclang-dev)"
+  sudo=""
+  if [[ "$(id -u)" != 0 ]]; then sudo="sudo"; fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: Open MPI (mpirun, mpicc) and libclang are needed and apt-get is not here; install them" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q openmpi-bin libopenmpi-dev libclang-dev >/dev/null \
+    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q openmpi-bin libopenmpi-dev libclang-dev >/dev/null; }
+fi
+# solar-cli's `mpi` feature for the whole build; SOLAR_FEATURES makes the tests' own build of
+# the binary (tests/src/cli.rs) match it, and SOLAR_REQUIRE_MPI=1 fails the mpirun tests
+# rather than skipping them if MPI is missing after all.
+export SOLAR_FEATURES=mpi
+export SOLAR_REQUIRE_MPI=1
+
 echo "== build (all targets)"
-cargo build --workspace --all-targets --locked
+cargo build --workspace --all-targets --locked --features solar-cli/mpi
 echo "== tests"
-cargo test --workspace --locked
+cargo test --workspace --locked --features solar-cli/mpi
