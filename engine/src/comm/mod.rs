@@ -15,6 +15,9 @@
 pub mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod nccl;
+mod nccl_lib;
+mod rendezvous;
 mod watchdog;
 
 use crate::error::{Error, Result};
@@ -28,6 +31,7 @@ pub use watchdog::{set_stop_check, timeout_from_env};
 pub enum Comm {
     #[cfg(feature = "mpi")]
     Mpi(mpi::MpiComm),
+    Nccl(nccl::NcclComm),
 }
 
 /// Elements of a `len`-element tensor that `rank` of `size` owns.
@@ -44,20 +48,36 @@ pub fn world() -> Option<&'static Comm> {
     WORLD.get()
 }
 
-/// Joins the job `place` describes, with tensors on `device`: MPI for CPU tensors (and for CUDA
-/// tensors on the emulator, staged through the host). Idempotent: a second call returns the
-/// world of the first.
+/// Joins the job `place` describes, with tensors on `device`: NCCL for CUDA tensors on a real
+/// GPU (`device` is this rank's, cuda:LOCAL_RANK), MPI for CPU tensors and for CUDA tensors on
+/// the emulator or under `SOLAR_COMM=mpi` (staged through the host). Idempotent: a second call
+/// returns the world of the first. The watchdog starts first: joining waits for every rank.
 pub fn init_world(place: &Place, device: Device) -> Result<&'static Comm> {
     if let Some(w) = WORLD.get() {
         return Ok(w);
     }
+    watchdog::start(place.rank, place.size);
     let comm = open(place, device)?;
-    watchdog::start(comm.rank(), comm.size());
     Ok(WORLD.get_or_init(|| comm))
 }
 
 fn open(place: &Place, device: Device) -> Result<Comm> {
-    let _ = device;
+    let choice = std::env::var("SOLAR_COMM").unwrap_or_default();
+    if !matches!(choice.as_str(), "" | "nccl" | "mpi") {
+        return Err(Error::invalid("distributed", format!("SOLAR_COMM={choice:?}: expected nccl or mpi")));
+    }
+    if let Device::Cuda(n) = device {
+        let gpu = crate::cuda::Gpu::get(n)?;
+        if !gpu.is_emulator() && choice != "mpi" {
+            return nccl::NcclComm::init(place, gpu).map(Comm::Nccl);
+        }
+    }
+    if choice == "nccl" {
+        return Err(Error::invalid(
+            "distributed",
+            format!("SOLAR_COMM=nccl needs a real GPU; this run is on {device}"),
+        ));
+    }
     #[cfg(feature = "mpi")]
     {
         if !place.launcher.starts_mpi() {
@@ -87,20 +107,23 @@ fn open(place: &Place, device: Device) -> Result<Comm> {
 /// Ends the world cleanly (MPI_Finalize); a no-op without one. Call once, on success, before
 /// the process exits.
 pub fn finish() {
-    #[cfg(feature = "mpi")]
-    if let Some(Comm::Mpi(_)) = WORLD.get() {
-        mpi::finalize();
+    match WORLD.get() {
+        #[cfg(feature = "mpi")]
+        Some(Comm::Mpi(_)) => mpi::finalize(),
+        Some(Comm::Nccl(n)) => n.finish(),
+        None => {}
     }
 }
 
 /// Ends the whole job with `code` (MPI_Abort where MPI started it): the other ranks may be
 /// waiting for this one in a collective and would never return.
 pub fn abort(code: i32) -> ! {
-    #[cfg(feature = "mpi")]
-    if let Some(Comm::Mpi(m)) = WORLD.get() {
-        m.abort(code);
+    match WORLD.get() {
+        #[cfg(feature = "mpi")]
+        Some(Comm::Mpi(m)) => m.abort(code),
+        Some(Comm::Nccl(n)) => n.abort(code),
+        None => std::process::exit(code),
     }
-    std::process::exit(code)
 }
 
 impl Comm {
@@ -108,12 +131,14 @@ impl Comm {
         match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.rank(),
+            Comm::Nccl(ref n) => n.rank(),
         }
     }
     pub fn size(&self) -> usize {
         match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.size(),
+            Comm::Nccl(ref n) => n.size(),
         }
     }
     /// The backend, for logs: "MPI" or "NCCL".
@@ -121,6 +146,15 @@ impl Comm {
         match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(_) => "MPI",
+            Comm::Nccl(_) => "NCCL",
+        }
+    }
+    /// The backend with its library, for logs: "MPI", "NCCL 2.27.3 (libnccl.so.2)".
+    pub fn describe(&self) -> String {
+        match *self {
+            #[cfg(feature = "mpi")]
+            Comm::Mpi(_) => "MPI".into(),
+            Comm::Nccl(ref n) => format!("NCCL {}", n.describe()),
         }
     }
 
@@ -130,6 +164,7 @@ impl Comm {
         watchdog::during("reduce-scatter", || match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.reduce_scatter_sum(full),
+            Comm::Nccl(ref n) => n.reduce_scatter_sum(full),
         })
     }
 
@@ -153,6 +188,7 @@ impl Comm {
         watchdog::during("all-gather", || match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.all_gather_into(shard, full),
+            Comm::Nccl(ref n) => n.all_gather_into(shard, full),
         })
     }
 
@@ -168,6 +204,7 @@ impl Comm {
         watchdog::during("broadcast", || match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.broadcast(t, root),
+            Comm::Nccl(ref n) => n.broadcast(t, root),
         })
     }
 
@@ -176,6 +213,7 @@ impl Comm {
         watchdog::during("all-reduce", || match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.all_reduce_f64(v),
+            Comm::Nccl(ref n) => n.all_reduce_f64(v),
         })
     }
 
@@ -184,6 +222,7 @@ impl Comm {
         watchdog::during("broadcast", || match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.broadcast_bytes(bytes, root),
+            Comm::Nccl(ref n) => n.broadcast_bytes(bytes, root),
         })
     }
 
@@ -191,6 +230,7 @@ impl Comm {
         watchdog::during("barrier", || match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.barrier(),
+            Comm::Nccl(ref n) => n.barrier(),
         })
     }
 }

@@ -225,10 +225,17 @@ impl MpiComm {
     }
 }
 
-/// MPI_Finalize, once, when the world ends cleanly.
+impl MpiComm {
+    /// MPI_Finalize, once (the universe is taken), when the world ends cleanly.
+    pub(super) fn finalize(&self) {
+        let mut h = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        drop(h.universe.take());
+    }
+}
+
+/// MPI_Finalize of the world's MPI, once, when the world ends cleanly.
 pub(super) fn finalize() {
     if let Some(super::Comm::Mpi(m)) = super::WORLD.get() {
-        let mut h = m.inner.lock().unwrap_or_else(|p| p.into_inner());
-        drop(h.universe.take());
+        m.finalize();
     }
 }
