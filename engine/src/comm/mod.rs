@@ -66,11 +66,8 @@ fn open(place: &Place, device: Device) -> Result<Comm> {
     if !matches!(choice.as_str(), "" | "nccl" | "mpi") {
         return Err(Error::invalid("distributed", format!("SOLAR_COMM={choice:?}: expected nccl or mpi")));
     }
-    if let Device::Cuda(n) = device {
-        let gpu = crate::cuda::Gpu::get(n)?;
-        if !gpu.is_emulator() && choice != "mpi" {
-            return nccl::NcclComm::init(place, gpu).map(Comm::Nccl);
-        }
+    if let (Device::Cuda(n), false) = (device, crate::cuda::emulator_selected() || choice == "mpi") {
+        return nccl::NcclComm::init(place, n).map(Comm::Nccl);
     }
     if choice == "nccl" {
         return Err(Error::invalid(

@@ -71,10 +71,12 @@ const F32: ncclDataType_t = ncclDataType_t::ncclFloat32;
 const SUM: ncclRedOp_t = ncclRedOp_t::ncclSum;
 
 impl NcclComm {
-    /// Joins the job `place` describes on `gpu` (a real GPU: the emulator cannot run NCCL).
-    pub fn init(place: &Place, gpu: Arc<Gpu>) -> Result<NcclComm> {
+    /// Joins the job `place` describes on GPU `ordinal` (a real GPU: the emulator cannot run
+    /// NCCL). NCCL is loaded first, so its absence is the error a machine without it gets.
+    pub fn init(place: &Place, ordinal: usize) -> Result<NcclComm> {
         let lib = nccl().map_err(err)?;
-        let d = gpu.driver("nccl", "run NCCL (use MPI: SOLAR_COMM=mpi)")?;
+        let gpu = Gpu::get(ordinal)?;
+        let d = gpu.driver("nccl", "run NCCL (SOLAR_COMM=mpi carries CUDA tensors over MPI)")?;
         let ex = rendezvous::exchange(place, || {
             let mut id = ncclUniqueId { internal: [0; 128] };
             // SAFETY: writes the 128-byte id.

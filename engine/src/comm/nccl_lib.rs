@@ -82,8 +82,7 @@ impl Nccl {
 
     /// "2.27.3".
     pub fn version_string(&self) -> String {
-        let v = self.version;
-        format!("{}.{}.{}", v / 10000, (v / 100) % 100, v % 100)
+        version_string(self.version)
     }
 
     /// Loads the first of `candidates` that opens and resolves every function, or says why
@@ -93,6 +92,8 @@ impl Nccl {
         for c in candidates {
             match Self::load_one(c) {
                 Ok(n) => return Ok(n),
+                // dlopen's own message starts with the name already.
+                Err(e) if e.starts_with(c.as_str()) => why.push(e),
                 Err(e) => why.push(format!("{c}: {e}")),
             }
         }
@@ -101,7 +102,11 @@ impl Nccl {
 
     fn load_one(name: &str) -> Result<Nccl, String> {
         // SAFETY: loading runs the library's initialisers; NCCL's have no preconditions.
-        let lib = unsafe { libloading::Library::new(name) }.map_err(|e| e.to_string())?;
+        let lib =
+            unsafe { libloading::Library::new(name) }.map_err(|e| match std::error::Error::source(&e) {
+                Some(why) => why.to_string(),
+                None => e.to_string(),
+            })?;
         /// A function of `lib` as the type it is stored as.
         fn sym<T: Copy>(lib: &libloading::Library, name: &str) -> Result<T, String> {
             // SAFETY: each field's type is the C signature of the symbol of that name (nccl.h).
@@ -134,6 +139,11 @@ impl Nccl {
             _lib: lib,
         })
     }
+}
+
+/// NCCL's version code (major * 10000 + minor * 100 + patch since 2.9) as "2.27.3".
+fn version_string(v: c_int) -> String {
+    format!("{}.{}.{}", v / 10000, (v / 100) % 100, v % 100)
 }
 
 /// The libraries tried, in order, given the value of `SOLAR_NCCL_LIB`.
@@ -173,6 +183,23 @@ mod tests {
         assert_eq!(candidates(Some("/opt/nccl/lib/libnccl.so.2")), vec!["/opt/nccl/lib/libnccl.so.2"]);
         assert_eq!(candidates(None), vec!["libnccl.so.2", "libnccl.so"]);
         assert_eq!(candidates(Some("")), vec!["libnccl.so.2", "libnccl.so"]);
+    }
+
+    #[test]
+    fn the_default_search_loads_nccl_or_names_both_sonames() {
+        match Nccl::load(&candidates(None)) {
+            Ok(n) => {
+                assert!(n.version >= MIN_VERSION && (n.from == "libnccl.so.2" || n.from == "libnccl.so"));
+                eprintln!("NCCL {} from {}", n.version_string(), n.from);
+            }
+            Err(e) => {
+                let a = e.find("libnccl.so.2: ").unwrap_or_else(|| panic!("{e}"));
+                let b = e.find("libnccl.so: ").unwrap_or_else(|| panic!("{e}"));
+                assert!(a < b, "{e}");
+            }
+        }
+        assert_eq!(version_string(22703), "2.27.3");
+        assert_eq!(version_string(21005), "2.10.5");
     }
 
     #[test]
