@@ -22,11 +22,10 @@ use super::{rendezvous, shard_range, Place};
 use crate::cuda::{elementwise, launch_err, CudaData, CudaStorage, DeviceBuffer, Driver, Gpu};
 use crate::error::{Error, Result};
 use crate::{DType, Shape, Storage, Tensor};
-use cudarc::driver::{result as cu, sys};
+use cudarc::driver::result as cu;
 use cudarc::nccl::sys::{ncclComm_t, ncclDataType_t, ncclRedOp_t, ncclUniqueId};
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 /// The communicator. A raw pointer, so not `Send`; every use holds `NcclComm::comm`'s lock,
 /// since NCCL does not allow concurrent calls on one communicator.
@@ -50,10 +49,7 @@ fn err(msg: String) -> Error {
 }
 
 fn check(lib: &Nccl, what: &str, code: c_int) -> Result<()> {
-    match code {
-        0 => Ok(()),
-        c => Err(err(format!("{what}: {}", lib.error_string(c)))),
-    }
+    lib.check(what, code).map_err(err)
 }
 
 /// (device address, bytes) of a tensor's data.
@@ -149,29 +145,8 @@ impl NcclComm {
 
     /// Waits until the stream has run everything queued so far, or NCCL reports an error.
     fn wait(&self, comm: &Handle, what: &str) -> Result<()> {
-        let stream = self.driver()?.stream.cu_stream();
-        let began = Instant::now();
-        loop {
-            // SAFETY: queries a live stream.
-            match unsafe { sys::cuStreamQuery(stream) } {
-                sys::CUresult::CUDA_SUCCESS => return Ok(()),
-                sys::CUresult::CUDA_ERROR_NOT_READY => {}
-                other => return Err(err(format!("{what}: CUDA {other:?}"))),
-            }
-            let mut async_error: c_int = 0;
-            // SAFETY: a live communicator and an out-pointer to one int.
-            check(self.lib, what, unsafe { (self.lib.comm_get_async_error)(comm.0, &mut async_error) })?;
-            // 7 is ncclInProgress, which only non-blocking communicators report.
-            if async_error != 0 && async_error != 7 {
-                return Err(err(format!("{what}: {}", self.lib.error_string(async_error))));
-            }
-            // Spin for the short collectives of a step; back off for long waits.
-            if began.elapsed() > Duration::from_millis(2) {
-                std::thread::sleep(Duration::from_micros(50));
-            } else {
-                std::hint::spin_loop();
-            }
-        }
+        // SAFETY: a live communicator, and the stream its work was queued on.
+        unsafe { self.lib.wait(comm.0, self.driver()?.stream.cu_stream(), what) }.map_err(err)
     }
 
     /// `bytes` bytes from `src` to `dst` on the stream.

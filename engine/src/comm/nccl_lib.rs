@@ -11,9 +11,11 @@
 //! Every function returns ncclResult_t; it is read as a plain int, since a library newer than
 //! cudarc's bindings may return codes the Rust enum does not list.
 
+use cudarc::driver::sys;
 use cudarc::nccl::sys::{ncclComm_t, ncclDataType_t, ncclRedOp_t, ncclUniqueId};
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// NCCL 2.10 brought bf16 (`ncclBfloat16`); older libraries are refused.
 const MIN_VERSION: c_int = 21000;
@@ -30,7 +32,7 @@ pub(crate) struct Nccl {
     pub comm_init_rank: unsafe extern "C" fn(*mut ncclComm_t, c_int, ncclUniqueId, c_int) -> c_int,
     pub comm_destroy: unsafe extern "C" fn(ncclComm_t) -> c_int,
     pub comm_abort: unsafe extern "C" fn(ncclComm_t) -> c_int,
-    pub comm_get_async_error: unsafe extern "C" fn(ncclComm_t, *mut c_int) -> c_int,
+    comm_get_async_error: unsafe extern "C" fn(ncclComm_t, *mut c_int) -> c_int,
     pub all_reduce: unsafe extern "C" fn(
         *const c_void,
         *mut c_void,
@@ -78,6 +80,45 @@ impl Nccl {
         }
         // SAFETY: as above, non-null.
         format!("{} (NCCL error {code})", unsafe { CStr::from_ptr(p) }.to_string_lossy())
+    }
+
+    /// Ok for ncclSuccess, else `what` and NCCL's words for `code`.
+    pub fn check(&self, what: &str, code: c_int) -> Result<(), String> {
+        match code {
+            0 => Ok(()),
+            c => Err(format!("{what}: {}", self.error_string(c))),
+        }
+    }
+
+    /// Waits until `stream` has run everything queued on it, polling `comm`'s asynchronous
+    /// error meanwhile: a peer that fails or disconnects ends the wait with NCCL's reason
+    /// instead of a hang.
+    ///
+    /// # Safety
+    /// `comm` is a live communicator, `stream` a live stream of the current context.
+    pub unsafe fn wait(&self, comm: ncclComm_t, stream: sys::CUstream, what: &str) -> Result<(), String> {
+        let began = Instant::now();
+        loop {
+            // SAFETY: see the contract.
+            match unsafe { sys::cuStreamQuery(stream) } {
+                sys::CUresult::CUDA_SUCCESS => return Ok(()),
+                sys::CUresult::CUDA_ERROR_NOT_READY => {}
+                other => return Err(format!("{what}: CUDA {other:?}")),
+            }
+            let mut async_error: c_int = 0;
+            // SAFETY: see the contract; an out-pointer to one int.
+            self.check(what, unsafe { (self.comm_get_async_error)(comm, &mut async_error) })?;
+            // 7 is ncclInProgress, which only non-blocking communicators report.
+            if async_error != 0 && async_error != 7 {
+                return Err(format!("{what}: {}", self.error_string(async_error)));
+            }
+            // Spin through the short collectives of a step; back off in long waits.
+            if began.elapsed() > Duration::from_millis(2) {
+                std::thread::sleep(Duration::from_micros(50));
+            } else {
+                std::hint::spin_loop();
+            }
+        }
     }
 
     /// "2.27.3".
