@@ -4,6 +4,9 @@
 //! emulator); NCCL (loaded at run time) for CUDA tensors on real GPUs. No transport of our own
 //! carries tensors.
 //!
+//! `SOLAR_COMM=mpi` makes CUDA tensors on real GPUs go over MPI too; `SOLAR_NCCL_LIB` names the
+//! NCCL library to load (nccl_lib.rs says where it is looked for otherwise).
+//!
 //! Sharding is per tensor: a tensor of `len` elements is cut into `size` contiguous pieces of
 //! ceil(len/size) (the last ones shorter or empty), rank r owning piece r (`shard_range`).
 //!
@@ -66,8 +69,11 @@ fn open(place: &Place, device: Device) -> Result<Comm> {
     if !matches!(choice.as_str(), "" | "nccl" | "mpi") {
         return Err(Error::invalid("distributed", format!("SOLAR_COMM={choice:?}: expected nccl or mpi")));
     }
-    if let (Device::Cuda(n), false) = (device, crate::cuda::emulator_selected() || choice == "mpi") {
-        return nccl::NcclComm::init(place, n).map(Comm::Nccl);
+    match device {
+        Device::Cuda(n) if choice != "mpi" && !crate::cuda::emulator_selected() => {
+            return nccl::NcclComm::init(place, n).map(Comm::Nccl)
+        }
+        _ => {}
     }
     if choice == "nccl" {
         return Err(Error::invalid(
