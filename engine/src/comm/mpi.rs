@@ -214,7 +214,10 @@ impl MpiComm {
             let mut len = bytes.len() as u64;
             p.broadcast_into(&mut len);
             bytes.resize(len as usize, 0);
-            p.broadcast_into(&mut bytes[..]);
+            // An empty Vec's dangling pointer is MPI_ERR_ARG to Open MPI's Bcast (fatal).
+            if len > 0 {
+                p.broadcast_into(&mut bytes[..]);
+            }
         });
         Ok(())
     }

@@ -336,6 +336,93 @@ mod tests {
         assert_eq!(one.join().unwrap().unwrap(), id());
     }
 
+    fn place(launcher: super::super::Launcher, rank: usize, size: usize, port: Option<u16>) -> Place {
+        Place { launcher, rank, size, local_rank: rank, master: port.map(|p| ("127.0.0.1".to_string(), p)) }
+    }
+
+    /// The id each rank would make: only rank 0's may come back.
+    fn made_by(rank: usize) -> UniqueId {
+        [42 + rank as u8; 128]
+    }
+
+    #[test]
+    fn torchrun_ranks_get_rank_0s_id_at_master_port_plus_one() {
+        use super::super::Launcher::Torchrun;
+        let master = free_port() - 1;
+        let size = 3;
+        let ranks: Vec<_> = (0..size)
+            .map(|r| {
+                thread::spawn(move || exchange(&place(Torchrun, r, size, Some(master)), || Ok(made_by(r))))
+            })
+            .collect();
+        for r in ranks {
+            assert_eq!(r.join().unwrap().unwrap().id, made_by(0));
+        }
+        // A world of one needs no rendezvous; without MASTER_ADDR a larger one cannot have one.
+        assert_eq!(exchange(&place(Torchrun, 0, 1, None), || Ok(made_by(0))).unwrap().id, made_by(0));
+        let e = exchange(&place(Torchrun, 1, 2, None), || Ok(made_by(1))).err().unwrap().to_string();
+        assert!(e.contains("rank 1 of 2") && e.contains("MASTER_ADDR"), "{e}");
+    }
+
+    /// Run by the test below under mpirun, one process a rank: every rank must get rank 0's
+    /// id over MPI, or, when rank 0 cannot make one, every rank must stop with an error.
+    #[cfg(feature = "mpi")]
+    #[test]
+    #[ignore = "a rank of ranks_started_by_mpirun_get_rank_0s_id_over_mpi"]
+    fn mpi_rank() {
+        let place = super::super::launch::detect().unwrap().expect("started by mpirun");
+        let fail = std::env::var("SOLAR_TEST_RANK0_FAILS").is_ok();
+        let got =
+            exchange(&place, || if fail { Err(err("no id today".into())) } else { Ok(made_by(place.rank)) });
+        match got {
+            Ok(ex) if !fail => {
+                assert_eq!(ex.id, made_by(0), "rank {}", place.rank);
+                ex.mpi.expect("the MPI world comes back").finalize();
+            }
+            Err(e) if fail => {
+                let e = e.to_string();
+                let want = if place.rank == 0 { "no id today" } else { "rank 0 sent 0 bytes" };
+                assert!(e.contains(want), "rank {}: {e}", place.rank);
+            }
+            Ok(_) => panic!("rank {}: an id although rank 0 made none", place.rank),
+            Err(e) => panic!("rank {}: {e}", place.rank),
+        }
+    }
+
+    #[cfg(feature = "mpi")]
+    #[test]
+    fn ranks_started_by_mpirun_get_rank_0s_id_over_mpi() {
+        if super::super::launch::detect().ok().flatten().is_some() {
+            return; // a rank itself: mpi_rank is its test
+        }
+        let me = std::env::current_exe().unwrap();
+        for fail in [false, true] {
+            let mut cmd = std::process::Command::new("mpirun");
+            cmd.args(["--allow-run-as-root", "--oversubscribe", "-np", "3"]).arg(&me);
+            cmd.args([
+                "--ignored",
+                "--exact",
+                "comm::rendezvous::tests::mpi_rank",
+                "--test-threads=1",
+                "--color=never",
+            ]);
+            if fail {
+                cmd.env("SOLAR_TEST_RANK0_FAILS", "1");
+            }
+            let out = match cmd.output() {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("skipping: cannot start mpirun: {e}");
+                    return;
+                }
+            };
+            let text =
+                String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "rank 0 fails: {fail}\n{text}");
+            assert_eq!(text.matches("test result: ok. 1 passed").count(), 3, "{text}");
+        }
+    }
+
     #[test]
     fn the_port_is_the_one_after_master_port() {
         assert_eq!(port_after(29500).unwrap(), 29501);
