@@ -118,6 +118,8 @@ nd="$work/nccl"
 nccl_verdict="skipped"
 if [[ -z $nccl_lib || $nccl_version == unloadable* ]]; then
   note "skipped: no loadable libnccl.so.2 here (set SOLAR_NCCL_LIB to one)"
+elif ((budget - SECONDS < 150)); then
+  note "skipped: $((budget - SECONDS)) s of the budget left, the three runs and the stages after need more"
 else
   mkdir -p "$nd"
   python3 - "$nd/docs.jsonl" <<'PY'
@@ -143,6 +145,7 @@ PY
   via_nccl="no"; ((nonccl_rc != 0)) && grep -q "cannot load NCCL" "$nd/nonccl.log" && via_nccl="yes"
   note "plain exit $plain_rc; world of one exit $world_rc (MASTER_PORT=$port); goes through NCCL: $via_nccl"
   for r in plain world1 nonccl; do tail -2 "$nd/$r.log" | sed "s/^/    $r: /" | tee -a "$summary"; done
+  grep -i "nccl" "$nd/world1.log" | head -3 | sed "s/^/    world1 says: /" | tee -a "$summary"
   nccl_verdict="FAILED"
   if ((plain_rc == 0 && world_rc == 0)); then
     python3 scripts/weights_close.py "$nd/plain" "$nd/world1" > "$nd/compare.txt" 2>&1 && [[ $via_nccl == yes ]] &&
