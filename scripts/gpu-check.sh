@@ -114,7 +114,7 @@ done
 note "tests: $pass passed, $fail failed${exp_note:+; $exp_note}"
 
 note "== NCCL: one tiny pretrain run, plain and as a torchrun world of one"
-nd="$work/nccl"
+nd="$work/world-of-one"
 nccl_verdict="skipped"
 if [[ -z $nccl_lib || $nccl_version == unloadable* ]]; then
   note "skipped: no loadable libnccl.so.2 here (set SOLAR_NCCL_LIB to one)"
