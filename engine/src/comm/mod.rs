@@ -162,7 +162,9 @@ impl Comm {
     }
 
     /// The element-wise sum of `full` over all ranks, this rank's shard of it (`shard_range`).
-    /// The sum runs in rank order 0, 1, ..., the same on every rank and for every call.
+    /// Over MPI the sum runs in rank order 0, 1, ..., the same for every call; NCCL adds in its
+    /// own order (its ring or tree, fixed for a job's shape). Either way each element is summed
+    /// once, by its owner, so all ranks see the same bits.
     pub fn reduce_scatter_sum(&self, full: &Tensor) -> Result<Tensor> {
         watchdog::during("reduce-scatter", || match *self {
             #[cfg(feature = "mpi")]
