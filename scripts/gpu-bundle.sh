@@ -3,6 +3,10 @@
 # and no internet) into gpu-bundle/ (git-ignored): the release solar-train binary, the
 # train_step example and every GPU test executable, stripped, plus the commit they came from.
 # Then: the device tool's run with carry ["gpu-bundle"] and command "bash scripts/gpu-check.sh".
+# NCCL is not bundled: libnccl.so.2 is about 250 MB (the nvidia-nccl-cu13 2.30 wheel's), over the
+# 64 MiB a carry holds; gpu-check.sh finds the device's own (ld.so cache, torch's pip wheels) and
+# skips its NCCL part, saying so, when there is none. engine/tests/cuda_nccl.rs comes along with
+# the other cuda_* tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf gpu-bundle && mkdir -p gpu-bundle/tests

@@ -5,7 +5,10 @@
 # a tiny model's loss and gradients, 20 training steps vs the CPU, two GPU runs bitwise equal),
 # the ptxas report for this GPU, Solar's GPU benchmark and the PyTorch baselines on the same
 # card, then a memcheck pass over the op tests if time is left, and prints a table with ratios
-# last.
+# last. NCCL (the data-parallel backend) is looked for on the machine (the ld.so cache, then the
+# python wheels torch brings: nvidia/nccl/lib/libnccl.so.2); with one, the NCCL test runs and a
+# tiny pretrain runs twice, plain and as a torchrun world of one, whose models must agree within
+# bf16 rounding (scripts/weights_close.py); without one, that part says it skipped.
 #
 # Budget: GPU_CHECK_BUDGET seconds in all (default 300, GPU.md's five minutes); each stage's
 # timeout is cut to what is left, so a hung kernel costs its stage, not the lease.
@@ -39,7 +42,7 @@ finish() {
   for f in table.md solar-bench.json torch.json solar-train-step.json; do
     [[ -f "$work/$f" ]] && cp "$work/$f" "$out/$f"
   done
-  tar -C "$work" --exclude kernel-cache -czf "$out/logs.tar.gz" . 2>/dev/null
+  tar -C "$work" --exclude kernel-cache --exclude '*.safetensors' -czf "$out/logs.tar.gz" . 2>/dev/null
 }
 trap finish EXIT
 
@@ -52,6 +55,37 @@ if ! "$b/solar-train" --version > /dev/null 2>&1; then
   note "the bundled solar-train does not start here:"
   "$b/solar-train" --version 2>&1 | head -5 | tee -a "$summary"
 fi
+
+# NCCL: SOLAR_NCCL_LIB if set, else the system's libnccl.so.2, else a pip wheel's (torch's
+# nvidia-nccl-cu12/cu13). Not bundled: the library (about 250 MB) is over what a carry holds,
+# and the device has no network to install it.
+find_nccl() {
+  if [[ -n ${SOLAR_NCCL_LIB:-} ]]; then echo "$SOLAR_NCCL_LIB"; return; fi
+  local f
+  f="$(ldconfig -p 2>/dev/null | awk '$1 == "libnccl.so.2" {print $NF; exit}')"
+  if [[ -n $f ]]; then echo "$f"; return; fi
+  python3 - 2>/dev/null <<'PY'
+import glob, os, site, sys
+roots = list(dict.fromkeys(site.getsitepackages() + [site.getusersitepackages()] + sys.path))
+for r in roots:
+    for pat in ("nvidia/nccl/lib/libnccl.so.2", "nvidia/cu1*/lib/libnccl.so.2", "torch/lib/libnccl.so.2"):
+        hits = sorted(glob.glob(os.path.join(r, pat)))
+        if hits:
+            print(hits[0])
+            sys.exit()
+PY
+}
+nccl_lib="$(find_nccl)"
+nccl_version=""
+if [[ -n $nccl_lib ]]; then
+  nccl_version="$(python3 -c 'import ctypes, sys
+v = ctypes.c_int()
+assert ctypes.CDLL(sys.argv[1]).ncclGetVersion(ctypes.byref(v)) == 0
+print("%d.%d.%d" % (v.value // 10000, v.value // 100 % 100, v.value % 100))' "$nccl_lib" 2>&1 | tail -1)" ||
+    nccl_version="unloadable ($nccl_version)"
+  export SOLAR_NCCL_LIB="$nccl_lib"
+fi
+note "NCCL: ${nccl_lib:-none found (SOLAR_NCCL_LIB unset, no libnccl.so.2 in the ld.so cache or the python wheels)}${nccl_version:+, version $nccl_version}"
 
 note "== GPU tests"
 pass=0; fail=0; exp_note=""
@@ -78,6 +112,48 @@ for t in "$b"/tests/cuda_* "$b"/tests/recompute "$b"/tests/cli_bench; do
   fi
 done
 note "tests: $pass passed, $fail failed${exp_note:+; $exp_note}"
+
+note "== NCCL: one tiny pretrain run, plain and as a torchrun world of one"
+nd="$work/world-of-one"
+nccl_verdict="skipped"
+if [[ -z $nccl_lib || $nccl_version == unloadable* ]]; then
+  note "skipped: no loadable libnccl.so.2 here (set SOLAR_NCCL_LIB to one)"
+elif ((budget - SECONDS < 150)); then
+  note "skipped: $((budget - SECONDS)) s of the budget left, the three runs and the stages after need more"
+else
+  mkdir -p "$nd"
+  python3 - "$nd/docs.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(32):
+        f.write(json.dumps({"input_ids": [3 + (i * 5 + j * 11) % 250 for j in range(9 + i % 17)]}) + "\n")
+PY
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  world=(RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT="$port")
+  # pt NAME [env arguments]: the same tiny run each time, into $nd/NAME, log $nd/NAME.log.
+  pt() {
+    local o="$nd/$1"; shift
+    env "$@" timeout "$(slot 60 100)" "$b/solar-train" pretrain --model "$nd/base" --data "$nd/docs.jsonl" \
+      --out "$o" --steps 6 --batch 2 --seq-len 32 --lr 1e-2 --warmup 1 --seed 7 --device cuda > "$o.log" 2>&1
+  }
+  "$b/solar-train" init --preset tiny --out "$nd/base" --seed 3 > "$nd/init.log" 2>&1
+  pt plain -u RANK -u WORLD_SIZE -u LOCAL_RANK -u MASTER_ADDR -u MASTER_PORT; plain_rc=$?
+  pt world1 "${world[@]}"; world_rc=$?
+  # The world of one must go through NCCL: with NCCL made unloadable the same run must fail
+  # saying so (else the launcher's variables did not reach the distributed path).
+  pt nonccl "${world[@]}" SOLAR_NCCL_LIB=/nonexistent/libnccl.so.2; nonccl_rc=$?
+  via_nccl="no"; ((nonccl_rc != 0)) && grep -q "cannot load NCCL" "$nd/nonccl.log" && via_nccl="yes"
+  note "plain exit $plain_rc; world of one exit $world_rc (MASTER_PORT=$port); goes through NCCL: $via_nccl"
+  for r in plain world1 nonccl; do tail -2 "$nd/$r.log" | sed "s/^/    $r: /" | tee -a "$summary"; done
+  grep -i "nccl" "$nd/world1.log" | head -3 | sed "s/^/    world1 says: /" | tee -a "$summary"
+  nccl_verdict="FAILED"
+  if ((plain_rc == 0 && world_rc == 0)); then
+    python3 scripts/weights_close.py "$nd/plain" "$nd/world1" > "$nd/compare.txt" 2>&1 && [[ $via_nccl == yes ]] &&
+      nccl_verdict="ok"
+    grep -v '^    .*within tolerance' "$nd/compare.txt" | tail -8 | tee -a "$summary"
+  fi
+fi
+note "NCCL world of one: $nccl_verdict${nccl_version:+ (NCCL $nccl_version)}"
 
 note "== kernels (ptxas for this GPU)"
 timeout "$(slot 60 110)" "$b/solar-train" bench --device cuda --kernels > "$work/kernels.txt" 2>&1
@@ -116,4 +192,5 @@ python3 benches/gpu_compare.py "$work/solar-bench.json" "$work/torch.json" "$wor
   > "$work/table.md" 2> "$work/compare.err"
 cat "$work/table.md" "$work/compare.err"
 cat "$work/table.md" "$work/compare.err" >> "$summary"
+note "tests: $pass passed, $fail failed; NCCL world of one: $nccl_verdict"
 note "elapsed ${SECONDS}s of ${budget}s"

@@ -4,6 +4,9 @@
 //! emulator); NCCL (loaded at run time) for CUDA tensors on real GPUs. No transport of our own
 //! carries tensors.
 //!
+//! `SOLAR_COMM=mpi` makes CUDA tensors on real GPUs go over MPI too; `SOLAR_NCCL_LIB` names the
+//! NCCL library to load (nccl_lib.rs says where it is looked for otherwise).
+//!
 //! Sharding is per tensor: a tensor of `len` elements is cut into `size` contiguous pieces of
 //! ceil(len/size) (the last ones shorter or empty), rank r owning piece r (`shard_range`).
 //!
@@ -15,7 +18,10 @@
 pub mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod nccl;
+mod nccl_lib;
 mod quiet;
+mod rendezvous;
 mod shard;
 mod watchdog;
 
@@ -32,6 +38,7 @@ pub use watchdog::{set_stop_check, timeout_from_env};
 pub enum Comm {
     #[cfg(feature = "mpi")]
     Mpi(mpi::MpiComm),
+    Nccl(nccl::NcclComm),
 }
 
 /// Elements of a `len`-element tensor that `rank` of `size` owns.
@@ -48,20 +55,36 @@ pub fn world() -> Option<&'static Comm> {
     WORLD.get()
 }
 
-/// Joins the job `place` describes, with tensors on `device`: MPI for CPU tensors (and for CUDA
-/// tensors on the emulator, staged through the host). Idempotent: a second call returns the
-/// world of the first.
+/// Joins the job `place` describes, with tensors on `device`: NCCL for CUDA tensors on a real
+/// GPU (`device` is this rank's, cuda:LOCAL_RANK), MPI for CPU tensors and for CUDA tensors on
+/// the emulator or under `SOLAR_COMM=mpi` (staged through the host). Idempotent: a second call
+/// returns the world of the first. The watchdog starts first: joining waits for every rank.
 pub fn init_world(place: &Place, device: Device) -> Result<&'static Comm> {
     if let Some(w) = WORLD.get() {
         return Ok(w);
     }
+    watchdog::start(place.rank, place.size);
     let comm = open(place, device)?;
-    watchdog::start(comm.rank(), comm.size());
     Ok(WORLD.get_or_init(|| comm))
 }
 
 fn open(place: &Place, device: Device) -> Result<Comm> {
-    let _ = device;
+    let choice = std::env::var("SOLAR_COMM").unwrap_or_default();
+    if !matches!(choice.as_str(), "" | "nccl" | "mpi") {
+        return Err(Error::invalid("distributed", format!("SOLAR_COMM={choice:?}: expected nccl or mpi")));
+    }
+    match device {
+        Device::Cuda(n) if choice != "mpi" && !crate::cuda::emulator_selected() => {
+            return nccl::NcclComm::init(place, n).map(Comm::Nccl)
+        }
+        _ => {}
+    }
+    if choice == "nccl" {
+        return Err(Error::invalid(
+            "distributed",
+            format!("SOLAR_COMM=nccl needs a real GPU; this run is on {device}"),
+        ));
+    }
     #[cfg(feature = "mpi")]
     {
         if !place.launcher.starts_mpi() {
@@ -91,20 +114,23 @@ fn open(place: &Place, device: Device) -> Result<Comm> {
 /// Ends the world cleanly (MPI_Finalize); a no-op without one. Call once, on success, before
 /// the process exits.
 pub fn finish() {
-    #[cfg(feature = "mpi")]
-    if let Some(Comm::Mpi(_)) = WORLD.get() {
-        mpi::finalize();
+    match WORLD.get() {
+        #[cfg(feature = "mpi")]
+        Some(Comm::Mpi(_)) => mpi::finalize(),
+        Some(Comm::Nccl(n)) => n.finish(),
+        None => {}
     }
 }
 
 /// Ends the whole job with `code` (MPI_Abort where MPI started it): the other ranks may be
 /// waiting for this one in a collective and would never return.
 pub fn abort(code: i32) -> ! {
-    #[cfg(feature = "mpi")]
-    if let Some(Comm::Mpi(m)) = WORLD.get() {
-        m.abort(code);
+    match WORLD.get() {
+        #[cfg(feature = "mpi")]
+        Some(Comm::Mpi(m)) => m.abort(code),
+        Some(Comm::Nccl(n)) => n.abort(code),
+        None => std::process::exit(code),
     }
-    std::process::exit(code)
 }
 
 impl Comm {
@@ -112,12 +138,14 @@ impl Comm {
         match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.rank(),
+            Comm::Nccl(ref n) => n.rank(),
         }
     }
     pub fn size(&self) -> usize {
         match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.size(),
+            Comm::Nccl(ref n) => n.size(),
         }
     }
     /// The backend, for logs: "MPI" or "NCCL".
@@ -125,15 +153,27 @@ impl Comm {
         match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(_) => "MPI",
+            Comm::Nccl(_) => "NCCL",
+        }
+    }
+    /// The backend with its library, for logs: "MPI", "NCCL 2.27.3 (libnccl.so.2)".
+    pub fn describe(&self) -> String {
+        match *self {
+            #[cfg(feature = "mpi")]
+            Comm::Mpi(_) => "MPI".into(),
+            Comm::Nccl(ref n) => format!("NCCL {}", n.describe()),
         }
     }
 
     /// The element-wise sum of `full` over all ranks, this rank's shard of it (`shard_range`).
-    /// The sum runs in rank order 0, 1, ..., the same on every rank and for every call.
+    /// Over MPI the sum runs in rank order 0, 1, ..., the same for every call; NCCL adds in its
+    /// own order (its ring or tree, fixed for a job's shape). Either way each element is summed
+    /// once, by its owner, so all ranks see the same bits.
     pub fn reduce_scatter_sum(&self, full: &Tensor) -> Result<Tensor> {
         watchdog::during("reduce-scatter", || match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.reduce_scatter_sum(full),
+            Comm::Nccl(ref n) => n.reduce_scatter_sum(full),
         })
     }
 
@@ -157,6 +197,7 @@ impl Comm {
         watchdog::during("all-gather", || match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.all_gather_into(shard, full),
+            Comm::Nccl(ref n) => n.all_gather_into(shard, full),
         })
     }
 
@@ -172,6 +213,7 @@ impl Comm {
         watchdog::during("broadcast", || match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.broadcast(t, root),
+            Comm::Nccl(ref n) => n.broadcast(t, root),
         })
     }
 
@@ -180,6 +222,7 @@ impl Comm {
         watchdog::during("all-reduce", || match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.all_reduce_f64(v),
+            Comm::Nccl(ref n) => n.all_reduce_f64(v),
         })
     }
 
@@ -188,6 +231,7 @@ impl Comm {
         watchdog::during("broadcast", || match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.broadcast_bytes(bytes, root),
+            Comm::Nccl(ref n) => n.broadcast_bytes(bytes, root),
         })
     }
 
@@ -195,6 +239,7 @@ impl Comm {
         watchdog::during("barrier", || match *self {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.barrier(),
+            Comm::Nccl(ref n) => n.barrier(),
         })
     }
 }

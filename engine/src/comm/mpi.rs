@@ -214,7 +214,10 @@ impl MpiComm {
             let mut len = bytes.len() as u64;
             p.broadcast_into(&mut len);
             bytes.resize(len as usize, 0);
-            p.broadcast_into(&mut bytes[..]);
+            // An empty Vec's dangling pointer is MPI_ERR_ARG to Open MPI's Bcast (fatal).
+            if len > 0 {
+                p.broadcast_into(&mut bytes[..]);
+            }
         });
         Ok(())
     }
@@ -225,10 +228,17 @@ impl MpiComm {
     }
 }
 
-/// MPI_Finalize, once, when the world ends cleanly.
+impl MpiComm {
+    /// MPI_Finalize, once (the universe is taken), when the world ends cleanly.
+    pub(super) fn finalize(&self) {
+        let mut h = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        drop(h.universe.take());
+    }
+}
+
+/// MPI_Finalize of the world's MPI, once, when the world ends cleanly.
 pub(super) fn finalize() {
     if let Some(super::Comm::Mpi(m)) = super::WORLD.get() {
-        let mut h = m.inner.lock().unwrap_or_else(|p| p.into_inner());
-        drop(h.universe.take());
+        m.finalize();
     }
 }
