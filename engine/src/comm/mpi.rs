@@ -147,10 +147,15 @@ impl MpiComm {
         recv_d: &[i32],
         n: usize,
     ) -> Vec<T> {
-        let mut recv = vec![T::default(); n * self.size];
+        // Empty buffers are slices of one real element: Open MPI refuses an empty Vec's
+        // dangling pointer even with a count of 0 (a shard is empty when a tensor has fewer
+        // elements than there are ranks).
+        let mut recv = vec![T::default(); (n * self.size).max(1)];
+        let spare = [T::default()];
+        let v = if v.is_empty() { &spare[..0] } else { v };
         self.with(|w| {
             let send = Partition::new(v, send_c, send_d);
-            let mut into = PartitionMut::new(&mut recv[..], recv_c, recv_d);
+            let mut into = PartitionMut::new(&mut recv[..n * self.size], recv_c, recv_d);
             w.all_to_all_varcount_into(&send, &mut into);
         });
         let mut acc = recv[..n].to_vec();
@@ -174,8 +179,12 @@ impl MpiComm {
     }
 
     fn gather<T: Equivalence + Copy + Default>(&self, v: &[T], len: usize, c: &[i32], d: &[i32]) -> Vec<T> {
-        let mut out = vec![T::default(); len];
-        self.with(|w| w.all_gather_varcount_into(v, &mut PartitionMut::new(&mut out[..], c, d)));
+        // As in exchange_and_sum: no empty Vec's dangling pointer reaches MPI.
+        let mut out = vec![T::default(); len.max(1)];
+        let spare = [T::default()];
+        let v = if v.is_empty() { &spare[..0] } else { v };
+        self.with(|w| w.all_gather_varcount_into(v, &mut PartitionMut::new(&mut out[..len], c, d)));
+        out.truncate(len);
         out
     }
 
