@@ -38,6 +38,13 @@ pub fn select_device(common: &Common, place: &Place) -> Result<Device, CliError>
     }
 }
 
+/// CPU ranks on one machine share its cores: each gets its share, unless --threads says.
+pub fn cpu_threads(place: &Place, device: Device) -> Option<usize> {
+    let ranks_here = place.local_size?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (device == Device::Cpu && ranks_here > 1).then(|| (cores / ranks_here).max(1))
+}
+
 fn one_visible_gpu() -> bool {
     std::env::var("CUDA_VISIBLE_DEVICES").is_ok_and(|v| !v.is_empty() && !v.contains(','))
 }

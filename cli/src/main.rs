@@ -79,10 +79,13 @@ impl Command {
 
 fn run(cli: &Cli) -> Result<(), CliError> {
     let mut common = cli.common.resolve();
-    common.init_threads()?;
     let place = if cli.command.trains() { launch::place()? } else { None };
     if let Some(p) = &place {
         common.run_on = launch::select_device(&common, p)?;
+        common.threads = common.threads.or(launch::cpu_threads(p, common.run_on));
+    }
+    common.init_threads()?;
+    if let Some(p) = &place {
         launch::join(p, common.run_on)?;
     }
     // One writer per output folder, for the whole run (of a job's ranks, rank 0 writes); a

@@ -12,6 +12,7 @@ fn the_backend_follows_the_device_and_solar_comm() {
         rank: 0,
         size: 2,
         local_rank: 0,
+        local_size: None,
         master: Some(("127.0.0.1".into(), 29500)),
     };
     let fail = |device: Device| init_world(&place, device).err().expect("no world can open here").to_string();

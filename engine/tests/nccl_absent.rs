@@ -20,6 +20,7 @@ fn a_missing_nccl_is_an_error_naming_what_was_tried() {
         rank: 0,
         size: 1,
         local_rank: 0,
+        local_size: None,
         master: Some(("127.0.0.1".into(), 29500)),
     };
     let e = match init_world(&place, Device::Cuda(0)) {

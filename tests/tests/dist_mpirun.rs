@@ -124,3 +124,25 @@ fn zero_stages_give_the_same_weights() {
     ok(&solar_train(&flags("pretrain", &model, &docs, &single, &extra)));
     assert_close(&single, &out(2), 1e-6);
 }
+
+#[test]
+fn the_cuda_path_on_the_emulator_gives_the_single_process_weights() {
+    if !mpi_ready() {
+        return;
+    }
+    // CUDA tensors (bf16 weights, f32 masters and moments on the device) reach MPI through the
+    // host; shards are device copies. The gradient norm is an f32 sum on the device, over whole
+    // tensors alone and over shards with ranks, so clipping is off where bits are compared.
+    let d = scratch("emu");
+    let (model, docs) = tiny_model_and_docs(&d);
+    let emu = ["--device", "emu", "--clip", "0"];
+    let single = d.join("single");
+    ok(&solar_train(&flags("pretrain", &model, &docs, &single, &emu)));
+    for z in ["0", "1", "2"] {
+        let out = d.join(format!("np2-zero{z}"));
+        let mut f = flags("pretrain", &model, &docs, &out, &emu);
+        f.extend(["--zero", z]);
+        ok(&mpirun(2, &f, &[]));
+        assert_same_bits(&single, &out);
+    }
+}

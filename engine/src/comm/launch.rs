@@ -39,6 +39,10 @@ pub struct Place {
     pub size: usize,
     /// Rank among the processes on this machine: which GPU is this process's.
     pub local_rank: usize,
+    /// Processes on this machine, where the launcher says (`LOCAL_WORLD_SIZE`,
+    /// `OMPI_COMM_WORLD_LOCAL_SIZE`, `SLURM_STEP_TASKS_PER_NODE` when one number): CPU ranks
+    /// share its cores out.
+    pub local_size: Option<usize>,
     /// torchrun's rendezvous address, where NCCL's unique id is handed out when there is no
     /// MPI world to broadcast it (`MASTER_ADDR`, `MASTER_PORT`).
     pub master: Option<(String, u16)>,
@@ -66,20 +70,24 @@ fn required(env: &HashMap<String, String>, key: &str, launcher: Launcher) -> Res
 
 /// `detect` over a given environment (tests pass their own).
 pub fn detect_in(env: &HashMap<String, String>) -> Result<Option<Place>, String> {
-    let (launcher, rank, size, local) = if let Some(rank) = number(env, "RANK")? {
+    let (launcher, rank, size, local, local_size) = if let Some(rank) = number(env, "RANK")? {
         let l = Launcher::Torchrun;
-        (l, rank, required(env, "WORLD_SIZE", l)?, number(env, "LOCAL_RANK")?.unwrap_or(0))
+        let local = number(env, "LOCAL_RANK")?.unwrap_or(0);
+        (l, rank, required(env, "WORLD_SIZE", l)?, local, number(env, "LOCAL_WORLD_SIZE")?)
     } else if let Some(rank) = number(env, "OMPI_COMM_WORLD_RANK")? {
         let l = Launcher::OpenMpi;
         let local = number(env, "OMPI_COMM_WORLD_LOCAL_RANK")?.unwrap_or(0);
-        (l, rank, required(env, "OMPI_COMM_WORLD_SIZE", l)?, local)
+        let local_size = number(env, "OMPI_COMM_WORLD_LOCAL_SIZE")?;
+        (l, rank, required(env, "OMPI_COMM_WORLD_SIZE", l)?, local, local_size)
     } else if env.contains_key("SLURM_STEP_ID") && env.contains_key("SLURM_PROCID") {
         let l = Launcher::Slurm;
         let size = match number(env, "SLURM_STEP_NUM_TASKS")? {
             Some(n) => n,
             None => required(env, "SLURM_NTASKS", l)?,
         };
-        (l, required(env, "SLURM_PROCID", l)?, size, number(env, "SLURM_LOCALID")?.unwrap_or(0))
+        // "4" on a uniform step; "4(x2),3" otherwise, where this node's share is not one number.
+        let per_node = env.get("SLURM_STEP_TASKS_PER_NODE").and_then(|v| v.parse::<usize>().ok());
+        (l, required(env, "SLURM_PROCID", l)?, size, number(env, "SLURM_LOCALID")?.unwrap_or(0), per_node)
     } else {
         return Ok(None);
     };
@@ -93,7 +101,7 @@ pub fn detect_in(env: &HashMap<String, String>) -> Result<Option<Place>, String>
         }
         _ => None,
     };
-    Ok(Some(Place { launcher, rank, size, local_rank: local, master }))
+    Ok(Some(Place { launcher, rank, size, local_rank: local, local_size, master }))
 }
 
 /// A note for a batch script that asked Slurm for several tasks but started Solar directly:
@@ -141,6 +149,7 @@ mod tests {
                 rank: 3,
                 size: 8,
                 local_rank: 1,
+                local_size: None,
                 master: Some(("node0".into(), 29500))
             }
         );

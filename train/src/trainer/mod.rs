@@ -310,7 +310,9 @@ pub fn train(
                              "tokens": processed, "tokens_per_s": tok_s,
                              "scored": count, "scored_per_s": scored_s, "scored_unit": objective.scored_unit(),
                              "skipped": bad});
-        let mfu = peak.as_ref().map(|(p, _)| step_flops / dt / p);
+        // The step's FLOPs ran on every rank's device: MFU is per device.
+        let devices = dist.map_or(1.0, |d| d.size() as f64);
+        let mfu = peak.as_ref().map(|(p, _)| step_flops / dt / (p * devices));
         if let (Value::Object(r), Value::Object(e)) = (&mut rec, extra) {
             r.extend(e);
         }
