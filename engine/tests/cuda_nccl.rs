@@ -27,7 +27,14 @@ fn a_world_of_one_hands_back_every_input_exactly() {
         eprintln!("skipping NCCL test: {e}");
         return;
     }
-    let place = Place { launcher: Launcher::Torchrun, rank: 0, size: 1, local_rank: 0, local_size: None, master: None };
+    let place = Place {
+        launcher: Launcher::Torchrun,
+        rank: 0,
+        size: 1,
+        local_rank: 0,
+        local_size: None,
+        master: None,
+    };
     let w = match init_world(&place, GPU) {
         Ok(w) => w,
         Err(e) if e.to_string().contains("cannot load NCCL") => {

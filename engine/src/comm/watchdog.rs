@@ -7,6 +7,7 @@
 //! - a stop signal arrived (launchers send SIGTERM to the survivors when a rank dies) and the
 //!   collective is still waiting `GRACE` later: a job stopped on purpose finishes its step and
 //!   stops together (the trainer agrees on the stop), a job with a dead rank cannot.
+//!
 //! The exit is immediate (`_exit(1)`): the collective is still running on the main thread, so
 //! nothing else may touch the library; checkpoints are written atomically, so none is half.
 

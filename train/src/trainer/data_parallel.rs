@@ -11,7 +11,8 @@
 //!   weights are all-gathered back into every rank's full copy.
 //! - ZeRO-2: as ZeRO-1, and each micro-batch's gradients are reduce-scattered as soon as its
 //!   backward ends, so across gradient accumulation a rank holds only its shard's sum.
-//! Reductions add in rank order (comm.rs), and the gradient norm is summed per shard in shard
+//!
+//! Reductions add in rank order (solar_engine::comm), and the gradient norm is summed per shard in shard
 //! order at every stage, so ZeRO-0 and ZeRO-1 give the same weights bit for bit; ZeRO-2 adds
 //! micro-batches in another order when a rank runs more than one per step.
 //!

@@ -73,7 +73,14 @@ fn waiting_ends_at_the_timeout_naming_the_address_or_the_missing_ranks() {
 }
 
 fn place(launcher: super::super::Launcher, rank: usize, size: usize, port: Option<u16>) -> Place {
-    Place { launcher, rank, size, local_rank: rank, local_size: None, master: port.map(|p| ("127.0.0.1".to_string(), p)) }
+    Place {
+        launcher,
+        rank,
+        size,
+        local_rank: rank,
+        local_size: None,
+        master: port.map(|p| ("127.0.0.1".to_string(), p)),
+    }
 }
 
 /// The id each rank would make: only rank 0's may come back.
