@@ -19,14 +19,17 @@
 //! Checkpoints stay whole: moments are gathered before rank 0 writes them, so a run saved by
 //! N ranks resumes on any number of ranks, or as one process.
 
+use super::objective::{Objective, StepLoss, StepSplit};
 use crate::error::{Result, TrainError};
 use solar_engine::comm::{flat_piece, shard_range, Comm};
 use solar_engine::ops;
 use solar_engine::optim::{grad_sum_squares, AdamW, Moments};
 use solar_engine::{DType, Grads, Tensor};
 use solar_model::names::is_norm;
+use solar_model::output::interrupt;
 use solar_model::Llama;
 use std::ops::Range;
+use std::path::Path;
 
 /// The job this run is one rank of, and the ZeRO stage.
 #[derive(Clone, Copy)]
@@ -120,6 +123,24 @@ impl DataParallel {
             Some(g) => Ok(g),
             None => Ok(Tensor::zeros_on(p.shape().clone(), p.dtype(), p.device())?),
         }
+    }
+
+    /// Forward and backward of this rank's rows of a step (`rank_rows` of `picked`), the
+    /// losses summed over the ranks; ZeRO-2 reduces after each micro-batch.
+    pub fn step(
+        &mut self,
+        objective: &Objective,
+        model: &Llama,
+        picked: &[usize],
+        batch: usize,
+        grads: &mut Grads,
+    ) -> Result<StepLoss> {
+        let comm = self.comm();
+        let mine = rank_rows(picked.len(), comm.rank(), comm.size());
+        let reduce = |v: &mut [f64]| Ok(comm.all_reduce_f64(v)?);
+        let mut after = |g: &mut Grads| self.after_micro_batch(model, g);
+        let mut split = StepSplit { mine, reduce: &reduce, after_micro_batch: &mut after };
+        objective.step(model, picked, batch, grads, &mut split)
     }
 
     /// ZeRO-2: after each micro-batch's backward, its gradients are reduce-scattered into
@@ -251,6 +272,38 @@ impl DataParallel {
         }
         Ok(Some(whole))
     }
+}
+
+/// A stop signal this process, or with data parallel ranks any rank, received: all ranks stop
+/// after the same step.
+pub fn stop_signal(dist: Option<&Dist>) -> Result<Option<&'static str>> {
+    let mine = interrupt::received().map(interrupt::signal_name);
+    let Some(d) = dist else { return Ok(mine) };
+    let mut any = [f64::from(u8::from(mine.is_some()))];
+    d.comm.all_reduce_f64(&mut any)?;
+    Ok((any[0] > 0.0).then_some(mine.unwrap_or("a signal on another rank")))
+}
+
+/// Every rank must resume from the same checkpoint: one that only rank 0 can see (OUT on a
+/// disk of rank 0's machine alone) is an error, not a silent divergence.
+pub fn agree_on_resume(d: &Dist, resumed_from: Option<usize>, work: &Path) -> Result<()> {
+    let mine = resumed_from.map_or(-1.0, |s| s as f64);
+    let mut leader = mine.to_le_bytes().to_vec();
+    d.comm.broadcast_bytes(&mut leader, 0)?;
+    let theirs = f64::from_le_bytes(leader.as_slice().try_into().unwrap_or([0; 8]));
+    if theirs != mine {
+        let say = |s: f64| if s < 0.0 { "no checkpoint".to_string() } else { format!("step {s}") };
+        return Err(TrainError::file(
+            work,
+            format!(
+                "rank {} found {} but rank 0 resumes from {}: OUT must be on a filesystem every rank sees",
+                d.rank(),
+                say(mine),
+                say(theirs)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a step too small to give every rank a row.

@@ -26,7 +26,7 @@ pub mod schedule;
 use crate::error::{Result, TrainError};
 use checkpoint::{list_checkpoints, load_checkpoint, save_checkpoint, TrainState};
 use config::{differences, TrainConfig};
-use data_parallel::{rank_rows, DataParallel, Dist};
+use data_parallel::{agree_on_resume, stop_signal, DataParallel, Dist};
 use metrics::MetricsLog;
 use mfu::ModelFlops;
 use objective::{Objective, StepLoss, StepSplit};
@@ -38,7 +38,6 @@ use solar_engine::optim::{clip_grad_norm, global_grad_norm, AdamW, AdamWConfig};
 use solar_engine::{Device, Grads, Rng};
 use solar_model::checkpoint::SafeDType;
 use solar_model::names::is_norm;
-use solar_model::output::interrupt;
 use solar_model::Llama;
 use solar_model::LlamaConfig;
 use solar_model::ModelError;
@@ -251,14 +250,7 @@ pub fn train(
             None => {
                 StepSplit::alone(picked.len(), |s| objective.step(&model, &picked, cfg.batch, &mut grads, s))
             }
-            Some(dp) => {
-                let comm = dp.dist.comm;
-                let mine = rank_rows(picked.len(), comm.rank(), comm.size());
-                let reduce = |v: &mut [f64]| Ok(comm.all_reduce_f64(v)?);
-                let mut after = |g: &mut Grads| dp.after_micro_batch(&model, g);
-                let mut split = StepSplit { mine, reduce: &reduce, after_micro_batch: &mut after };
-                objective.step(&model, &picked, cfg.batch, &mut grads, &mut split)
-            }
+            Some(dp) => dp.step(objective, &model, &picked, cfg.batch, &mut grads),
         };
         adapters::set_dropout_step(&model, cfg.seed, None);
         let StepLoss { loss, count, processed, extra } = stepped?;
@@ -370,38 +362,6 @@ pub fn train(
         d.comm.barrier()?;
     }
     Ok(RunReport { steps: state.step, last_loss, bad_steps: state.bad_steps, resumed_from })
-}
-
-/// A stop signal this process, or with data parallel ranks any rank, received: all ranks stop
-/// after the same step.
-fn stop_signal(dist: Option<&Dist>) -> Result<Option<&'static str>> {
-    let mine = interrupt::received().map(interrupt::signal_name);
-    let Some(d) = dist else { return Ok(mine) };
-    let mut any = [f64::from(u8::from(mine.is_some()))];
-    d.comm.all_reduce_f64(&mut any)?;
-    Ok((any[0] > 0.0).then_some(mine.unwrap_or("a signal on another rank")))
-}
-
-/// Every rank must resume from the same checkpoint: one that only rank 0 can see (OUT on a
-/// disk of rank 0's machine alone) is an error, not a silent divergence.
-fn agree_on_resume(d: &Dist, resumed_from: Option<usize>, work: &Path) -> Result<()> {
-    let mine = resumed_from.map_or(-1.0, |s| s as f64);
-    let mut leader = mine.to_le_bytes().to_vec();
-    d.comm.broadcast_bytes(&mut leader, 0)?;
-    let theirs = f64::from_le_bytes(leader.as_slice().try_into().unwrap_or([0; 8]));
-    if theirs != mine {
-        let say = |s: f64| if s < 0.0 { "no checkpoint".to_string() } else { format!("step {s}") };
-        return Err(TrainError::file(
-            work,
-            format!(
-                "rank {} found {} but rank 0 resumes from {}: OUT must be on a filesystem every rank sees",
-                d.rank(),
-                say(mine),
-                say(theirs)
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Says what an interrupted run leaves: a resumable run in OUT, or OUT as it was.
