@@ -72,14 +72,21 @@ pub struct DataParallel {
     shards: Vec<Option<Tensor>>,
     /// ZeRO-2: the step's gradient shards summed so far.
     grad_shards: Vec<Option<Tensor>>,
+    /// Whether this rank's rows gave each parameter a gradient this step. A parameter no rank
+    /// has a gradient for is not updated, as one process skips it.
+    present: Vec<bool>,
+    /// Whether each parameter has AdamW moments (was updated, or resumed with them): the same
+    /// on every rank, so all join or all skip its gathers.
+    has_moments: Vec<bool>,
 }
 
 impl DataParallel {
     /// Cuts this rank's shards out of `model`; moments `opt` already holds (a resumed
     /// checkpoint's, whole) are cut the same way and the whole ones dropped.
     pub fn new(dist: Dist, model: &Llama, opt: &mut AdamW) -> Result<DataParallel> {
-        let mut shards = Vec::new();
+        let (mut shards, mut has_moments) = (Vec::new(), Vec::new());
         for (_, p) in model.trainable_params() {
+            has_moments.push(opt.moments(p.id()).is_some());
             if dist.zero == 0 {
                 shards.push(None);
                 continue;
@@ -104,7 +111,7 @@ impl DataParallel {
             shards.push(Some(shard));
         }
         let n = shards.len();
-        Ok(DataParallel { dist, shards, grad_shards: vec![None; n] })
+        Ok(DataParallel { dist, shards, grad_shards: vec![None; n], present: vec![false; n], has_moments })
     }
 
     fn comm(&self) -> &'static Comm {
@@ -116,11 +123,14 @@ impl DataParallel {
         Ok(self.comm().all_reduce_f64(v)?)
     }
 
-    /// A parameter's gradient, or zeros where this rank's rows gave it none: every rank must
+    /// Parameter i's gradient, or zeros where this rank's rows gave it none: every rank must
     /// join every collective, with tensors of the same size.
-    fn grad_or_zeros(grads: &mut Grads, p: &Tensor) -> Result<Tensor> {
+    fn grad_or_zeros(&mut self, i: usize, grads: &mut Grads, p: &Tensor) -> Result<Tensor> {
         match grads.remove(p.id()) {
-            Some(g) => Ok(g),
+            Some(g) => {
+                self.present[i] = true;
+                Ok(g)
+            }
             None => Ok(Tensor::zeros_on(p.shape().clone(), p.dtype(), p.device())?),
         }
     }
@@ -150,7 +160,7 @@ impl DataParallel {
             return Ok(());
         }
         for (i, (_, p)) in model.trainable_params().into_iter().enumerate() {
-            let g = Self::grad_or_zeros(grads, p)?;
+            let g = self.grad_or_zeros(i, grads, p)?;
             let piece = self.comm().reduce_scatter_sum(&g)?;
             drop(g);
             self.grad_shards[i] = Some(match self.grad_shards[i].take() {
@@ -162,33 +172,48 @@ impl DataParallel {
     }
 
     /// The step's summed gradients as this rank needs them for its update: whole tensors
-    /// (ZeRO-0) or its shards (ZeRO-1/2), in `trainable_params` order.
-    pub fn reduce_gradients(&mut self, model: &Llama, grads: &mut Grads) -> Result<Vec<Tensor>> {
+    /// (ZeRO-0) or its shards (ZeRO-1/2), in `trainable_params` order; None for a parameter
+    /// no rank has a gradient for.
+    pub fn reduce_gradients(&mut self, model: &Llama, grads: &mut Grads) -> Result<Vec<Option<Tensor>>> {
+        let params = model.trainable_params();
+        let mut any: Vec<f64> = params
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| f64::from(u8::from(self.present[i] || grads.get_id(p.id()).is_some())))
+            .collect();
+        self.reduce_sums(&mut any)?;
         let mut out = Vec::new();
-        for (i, (_, p)) in model.trainable_params().into_iter().enumerate() {
-            out.push(match self.dist.zero {
-                0 => {
-                    let mut g = Self::grad_or_zeros(grads, p)?;
+        for (i, (_, p)) in params.into_iter().enumerate() {
+            let shard_sum = self.grad_shards[i].take();
+            if any[i] == 0.0 {
+                out.push(None);
+                continue;
+            }
+            out.push(Some(match (self.dist.zero, shard_sum) {
+                (0, _) => {
+                    let mut g = self.grad_or_zeros(i, grads, p)?;
                     self.comm().all_reduce_sum(&mut g)?;
                     g
                 }
-                1 => self.comm().reduce_scatter_sum(&Self::grad_or_zeros(grads, p)?)?,
-                _ => match self.grad_shards[i].take() {
-                    Some(g) => g,
-                    None => self.comm().reduce_scatter_sum(&Self::grad_or_zeros(grads, p)?)?,
-                },
-            });
+                (_, Some(g)) => g,
+                _ => {
+                    let g = self.grad_or_zeros(i, grads, p)?;
+                    self.comm().reduce_scatter_sum(&g)?
+                }
+            }));
         }
         grads.clear();
+        self.present.iter_mut().for_each(|x| *x = false);
         Ok(out)
     }
 
     /// The global L2 norm of the summed gradients: each rank adds the squares of its shard
     /// of every gradient (in parameter order), the ranks' sums add in rank order.
-    pub fn grad_norm(&self, model: &Llama, reduced: &[Tensor]) -> Result<f64> {
+    pub fn grad_norm(&self, model: &Llama, reduced: &[Option<Tensor>]) -> Result<f64> {
         let mut mine = Grads::default();
         let mut ids = Vec::new();
         for ((_, p), g) in model.trainable_params().into_iter().zip(reduced) {
+            let Some(g) = g else { continue };
             let piece = match self.dist.zero {
                 0 => flat_piece(g, shard_range(p.elem_count(), self.dist.rank(), self.dist.size()))?,
                 _ => g.clone(),
@@ -209,7 +234,7 @@ impl DataParallel {
         &mut self,
         model: &mut Llama,
         opt: &mut AdamW,
-        reduced: Vec<Tensor>,
+        reduced: Vec<Option<Tensor>>,
         norm: f64,
         clip: f64,
         lr: f64,
@@ -217,6 +242,8 @@ impl DataParallel {
         let coef = if clip > 0.0 { clip / (norm + 1e-6) } else { 1.0 };
         opt.begin_step();
         for (i, ((name, p), g)) in model.trainable_params_mut().into_iter().zip(reduced).enumerate() {
+            let Some(g) = g else { continue };
+            self.has_moments[i] = true;
             let g = if coef < 1.0 && g.elem_count() > 0 { ops::scale(&g, coef)? } else { g };
             let decay = !is_norm(name);
             if self.dist.zero == 0 {
@@ -250,12 +277,12 @@ impl DataParallel {
         }
         let mut whole = AdamW::new(opt.config);
         whole.set_step_count(opt.step_count());
-        if opt.step_count() == 0 {
-            return Ok(Some(whole));
-        }
-        // Every rank holds moments of its non-empty shards once a step was taken: updates are
-        // never skipped by one rank alone (the skip decision uses the global loss and norm).
+        // `has_moments` is the same on every rank (updates are decided from global sums), and
+        // a rank holds the moments of each of its non-empty shards of such a parameter.
         for (i, (_, p)) in model.trainable_params().into_iter().enumerate() {
+            if !self.has_moments[i] {
+                continue;
+            }
             let dtype = if p.is_cuda() { DType::F32 } else { p.dtype() };
             let (mut m, mut v) = (
                 Tensor::zeros_on(p.shape().clone(), dtype, p.device())?,
