@@ -117,13 +117,39 @@ impl Tape {
         if loss.elem_count() != 1 {
             return Err(Error::Backward(format!("the loss must be a scalar, got shape {}", loss.shape())));
         }
+        self.backward_notifying(loss, grads, &mut |_, _| Ok(()))
+    }
+
+    /// Like `backward_into`, calling `ready(id, grads)` as soon as a watched tensor's gradient
+    /// for this loss is complete: after the walk passes the first op that read it, nothing can
+    /// add to it any more. Data parallel ranks reduce it there and drop it (ZeRO-2), so the
+    /// whole model's gradients never exist at once. Gradients are the same as `backward_into`'s.
+    pub fn backward_notifying(
+        &self,
+        loss: &Tensor,
+        grads: &mut Grads,
+        ready: &mut dyn FnMut(TensorId, &mut Grads) -> Result<()>,
+    ) -> Result<()> {
+        if loss.elem_count() != 1 {
+            return Err(Error::Backward(format!("the loss must be a scalar, got shape {}", loss.shape())));
+        }
         let seed = Tensor::ones(loss.shape().clone(), loss.dtype()).to_device(loss.device())?;
-        self.backward_seeded(loss, &seed, grads)
+        self.walk(loss, &seed, grads, ready)
     }
 
     /// Walks the tape back from `output` (any shape) whose gradient is `seed`, adding into
     /// `grads`; a recomputed region's backward walks its sub-tape this way.
     pub(crate) fn backward_seeded(&self, output: &Tensor, seed: &Tensor, grads: &mut Grads) -> Result<()> {
+        self.walk(output, seed, grads, &mut |_, _| Ok(()))
+    }
+
+    fn walk(
+        &self,
+        output: &Tensor,
+        seed: &Tensor,
+        grads: &mut Grads,
+        ready: &mut dyn FnMut(TensorId, &mut Grads) -> Result<()>,
+    ) -> Result<()> {
         match output.tape() {
             Some(t) if t.same(self) => {}
             _ => return Err(Error::Backward("the loss was not computed on this tape".into())),
@@ -143,10 +169,27 @@ impl Tape {
             inner.consumed = true;
             (std::mem::take(&mut inner.nodes), inner.leaves.clone())
         };
+        // The first op reading each watched tensor: its gradient is complete once the walk
+        // back has passed that op.
+        let mut first_reader: HashMap<usize, Vec<TensorId>> = HashMap::new();
+        let mut seen: HashSet<TensorId> = HashSet::new();
+        for (k, node) in nodes.iter().enumerate() {
+            for &(id, need) in &node.inputs {
+                if need && leaves.contains(&id) && seen.insert(id) {
+                    first_reader.entry(k).or_default().push(id);
+                }
+            }
+        }
         let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
         pending.insert(output.id(), seed.detach());
-        for node in nodes.into_iter().rev() {
-            let Some(g) = pending.remove(&node.output) else { continue };
+        for (k, node) in nodes.into_iter().enumerate().rev() {
+            let complete = first_reader.remove(&k).unwrap_or_default();
+            let Some(g) = pending.remove(&node.output) else {
+                for id in complete {
+                    ready(id, grads)?;
+                }
+                continue;
+            };
             let needs: Vec<bool> = node.inputs.iter().map(|&(_, n)| n).collect();
             let input_grads = backward_of(&node.op, &g, &needs)?;
             for (&(id, need), grad) in node.inputs.iter().zip(input_grads) {
@@ -156,6 +199,9 @@ impl Tape {
                 } else {
                     accumulate(&mut pending, id, grad)?;
                 }
+            }
+            for id in complete {
+                ready(id, grads)?;
             }
         }
         Ok(())

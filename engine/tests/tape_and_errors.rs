@@ -231,3 +231,47 @@ fn a_checkpointed_region_gives_bitwise_the_gradients_of_the_plain_one() {
     let e = tape.backward(&ops::sum(&y).unwrap()).unwrap_err().to_string();
     assert!(e.contains("not given"), "{e}");
 }
+
+/// `backward_notifying` reports each watched tensor once, when its gradient is already what
+/// the whole walk gives (nothing is added after), and gives the same gradients as
+/// `backward_into`. `w` is read first and last (as a tied embedding is), `u` once in the
+/// middle, `unused` never.
+#[test]
+fn notified_gradients_are_complete_when_reported() {
+    let mut rng = solar_engine::Rng::new(5);
+    let (w, u, unused) = (
+        Tensor::randn([4, 4], 1.0, DType::F64, &mut rng),
+        Tensor::randn([4, 4], 1.0, DType::F64, &mut rng),
+        Tensor::randn([2], 1.0, DType::F64, &mut rng),
+    );
+    let x = Tensor::randn([3, 4], 1.0, DType::F64, &mut rng);
+    let loss_of = |tape: &Tape| {
+        let (w, u, _) = (tape.watch(&w), tape.watch(&u), tape.watch(&unused));
+        let h = ops::matmul(&x, &w).unwrap();
+        let h = ops::sigmoid(&ops::matmul(&h, &u).unwrap()).unwrap();
+        ops::sum(&ops::matmul(&h, &w).unwrap()).unwrap()
+    };
+    let plain = {
+        let tape = Tape::new();
+        tape.backward(&loss_of(&tape)).unwrap()
+    };
+    let tape = Tape::new();
+    let loss = loss_of(&tape);
+    let mut grads = Grads::default();
+    let mut reported = Vec::new();
+    tape.backward_notifying(&loss, &mut grads, &mut |id, g: &mut Grads| {
+        let now = g.get_id(id).map(|t| t.to_vec_f64().unwrap());
+        reported.push((id, now));
+        Ok(())
+    })
+    .unwrap();
+    // u's first reader comes after w's: walking back, u is complete first. `unused` has no
+    // reader, so no report (the trainer's end-of-micro-batch pass covers such tensors).
+    let ids: Vec<_> = reported.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, vec![u.id(), w.id()]);
+    for (id, at_report) in &reported {
+        let end = grads.get_id(*id).unwrap().to_vec_f64().unwrap();
+        assert_eq!(at_report.as_ref().unwrap(), &end);
+        assert_eq!(plain.get_id(*id).unwrap().to_vec_f64().unwrap(), end);
+    }
+}

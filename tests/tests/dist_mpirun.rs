@@ -123,6 +123,29 @@ fn zero_stages_give_the_same_weights() {
     let single = d.join("single");
     ok(&solar_train(&flags("pretrain", &model, &docs, &single, &extra)));
     assert_close(&single, &out(2), 1e-6);
+    // What the stages are for, measured by the engine (rank 0's allocation high-water): ZeRO-1
+    // holds half the moments, ZeRO-2 also reduces each gradient as it completes.
+    let peak = |z| peak_alloc(&out(z));
+    assert!(peak(1) < peak(0) && peak(2) < peak(1), "peaks {} {} {}", peak(0), peak(1), peak(2));
+    // 3 ranks share a step's 4 rows 2, 1, 1: ZeRO-2's reductions run in rounds of micro-batches,
+    // and ranks with fewer add empty rounds (a missing one would hang the job).
+    for z in ["1", "2"] {
+        let o = d.join(format!("np3-zero{z}"));
+        let mut f = flags("pretrain", &model, &docs, &o, &extra);
+        f.extend(["--zero", z]);
+        ok(&mpirun(3, &f, &[("SOLAR_DIST_TIMEOUT", "60")]));
+    }
+    assert_close(&single, &d.join("np3-zero2"), 1e-6);
+    assert_close(&d.join("np3-zero1"), &d.join("np3-zero2"), 1e-6);
+}
+
+fn peak_alloc(out: &Path) -> u64 {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics.jsonl");
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("peak_alloc_bytes").and_then(serde_json::Value::as_u64))
+        .max()
+        .expect("peak_alloc_bytes in metrics.jsonl")
 }
 
 #[test]

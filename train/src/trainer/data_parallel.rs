@@ -9,8 +9,12 @@
 //! - ZeRO-1: gradients are reduce-scattered; a rank keeps the AdamW moments (and on CUDA the
 //!   f32 master weights) of its shard of each parameter only, updates that shard, and the
 //!   weights are all-gathered back into every rank's full copy.
-//! - ZeRO-2: as ZeRO-1, and each micro-batch's gradients are reduce-scattered as soon as its
-//!   backward ends, so across gradient accumulation a rank holds only its shard's sum.
+//! - ZeRO-2: as ZeRO-1, and each gradient is reduce-scattered during the backward, as soon as
+//!   it is complete for the micro-batch (the tape says when), and the whole one dropped: the
+//!   model's whole gradients never exist at once, and across gradient accumulation a rank
+//!   holds only its shards' sums. Every rank reduces the same tensors in the same order (the
+//!   reverse of the parameter order, each once per micro-batch round, ranks with fewer
+//!   micro-batches adding rounds of zeros), whatever order its own backward finishes them in.
 //!
 //! Reductions add in rank order (solar_engine::comm), and the gradient norm is summed per shard in shard
 //! order at every stage, so ZeRO-0 and ZeRO-1 give the same weights bit for bit; ZeRO-2 adds
@@ -19,15 +23,16 @@
 //! Checkpoints stay whole: moments are gathered before rank 0 writes them, so a run saved by
 //! N ranks resumes on any number of ranks, or as one process.
 
-use super::objective::{Objective, StepLoss, StepSplit};
+use super::objective::{GradEvent, Objective, StepLoss, StepSplit};
 use crate::error::{Result, TrainError};
 use solar_engine::comm::{flat_piece, shard_range, Comm};
 use solar_engine::ops;
 use solar_engine::optim::{grad_sum_squares, AdamW, Moments};
-use solar_engine::{DType, Grads, Tensor};
+use solar_engine::{DType, Grads, Tensor, TensorId};
 use solar_model::names::is_norm;
 use solar_model::output::interrupt;
 use solar_model::Llama;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
 
@@ -72,6 +77,12 @@ pub struct DataParallel {
     shards: Vec<Option<Tensor>>,
     /// ZeRO-2: the step's gradient shards summed so far.
     grad_shards: Vec<Option<Tensor>>,
+    /// ZeRO-2, this micro-batch: which gradients are complete, and how far along the reverse
+    /// parameter order the reduction has come.
+    complete: Vec<bool>,
+    reduced_upto: usize,
+    /// Trainable parameters by tensor id (what the tape reports).
+    index: HashMap<TensorId, usize>,
     /// Whether this rank's rows gave each parameter a gradient this step. A parameter no rank
     /// has a gradient for is not updated, as one process skips it.
     present: Vec<bool>,
@@ -111,7 +122,17 @@ impl DataParallel {
             shards.push(Some(shard));
         }
         let n = shards.len();
-        Ok(DataParallel { dist, shards, grad_shards: vec![None; n], present: vec![false; n], has_moments })
+        let index = model.trainable_params().iter().enumerate().map(|(i, (_, p))| (p.id(), i)).collect();
+        Ok(DataParallel {
+            dist,
+            shards,
+            grad_shards: vec![None; n],
+            complete: vec![false; n],
+            reduced_upto: 0,
+            index,
+            present: vec![false; n],
+            has_moments,
+        })
     }
 
     fn comm(&self) -> &'static Comm {
@@ -148,25 +169,41 @@ impl DataParallel {
         let comm = self.comm();
         let mine = rank_rows(picked.len(), comm.rank(), comm.size());
         let reduce = |v: &mut [f64]| Ok(comm.all_reduce_f64(v)?);
-        let mut after = |g: &mut Grads| self.after_micro_batch(model, g);
-        let mut split = StepSplit { mine, reduce: &reduce, after_micro_batch: &mut after };
+        let mut on = |e: GradEvent, g: &mut Grads| self.on_grads(model, e, g);
+        // Rank 0 runs the most micro-batches; the others add rounds of zeros to match them.
+        let rounds = rank_rows(picked.len(), 0, comm.size()).len().div_ceil(batch.max(1));
+        let mut split = StepSplit { mine, reduce: &reduce, on_grads: &mut on, rounds };
         objective.step(model, picked, batch, grads, &mut split)
     }
 
-    /// ZeRO-2: after each micro-batch's backward, its gradients are reduce-scattered into
-    /// the step's shard sums and the whole ones dropped.
-    pub fn after_micro_batch(&mut self, model: &Llama, grads: &mut Grads) -> Result<()> {
+    /// ZeRO-2's reduction during the backward (the file header).
+    fn on_grads(&mut self, model: &Llama, event: GradEvent, grads: &mut Grads) -> Result<()> {
         if self.dist.zero < 2 {
             return Ok(());
         }
-        for (i, (_, p)) in model.trainable_params().into_iter().enumerate() {
-            let g = self.grad_or_zeros(i, grads, p)?;
+        match event {
+            GradEvent::Ready(id) => match self.index.get(&id) {
+                Some(&i) => self.complete[i] = true,
+                None => return Ok(()),
+            },
+            GradEvent::MicroBatchDone => self.complete.iter_mut().for_each(|c| *c = true),
+        }
+        let params = model.trainable_params();
+        let n = params.len();
+        while self.reduced_upto < n && self.complete[n - 1 - self.reduced_upto] {
+            let i = n - 1 - self.reduced_upto;
+            let g = self.grad_or_zeros(i, grads, params[i].1)?;
             let piece = self.comm().reduce_scatter_sum(&g)?;
             drop(g);
             self.grad_shards[i] = Some(match self.grad_shards[i].take() {
                 Some(acc) => ops::add(&acc, &piece)?,
                 None => piece,
             });
+            self.reduced_upto += 1;
+        }
+        if let GradEvent::MicroBatchDone = event {
+            self.complete.iter_mut().for_each(|c| *c = false);
+            self.reduced_upto = 0;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use crate::data::rows::{collate, LmRow, PairRow};
 use crate::dpo::{dpo_loss_sum, policy_pass, DpoConfig, DpoSums, RefLogps};
 use crate::error::Result;
 use serde_json::{json, Value};
-use solar_engine::{ops, Grads, Tape};
+use solar_engine::{ops, Grads, Tape, TensorId};
 use solar_model::Llama;
 
 pub enum Objective {
@@ -33,21 +33,52 @@ pub struct StepLoss {
     pub extra: Value,
 }
 
+/// What the gradients of a micro-batch are doing, for data parallel ranks (ZeRO-2 reduces a
+/// gradient as soon as it is complete).
+pub enum GradEvent {
+    /// The gradient of this watched tensor is complete for the micro-batch.
+    Ready(TensorId),
+    /// The micro-batch is done (its backward ran, or it had nothing to score).
+    MicroBatchDone,
+}
+
 /// How a step's rows are shared with other data parallel ranks.
 pub struct StepSplit<'a> {
     /// The rows of the step (positions in `picked`) this process runs: all of them alone.
     pub mine: std::ops::Range<usize>,
     /// Sums host numbers over the ranks (loss sums, DPO statistics); nothing alone.
     pub reduce: &'a dyn Fn(&mut [f64]) -> Result<()>,
-    /// Runs after each micro-batch's backward (ZeRO-2 reduces the gradients there).
-    pub after_micro_batch: &'a mut dyn FnMut(&mut Grads) -> Result<()>,
+    /// Told of each `GradEvent`, with the gradients so far.
+    pub on_grads: &'a mut dyn FnMut(GradEvent, &mut Grads) -> Result<()>,
+    /// Micro-batch rounds every rank reports before the losses are summed: a rank with fewer
+    /// rows reports empty ones, so all ranks' reductions pair up.
+    pub rounds: usize,
 }
 
 impl StepSplit<'_> {
     /// A single process: every row, nothing to sum with.
     pub fn alone(rows: usize, run: impl FnOnce(&mut StepSplit<'_>) -> Result<StepLoss>) -> Result<StepLoss> {
-        let mut nothing = |_: &mut Grads| Ok(());
-        run(&mut StepSplit { mine: 0..rows, reduce: &|_| Ok(()), after_micro_batch: &mut nothing })
+        let mut nothing = |_: GradEvent, _: &mut Grads| Ok(());
+        run(&mut StepSplit { mine: 0..rows, reduce: &|_| Ok(()), on_grads: &mut nothing, rounds: 0 })
+    }
+
+    /// Reports the empty rounds that bring this rank's `done` micro-batches up to `rounds`.
+    fn pad_rounds(&mut self, done: usize, grads: &mut Grads) -> Result<()> {
+        for _ in done..self.rounds {
+            (self.on_grads)(GradEvent::MicroBatchDone, grads)?;
+        }
+        Ok(())
+    }
+
+    /// The backward of one micro-batch's scaled loss, telling `on_grads` of each gradient as
+    /// it completes.
+    fn backward(&mut self, tape: &Tape, loss: &solar_engine::Tensor, grads: &mut Grads) -> Result<()> {
+        let on = &mut self.on_grads;
+        tape.backward_notifying(loss, grads, &mut |id, g| {
+            (on)(GradEvent::Ready(id), g)
+                .map_err(|e| solar_engine::Error::invalid("gradient reduction", e.to_string()))
+        })?;
+        Ok(())
     }
 }
 
@@ -132,6 +163,7 @@ impl Objective {
         split: &mut StepSplit<'_>,
     ) -> Result<StepLoss> {
         let mine = split.mine.clone();
+        let micro_batches = mine.len().div_ceil(batch.max(1));
         match self {
             Objective::Lm { rows, .. } => {
                 let picked: Vec<&LmRow> = picked.iter().map(|&i| &rows[i]).collect();
@@ -145,10 +177,11 @@ impl Objective {
                     sum += ce.loss_sum.to_scalar()?;
                     if ce.count > 0 {
                         let scaled = ops::scale(&ce.loss_sum, 1.0 / count as f64)?;
-                        tape.backward_into(&scaled, grads)?;
+                        split.backward(&tape, &scaled, grads)?;
                     }
-                    (split.after_micro_batch)(grads)?;
+                    (split.on_grads)(GradEvent::MicroBatchDone, grads)?;
                 }
+                split.pad_rounds(micro_batches, grads)?;
                 let mut sums = [sum];
                 (split.reduce)(&mut sums)?;
                 let sum = sums[0];
@@ -163,10 +196,11 @@ impl Objective {
                     let p: Vec<&PairRow> = chunk.iter().map(|&i| &pairs[i]).collect();
                     let r: Vec<&RefLogps> = chunk.iter().map(|&i| &refs[i]).collect();
                     let (sum, sums) = dpo_loss_sum(model, &tape, &p, &r, cfg)?;
-                    tape.backward_into(&ops::scale(&sum, 1.0 / count as f64)?, grads)?;
+                    split.backward(&tape, &ops::scale(&sum, 1.0 / count as f64)?, grads)?;
                     total.add(&sums);
-                    (split.after_micro_batch)(grads)?;
+                    (split.on_grads)(GradEvent::MicroBatchDone, grads)?;
                 }
+                split.pad_rounds(micro_batches, grads)?;
                 let mut numbers = total.to_numbers();
                 (split.reduce)(&mut numbers)?;
                 let means = DpoSums::from_numbers(numbers).means();
