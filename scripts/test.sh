@@ -24,7 +24,7 @@ export SOLAR_REQUIRE_EMU=1
 # Data parallel training is tested with real ranks (mpirun, CPU): Open MPI, and libclang for the
 # mpi crate's bindings, from the system's packages when missing.
 if ! command -v mpirun >/dev/null 2>&1 || ! command -v mpicc >/dev/null 2>&1 \
-  || ! ldconfig -p 2>/dev/null | grep -q 'libclang'; then
+  || ! ldconfig -p 2>/dev/null | grep -qE '\blibclang(-[0-9]+)?\.so'; then
   echo "== installing Open MPI and libclang (openmpi-bin libopenmpi-dev libclang-dev)"
   sudo=""
   if [[ "$(id -u)" != 0 ]]; then sudo="sudo"; fi
