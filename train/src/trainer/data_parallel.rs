@@ -16,9 +16,9 @@
 //!   reverse of the parameter order, each once per micro-batch round, ranks with fewer
 //!   micro-batches adding rounds of zeros), whatever order its own backward finishes them in.
 //!
-//! Reductions add in rank order (solar_engine::comm), and the gradient norm is summed per shard in shard
-//! order at every stage, so ZeRO-0 and ZeRO-1 give the same weights bit for bit; ZeRO-2 adds
-//! micro-batches in another order when a rank runs more than one per step.
+//! Reductions add in a fixed order (rank order over MPI, NCCL's own), and the gradient norm is
+//! summed per shard in shard order at every stage, so ZeRO-0 and ZeRO-1 give the same weights
+//! bit for bit; ZeRO-2 adds micro-batches in another order when a rank runs more than one.
 //!
 //! Checkpoints stay whole: moments are gathered before rank 0 writes them, so a run saved by
 //! N ranks resumes on any number of ranks, or as one process.
