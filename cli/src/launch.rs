@@ -77,6 +77,15 @@ pub fn dist(zero: Option<u8>) -> Option<Dist> {
 /// Reports a failure and ends: the whole job where this is one rank of several.
 pub fn fail(message: &str, code: u8) -> std::process::ExitCode {
     match comm::world() {
+        // Every rank stopped after the same step on a signal: nobody waits, so no abort.
+        Some(w) if comm::agreed_stop().is_some() => {
+            let code = comm::agreed_stop().unwrap_or(i32::from(code));
+            if w.rank() == 0 {
+                eprintln!("error: {message}");
+            }
+            comm::finish();
+            std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
         Some(w) => {
             comm::say_error(&format!("error: rank {} of {}: {message}", w.rank(), w.size()));
             comm::abort(i32::from(code))

@@ -85,12 +85,23 @@ fn rank_pid(out: &Path, rank: usize) -> Option<i32> {
 /// first checkpoint), short enough that one process finishes the rest in seconds.
 const LONG: &str = "600";
 
-/// Starts a long 3-rank job, waits for its first checkpoint, does `what` to rank 1, and returns
-/// the job's exit code, stderr and how long it took to end after that.
+/// Starts a long 3-rank job, waits for its first checkpoint, sends `signal` to rank 1 (or with
+/// `to_launcher`, to mpirun), and returns the job's exit code, stderr, how long it took to end
+/// after that, and its OUT.
 fn hurt_rank_one(
     d: &Path,
     name: &str,
     signal: i32,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, Duration, PathBuf) {
+    signal_job(d, name, signal, false, env)
+}
+
+fn signal_job(
+    d: &Path,
+    name: &str,
+    signal: i32,
+    to_launcher: bool,
     env: &[(&str, &str)],
 ) -> (Option<i32>, String, Duration, PathBuf) {
     let (model, docs) = tiny_model_and_docs(&d.join(name));
@@ -105,7 +116,7 @@ fn hurt_rank_one(
         assert!(began.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let pid = rank_pid(&out, 1).expect("rank 1 is running");
+    let pid = if to_launcher { job.id() as i32 } else { rank_pid(&out, 1).expect("rank 1 is running") };
     // SAFETY: a signal to a child process of this test, found by its command line.
     assert_eq!(unsafe { libc_kill(pid, signal) }, 0);
     let hurt = Instant::now();
@@ -125,6 +136,7 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+const SIGINT: i32 = 2;
 const SIGKILL: i32 = 9;
 const SIGSTOP: i32 = 19;
 
@@ -178,6 +190,25 @@ fn a_hung_rank_ends_the_job_after_the_collective_timeout() {
     let kept = d.join("hung-copy");
     copy_tree(&out, &kept);
     resumes_whole(&kept, &d.join("hung"));
+}
+
+#[test]
+fn ctrl_c_to_mpirun_stops_every_rank_after_the_same_step() {
+    if !mpi_ready() {
+        return;
+    }
+    let d = scratch("sigint");
+    // mpirun passes the stop on as SIGTERM; the ranks agree on it at the end of a step.
+    let (code, stderr, took, out) = signal_job(&d, "stopped", SIGINT, true, &[]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("stopping after step") && stderr.contains("with --resume"), "{stderr}");
+    assert!(stderr.contains("stopped cleanly"), "{stderr}");
+    // Not a failure: no rank aborts the job, none gives up waiting.
+    assert!(!stderr.contains("MPI_ABORT") && !stderr.contains("no answer"), "{stderr}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    let kept = d.join("stopped-copy");
+    copy_tree(&out, &kept);
+    resumes_whole(&kept, &d.join("stopped"));
 }
 
 #[test]

@@ -50,6 +50,23 @@ pub fn shard_range(len: usize, rank: usize, size: usize) -> Range<usize> {
 
 static WORLD: OnceLock<Comm> = OnceLock::new();
 
+/// The exit code every rank agreed to stop with (a signal's 128 + n), 0 while none.
+static AGREED_STOP: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Records that all ranks agreed to stop after a signal (the trainer agrees on it each step):
+/// nobody waits for anybody then, so the job ends cleanly with `code` instead of aborting.
+pub fn agree_stop(code: i32) {
+    AGREED_STOP.store(code, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The exit code of an agreed stop, if the ranks agreed on one.
+pub fn agreed_stop() -> Option<i32> {
+    match AGREED_STOP.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        code => Some(code),
+    }
+}
+
 /// The world this process joined, if it was launched as one rank of several.
 pub fn world() -> Option<&'static Comm> {
     WORLD.get()

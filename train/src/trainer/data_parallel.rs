@@ -339,13 +339,20 @@ impl DataParallel {
 }
 
 /// A stop signal this process, or with data parallel ranks any rank, received: all ranks stop
-/// after the same step.
+/// after the same step, SIGINT winning over SIGTERM, and record it (`comm::agree_stop`) so
+/// they end cleanly together with its exit code.
 pub fn stop_signal(dist: Option<&Dist>) -> Result<Option<&'static str>> {
-    let mine = interrupt::received().map(interrupt::signal_name);
-    let Some(d) = dist else { return Ok(mine) };
-    let mut any = [f64::from(u8::from(mine.is_some()))];
-    d.comm.all_reduce_f64(&mut any)?;
-    Ok((any[0] > 0.0).then_some(mine.unwrap_or("a signal on another rank")))
+    let mine = interrupt::received();
+    let Some(d) = dist else { return Ok(mine.map(interrupt::signal_name)) };
+    let mut seen = [f64::from(u8::from(mine == Some(2))), f64::from(u8::from(mine.is_some_and(|s| s != 2)))];
+    d.comm.all_reduce_f64(&mut seen)?;
+    let sig = match seen {
+        [int, _] if int > 0.0 => 2,
+        [_, other] if other > 0.0 => mine.filter(|&s| s != 2).unwrap_or(15),
+        _ => return Ok(None),
+    };
+    solar_engine::comm::agree_stop(i32::from(interrupt::exit_code(sig)));
+    Ok(Some(interrupt::signal_name(sig)))
 }
 
 /// Every rank must resume from the same checkpoint: one that only rank 0 can see (OUT on a
