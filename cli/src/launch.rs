@@ -25,10 +25,7 @@ pub fn select_device(common: &Common, place: &Place) -> Result<Device, CliError>
     let local = place.local_rank;
     let gpu = || match Gpu::get(local) {
         Ok(_) => Ok(Device::Cuda(local)),
-        Err(e) if local > 0 && Gpu::get(0).is_ok() && one_visible_gpu() => {
-            let _ = e;
-            Ok(Device::Cuda(0))
-        }
+        Err(_) if local > 0 && one_visible_gpu() && Gpu::get(0).is_ok() => Ok(Device::Cuda(0)),
         Err(e) => Err(e),
     };
     match common.device {

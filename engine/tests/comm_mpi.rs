@@ -38,7 +38,7 @@ fn expected_sum(size: usize, len: usize, dtype: DType) -> Vec<f64> {
 }
 
 #[test]
-#[ignore = "a rank of collectives_on_three_ranks_give_the_rank_order_sums"]
+#[ignore = "one rank's half of collectives_on_three_ranks_give_the_rank_order_sums, which runs it under mpirun -np 3; alone it has no world"]
 fn mpi_rank() {
     let place = comm::launch::detect().unwrap().expect("started by mpirun");
     let w = comm::init_world(&place, Device::Cpu).unwrap();

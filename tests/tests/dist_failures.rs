@@ -88,15 +88,6 @@ const LONG: &str = "600";
 /// Starts a long 3-rank job, waits for its first checkpoint, sends `signal` to rank 1 (or with
 /// `to_launcher`, to mpirun), and returns the job's exit code, stderr, how long it took to end
 /// after that, and its OUT.
-fn hurt_rank_one(
-    d: &Path,
-    name: &str,
-    signal: i32,
-    env: &[(&str, &str)],
-) -> (Option<i32>, String, Duration, PathBuf) {
-    signal_job(d, name, signal, false, env)
-}
-
 fn signal_job(
     d: &Path,
     name: &str,
@@ -141,8 +132,12 @@ const SIGKILL: i32 = 9;
 const SIGSTOP: i32 = 19;
 
 /// What a job that ended badly must leave: complete checkpoints a single process resumes from,
-/// and no temporaries once it has.
-fn resumes_whole(out: &Path, d: &Path) {
+/// and no temporaries once it has. It resumes a copy of `out` (the job may hold its lock for a
+/// moment after it ends); `name` is the job's folder under `d`, with its model and data.
+fn resumes_whole(out: &Path, d: &Path, name: &str) {
+    let kept = d.join(format!("{name}-copy"));
+    copy_tree(out, &kept);
+    let (out, d) = (kept.as_path(), d.join(name));
     let steps = checkpoint_steps(out);
     assert!(!steps.is_empty() && steps.iter().all(|n| n.starts_with("step-")), "{steps:?}");
     let last: usize = steps.last().unwrap()["step-".len()..].parse().unwrap();
@@ -162,17 +157,14 @@ fn a_killed_rank_ends_the_job_with_a_clear_error_and_whole_checkpoints() {
         return;
     }
     let d = scratch("kill");
-    let (code, stderr, took, out) = hurt_rank_one(&d, "killed", SIGKILL, &[]);
+    let (code, stderr, took, out) = signal_job(&d, "killed", SIGKILL, false, &[]);
     assert_ne!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("rank 1") && stderr.contains("signal 9"),
         "the launcher names the dead rank: {stderr}"
     );
     assert!(took < Duration::from_secs(30), "took {took:?}");
-    // The settled state resumes: a new OUT copy, since the job may still hold its lock briefly.
-    let kept = d.join("killed-copy");
-    copy_tree(&out, &kept);
-    resumes_whole(&kept, &d.join("killed"));
+    resumes_whole(&out, &d, "killed");
 }
 
 #[test]
@@ -182,14 +174,12 @@ fn a_hung_rank_ends_the_job_after_the_collective_timeout() {
     }
     let d = scratch("hang");
     // Rank 1 stops (SIGSTOP: alive, silent); the others wait 3 s in a collective, then end.
-    let (code, stderr, took, out) = hurt_rank_one(&d, "hung", SIGSTOP, &[("SOLAR_DIST_TIMEOUT", "3")]);
+    let (code, stderr, took, out) = signal_job(&d, "hung", SIGSTOP, false, &[("SOLAR_DIST_TIMEOUT", "3")]);
     assert_ne!(code, Some(0), "{stderr}");
     assert!(stderr.contains("no answer from the other ranks for 3 s"), "{stderr}");
     assert!(stderr.contains("rank 0 of 3") || stderr.contains("rank 2 of 3"), "{stderr}");
     assert!(took < Duration::from_secs(45), "took {took:?}");
-    let kept = d.join("hung-copy");
-    copy_tree(&out, &kept);
-    resumes_whole(&kept, &d.join("hung"));
+    resumes_whole(&out, &d, "hung");
 }
 
 #[test]
@@ -206,9 +196,7 @@ fn ctrl_c_to_mpirun_stops_every_rank_after_the_same_step() {
     // Not a failure: no rank aborts the job, none gives up waiting.
     assert!(!stderr.contains("MPI_ABORT") && !stderr.contains("no answer"), "{stderr}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
-    let kept = d.join("stopped-copy");
-    copy_tree(&out, &kept);
-    resumes_whole(&kept, &d.join("stopped"));
+    resumes_whole(&out, &d, "stopped");
 }
 
 #[test]

@@ -8,15 +8,17 @@
 //! round once.
 
 use super::{shard_range, Place};
+use crate::cuda::{CudaStorage, Gpu};
 use crate::error::{Error, Result};
 use crate::storage::{CpuStorage, Storage};
-use crate::Tensor;
+use crate::{DType, Device, Tensor};
 use half::bf16;
 use mpi::datatype::{Partition, PartitionMut};
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 use mpi::Threading;
+use std::borrow::Cow;
 use std::sync::Mutex;
 
 /// MPI handles are raw pointers, so not `Send`. MPI was initialised with
@@ -48,38 +50,62 @@ fn counts(len: usize, size: usize) -> Result<(Vec<i32>, Vec<i32>)> {
     Ok((c, d))
 }
 
-/// A tensor's elements on the host, in the type its sums are done in.
-enum Host {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
+/// A tensor's elements on the host, in the type its sums are done in: borrowed from a CPU
+/// tensor of that type (nothing copied to send it), owned otherwise.
+enum Host<'a> {
+    F32(Cow<'a, [f32]>),
+    F64(Cow<'a, [f64]>),
 }
 
-impl Host {
-    fn of(t: &Tensor) -> Result<(Host, bool)> {
-        let cpu = match t.storage() {
-            Storage::Cpu(c) => std::borrow::Cow::Borrowed(c),
-            Storage::Cuda(c) => std::borrow::Cow::Owned(c.download()?),
-        };
-        Ok(match cpu.as_ref() {
-            CpuStorage::F32(v) => (Host::F32(v.clone()), false),
-            CpuStorage::F64(v) => (Host::F64(v.clone()), false),
-            CpuStorage::BF16(v) => (Host::F32(v.iter().map(|x| x.to_f32()).collect()), true),
-            other => {
-                return Err(Error::DType { op: "mpi", got: other.dtype(), expected: "f32, f64 or bf16" })
-            }
-        })
+impl Host<'_> {
+    /// The elements of `t`, and whether they were bf16 (summed in f32, rounded back once).
+    fn of(t: &Tensor) -> Result<(Host<'_>, bool)> {
+        match t.storage() {
+            Storage::Cpu(CpuStorage::F32(v)) => Ok((Host::F32(Cow::Borrowed(v)), false)),
+            Storage::Cpu(CpuStorage::F64(v)) => Ok((Host::F64(Cow::Borrowed(v)), false)),
+            Storage::Cpu(CpuStorage::BF16(v)) => Ok((Host::F32(Cow::Owned(widen(v))), true)),
+            Storage::Cpu(other) => Err(unsupported(other.dtype())),
+            Storage::Cuda(c) => match c.download()? {
+                CpuStorage::F32(v) => Ok((Host::F32(Cow::Owned(v)), false)),
+                CpuStorage::BF16(v) => Ok((Host::F32(Cow::Owned(widen(&v))), true)),
+                other => Err(unsupported(other.dtype())),
+            },
+        }
     }
-    /// The elements as a tensor of `like`'s dtype and device, shaped `[len]` or like `like`.
-    fn into_tensor(self, bf16_out: bool, like: &Tensor, shape: Vec<usize>) -> Result<Tensor> {
-        let t = match (self, bf16_out) {
-            (Host::F32(v), true) => {
-                Tensor::from_vec(v.into_iter().map(bf16::from_f32).collect::<Vec<_>>(), shape)?
-            }
-            (Host::F32(v), false) => Tensor::from_vec(v, shape)?,
-            (Host::F64(v), _) => Tensor::from_vec(v, shape)?,
-        };
-        t.to_device(like.device())
+}
+
+fn widen(v: &[bf16]) -> Vec<f32> {
+    v.iter().map(|x| x.to_f32()).collect()
+}
+
+fn unsupported(got: DType) -> Error {
+    Error::DType { op: "mpi", got, expected: "f32, f64 or bf16" }
+}
+
+/// Elements as storage of the dtype they came as (`bf16_out`) on `device`: what a collective
+/// hands back, without another copy on the CPU.
+fn storage_of(host: Host<'_>, bf16_out: bool, device: Device) -> Result<Storage> {
+    let cpu = match (host, bf16_out) {
+        (Host::F32(v), true) => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+        (Host::F32(v), false) => CpuStorage::F32(v.into_owned()),
+        (Host::F64(v), _) => CpuStorage::F64(v.into_owned()),
+    };
+    Ok(match device {
+        Device::Cpu => Storage::Cpu(cpu),
+        Device::Cuda(n) => Storage::Cuda(CudaStorage::upload(&Gpu::get(n)?, &cpu)?),
+    })
+}
+
+/// `parts` holds `size` runs of `n` elements, rank 0's first: their element-wise sum, added in
+/// rank order, so every rank gets the same bits.
+fn sum_in_rank_order<T: Copy + std::ops::AddAssign>(parts: &[T], n: usize, size: usize) -> Vec<T> {
+    let mut acc = parts[..n].to_vec();
+    for r in 1..size {
+        for (a, &x) in acc.iter_mut().zip(&parts[r * n..(r + 1) * n]) {
+            *a += x;
+        }
     }
+    acc
 }
 
 impl MpiComm {
@@ -131,10 +157,14 @@ impl MpiComm {
         let recv_c = vec![n as i32; self.size];
         let recv_d: Vec<i32> = (0..self.size).map(|r| (r * n) as i32).collect();
         let summed = match host {
-            Host::F32(v) => Host::F32(self.exchange_and_sum(&v, &send_c, &send_d, &recv_c, &recv_d, n)),
-            Host::F64(v) => Host::F64(self.exchange_and_sum(&v, &send_c, &send_d, &recv_c, &recv_d, n)),
+            Host::F32(v) => {
+                Host::F32(Cow::Owned(self.exchange_and_sum(&v, &send_c, &send_d, &recv_c, &recv_d, n)))
+            }
+            Host::F64(v) => {
+                Host::F64(Cow::Owned(self.exchange_and_sum(&v, &send_c, &send_d, &recv_c, &recv_d, n)))
+            }
         };
-        summed.into_tensor(bf, full, vec![n])
+        Ok(Tensor::from_parts(storage_of(summed, bf, full.device())?, [n].into(), None))
     }
 
     /// Alltoallv: rank r receives every rank's piece r; then adds them in rank order.
@@ -158,24 +188,18 @@ impl MpiComm {
             let mut into = PartitionMut::new(&mut recv[..n * self.size], recv_c, recv_d);
             w.all_to_all_varcount_into(&send, &mut into);
         });
-        let mut acc = recv[..n].to_vec();
-        for r in 1..self.size {
-            for (a, &x) in acc.iter_mut().zip(&recv[r * n..(r + 1) * n]) {
-                *a += x;
-            }
-        }
-        acc
+        sum_in_rank_order(&recv, n, self.size)
     }
 
     pub fn all_gather_into(&self, shard: &Tensor, full: &mut Tensor) -> Result<()> {
         let (c, d) = counts(full.elem_count(), self.size)?;
         let (host, bf) = Host::of(shard)?;
         let gathered = match host {
-            Host::F32(v) => Host::F32(self.gather(&v, full.elem_count(), &c, &d)),
-            Host::F64(v) => Host::F64(self.gather(&v, full.elem_count(), &c, &d)),
+            Host::F32(v) => Host::F32(Cow::Owned(self.gather(&v, full.elem_count(), &c, &d))),
+            Host::F64(v) => Host::F64(Cow::Owned(self.gather(&v, full.elem_count(), &c, &d))),
         };
-        let t = gathered.into_tensor(bf, full, full.dims().to_vec())?;
-        full.set_storage(t.storage().try_clone()?)
+        let device = full.device();
+        full.set_storage(storage_of(gathered, bf, device)?)
     }
 
     fn gather<T: Equivalence + Copy + Default>(&self, v: &[T], len: usize, c: &[i32], d: &[i32]) -> Vec<T> {
@@ -191,29 +215,25 @@ impl MpiComm {
     pub fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {
         let (host, bf) = Host::of(t)?;
         let got = match host {
-            Host::F32(mut v) => {
+            Host::F32(v) => {
+                let mut v = v.into_owned();
                 self.with(|w| w.process_at_rank(root as i32).broadcast_into(&mut v[..]));
-                Host::F32(v)
+                Host::F32(Cow::Owned(v))
             }
-            Host::F64(mut v) => {
+            Host::F64(v) => {
+                let mut v = v.into_owned();
                 self.with(|w| w.process_at_rank(root as i32).broadcast_into(&mut v[..]));
-                Host::F64(v)
+                Host::F64(Cow::Owned(v))
             }
         };
-        let new = got.into_tensor(bf, t, t.dims().to_vec())?;
-        t.set_storage(new.storage().try_clone()?)
+        let device = t.device();
+        t.set_storage(storage_of(got, bf, device)?)
     }
 
     pub fn all_reduce_f64(&self, v: &mut [f64]) -> Result<()> {
         let mut all = vec![0.0f64; v.len() * self.size];
         self.with(|w| w.all_gather_into(&v[..], &mut all[..]));
-        let n = v.len();
-        for (i, x) in v.iter_mut().enumerate() {
-            *x = all[i];
-            for r in 1..self.size {
-                *x += all[r * n + i];
-            }
-        }
+        v.copy_from_slice(&sum_in_rank_order(&all, v.len(), self.size));
         Ok(())
     }
 

@@ -22,6 +22,17 @@ const MIN_VERSION: c_int = 21000;
 
 type Stream = *mut c_void;
 
+/// ncclAllReduce's and ncclReduceScatter's shape: (send, recv, count, dtype, op, comm, stream).
+type ReduceFn = unsafe extern "C" fn(
+    *const c_void,
+    *mut c_void,
+    usize,
+    ncclDataType_t,
+    ncclRedOp_t,
+    ncclComm_t,
+    Stream,
+) -> c_int;
+
 /// The NCCL functions Solar calls, resolved from one library.
 pub(crate) struct Nccl {
     /// The path or name that loaded.
@@ -33,25 +44,9 @@ pub(crate) struct Nccl {
     pub comm_destroy: unsafe extern "C" fn(ncclComm_t) -> c_int,
     pub comm_abort: unsafe extern "C" fn(ncclComm_t) -> c_int,
     comm_get_async_error: unsafe extern "C" fn(ncclComm_t, *mut c_int) -> c_int,
-    pub all_reduce: unsafe extern "C" fn(
-        *const c_void,
-        *mut c_void,
-        usize,
-        ncclDataType_t,
-        ncclRedOp_t,
-        ncclComm_t,
-        Stream,
-    ) -> c_int,
+    pub all_reduce: ReduceFn,
     /// (send, recv, recvcount, ...): recvcount elements land on each rank.
-    pub reduce_scatter: unsafe extern "C" fn(
-        *const c_void,
-        *mut c_void,
-        usize,
-        ncclDataType_t,
-        ncclRedOp_t,
-        ncclComm_t,
-        Stream,
-    ) -> c_int,
+    pub reduce_scatter: ReduceFn,
     /// (send, recv, sendcount, ...): rank r's sendcount elements land at recv + r * sendcount.
     pub all_gather:
         unsafe extern "C" fn(*const c_void, *mut c_void, usize, ncclDataType_t, ncclComm_t, Stream) -> c_int,

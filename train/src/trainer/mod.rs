@@ -235,6 +235,8 @@ pub fn train(
     // MFU only where a real GPU's peak is known (mfu.rs): on the CPU and the emulator, none.
     let flops = ModelFlops::new(&model.config);
     let peak = mfu::device_peak(run.device);
+    // A step's FLOPs ran on every rank's device: MFU is per device.
+    let devices = dist.map_or(1.0, |d| d.size() as f64);
     if let Some((_, source)) = &peak {
         progress.println(&format!("MFU against {source}"));
     }
@@ -302,8 +304,6 @@ pub fn train(
                              "tokens": processed, "tokens_per_s": tok_s,
                              "scored": count, "scored_per_s": scored_s, "scored_unit": objective.scored_unit(),
                              "skipped": bad});
-        // The step's FLOPs ran on every rank's device: MFU is per device.
-        let devices = dist.map_or(1.0, |d| d.size() as f64);
         let mfu = peak.as_ref().map(|(p, _)| step_flops / dt / (p * devices));
         if let (Value::Object(r), Value::Object(e)) = (&mut rec, extra) {
             r.extend(e);

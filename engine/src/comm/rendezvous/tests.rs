@@ -109,7 +109,7 @@ fn torchrun_ranks_get_rank_0s_id_at_master_port_plus_one() {
 /// id over MPI, or, when rank 0 cannot make one, every rank must stop with an error.
 #[cfg(feature = "mpi")]
 #[test]
-#[ignore = "a rank of ranks_started_by_mpirun_get_rank_0s_id_over_mpi"]
+#[ignore = "one rank's half of ranks_started_by_mpirun_get_rank_0s_id_over_mpi, which runs it under mpirun -np 3; alone it has no world"]
 fn mpi_rank() {
     let place = super::super::launch::detect().unwrap().expect("started by mpirun");
     let fail = std::env::var("SOLAR_TEST_RANK0_FAILS").is_ok();
