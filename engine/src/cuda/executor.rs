@@ -1,9 +1,10 @@
 //! The two executors under the CUDA backend, one interface (methods of `Gpu`): device memory
 //! (alloc from a pool, free on drop, copies host<->device and device<->device, memset), the
-//! stream (synchronize; events only on the driver) and launch (kernel, grid, block, dynamic
-//! shared memory, typed arguments).
+//! streams (streams.rs: compute and comm, events between them) and launch (kernel, grid,
+//! block, dynamic shared memory, typed arguments). Operations go to the current stream;
+//! allocation always to the compute stream.
 //! - `Exec::Driver`: cudarc on a real GPU. Kernels NVRTC-compiled per device (cubin cache on
-//!   disk), memory from the stream-ordered pool (cuMemAllocAsync), everything on one stream.
+//!   disk), memory from the stream-ordered pool (cuMemAllocAsync) on the compute stream.
 //! - `Exec::Emulator`: the same kernel sources compiled as host C++ (solar_kernels::emu), run
 //!   on the CPU with bounds, race and uninitialised-read checks. Memory is host memory the
 //!   emulator tracks; a launch runs to completion before it returns, so the stream is already
@@ -11,6 +12,7 @@
 
 use super::launch::{Arg, Kernel, LaunchConfig};
 use super::memory::{Allocation, DeviceBuffer, DeviceElem, DeviceSlice, DeviceSliceMut};
+use super::streams::Stream;
 use super::{launch_err, Gpu};
 use crate::error::{Error, Result};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr};
@@ -31,7 +33,10 @@ pub enum Exec {
 /// The driver executor's state: a context, its one stream and the loaded kernel modules.
 pub struct Driver {
     pub ctx: Arc<CudaContext>,
+    /// The compute stream: kernels, copies, allocation and freeing.
     pub stream: Arc<CudaStream>,
+    /// The comm stream (streams.rs), created at first use.
+    pub(crate) comm: std::sync::OnceLock<Arc<CudaStream>>,
     pub(crate) modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     /// Each loaded kernel and the dynamic shared memory it has been granted so far, so the
     /// opt-in attribute is set once per kernel and size, not at every launch.
@@ -40,7 +45,7 @@ pub struct Driver {
 
 impl Driver {
     pub(crate) fn new(ctx: Arc<CudaContext>, stream: Arc<CudaStream>) -> Driver {
-        Driver { ctx, stream, modules: Mutex::new(HashMap::new()), functions: Mutex::new(HashMap::new()) }
+        Driver { ctx, stream, comm: std::sync::OnceLock::new(), modules: Mutex::new(HashMap::new()), functions: Mutex::new(HashMap::new()) }
     }
 }
 
@@ -182,7 +187,7 @@ impl Gpu {
                         cfg.grid_dim,
                         cfg.block_dim,
                         cfg.shared_mem_bytes,
-                        d.stream.cu_stream(),
+                        self.cu_current(d)?,
                         &mut ptrs,
                     )
                 }
@@ -231,8 +236,8 @@ impl Gpu {
         }
     }
 
-    /// Sets `bytes` bytes at `addr` to `byte`, in stream order.
-    fn memset_raw(&self, op: &'static str, addr: u64, byte: u8, bytes: usize) -> Result<()> {
+    /// Sets `bytes` bytes at `addr` to `byte`, in the order of stream `on`.
+    fn memset_raw(&self, op: &'static str, on: Stream, addr: u64, byte: u8, bytes: usize) -> Result<()> {
         if bytes == 0 {
             return Ok(());
         }
@@ -240,7 +245,7 @@ impl Gpu {
             Exec::Driver(d) => {
                 d.ctx.bind_to_thread().map_err(launch_err(op))?;
                 // SAFETY: addr addresses `bytes` bytes of a live allocation on this stream.
-                unsafe { cudarc::driver::result::memset_d8_async(addr, byte, bytes, d.stream.cu_stream()) }
+                unsafe { cudarc::driver::result::memset_d8_async(addr, byte, bytes, d.stream_of(on)?.cu_stream()) }
                     .map_err(launch_err(op))
             }
             // SAFETY: as above; emulator memory is host memory.
@@ -258,7 +263,7 @@ impl Gpu {
         let (addr, alloc) = self.alloc_raw(bytes)?;
         let buf = DeviceBuffer::from_raw(addr, n, alloc);
         if self.poison.load(Ordering::Relaxed) {
-            self.memset_raw("cuda poison", addr, 0xff, bytes)?;
+            self.memset_raw("cuda poison", Stream::Compute, addr, 0xff, bytes)?;
         }
         Ok(buf)
     }
@@ -270,36 +275,46 @@ impl Gpu {
         Ok(buf)
     }
 
-    /// Zeroes `dst` (in stream order).
+    /// Zeroes `dst` (in the current stream's order).
     pub fn memset_zeros<T: DeviceElem>(&self, dst: &mut impl DeviceSliceMut<T>) -> Result<()> {
-        self.memset_raw("cuda memset", dst.addr(), 0, dst.len() * std::mem::size_of::<T>())
+        self.memset_raw("cuda memset", self.current_stream(), dst.addr(), 0, dst.len() * std::mem::size_of::<T>())
     }
 
-    /// A device copy of `host`.
+    /// A device copy of `host`, written on the compute stream (where it was allocated), whatever
+    /// the current stream.
     pub fn upload<T: DeviceElem>(&self, host: &[T]) -> Result<DeviceBuffer<T>> {
-        let op = "cuda upload";
         let (addr, alloc) = self.alloc_raw(std::mem::size_of_val(host))?;
-        let buf = DeviceBuffer::from_raw(addr, host.len(), alloc);
+        let mut buf = DeviceBuffer::from_raw(addr, host.len(), alloc);
+        self.on_stream(Stream::Compute, || self.upload_into(host, &mut buf))?;
+        Ok(buf)
+    }
+
+    /// Copies `host` into the start of `dst`, in the current stream's order.
+    pub fn upload_into<T: DeviceElem>(&self, host: &[T], dst: &mut impl DeviceSliceMut<T>) -> Result<()> {
+        let op = "cuda upload";
+        if host.len() > dst.len() {
+            return Err(Error::invalid(op, format!("{} elements into {}", host.len(), dst.len())));
+        }
         if host.is_empty() {
-            return Ok(buf);
+            return Ok(());
         }
         match &self.exec {
             Exec::Driver(d) => {
                 d.ctx.bind_to_thread().map_err(launch_err(op))?;
-                // SAFETY: the fresh allocation holds host.len() elements; the copy from pageable
-                // host memory is staged before the call returns, so `host` may go after it.
-                unsafe { cudarc::driver::result::memcpy_htod_async(addr, host, d.stream.cu_stream()) }
+                // SAFETY: `dst` holds at least host.len() elements; the copy from pageable host
+                // memory is staged before the call returns, so `host` may go after it.
+                unsafe { cudarc::driver::result::memcpy_htod_async(dst.addr(), host, self.cu_current(d)?) }
                     .map_err(launch_err(op))?;
             }
-            // SAFETY: the fresh host allocation holds host.len() elements.
+            // SAFETY: `dst` holds at least host.len() elements of emulator memory.
             Exec::Emulator => unsafe {
-                std::ptr::copy_nonoverlapping(host.as_ptr(), addr as *mut T, host.len())
+                std::ptr::copy_nonoverlapping(host.as_ptr(), dst.addr() as *mut T, host.len())
             },
         }
-        Ok(buf)
+        Ok(())
     }
 
-    /// The elements of `dev` on the host (waits for the stream).
+    /// The elements of `dev` on the host (copied on the current stream, which the host waits for).
     pub fn download<T: DeviceElem>(&self, dev: &impl DeviceSlice<T>) -> Result<Vec<T>> {
         let op = "cuda download";
         let mut host = vec![T::default(); dev.len()];
@@ -312,10 +327,10 @@ impl Gpu {
                 // SAFETY: `dev` holds host.len() elements; the stream is synchronized before
                 // `host` is read or dropped.
                 unsafe {
-                    cudarc::driver::result::memcpy_dtoh_async(&mut host, dev.addr(), d.stream.cu_stream())
+                    cudarc::driver::result::memcpy_dtoh_async(&mut host, dev.addr(), self.cu_current(d)?)
                 }
                 .map_err(launch_err(op))?;
-                d.stream.synchronize().map_err(launch_err(op))?;
+                d.stream_of(self.current_stream())?.synchronize().map_err(launch_err(op))?;
             }
             // SAFETY: `dev` holds host.len() elements of emulator memory.
             Exec::Emulator => unsafe {
@@ -325,7 +340,7 @@ impl Gpu {
         Ok(host)
     }
 
-    /// Copies `src` into the start of `dst` (device to device, in stream order).
+    /// Copies `src` into the start of `dst` (device to device, in the current stream's order).
     pub fn copy<T: DeviceElem>(
         &self,
         src: &impl DeviceSlice<T>,
@@ -348,7 +363,7 @@ impl Gpu {
                         dst.addr(),
                         src.addr(),
                         bytes,
-                        d.stream.cu_stream(),
+                        self.cu_current(d)?,
                     )
                 }
                 .map_err(launch_err(op))
@@ -369,12 +384,15 @@ impl Gpu {
         Ok(dst)
     }
 
-    /// Waits for everything queued on the stream (a no-op on the emulator, where launches
-    /// and copies finish before they return).
+    /// Waits for everything queued on both streams (on the emulator, where launches and copies
+    /// finish before they return, only the stream check takes note).
     pub fn synchronize(&self) -> Result<()> {
-        match &self.exec {
-            Exec::Driver(d) => d.stream.synchronize().map_err(launch_err("cuda synchronize")),
-            Exec::Emulator => Ok(()),
+        if let Exec::Driver(d) = &self.exec {
+            if d.comm.get().is_none() {
+                return self.synchronize_stream(Stream::Compute);
+            }
         }
+        self.synchronize_stream(Stream::Comm)?;
+        self.synchronize_stream(Stream::Compute)
     }
 }

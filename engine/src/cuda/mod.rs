@@ -26,6 +26,8 @@ pub mod reduce;
 pub mod rmsnorm;
 pub mod rope;
 mod storage;
+mod stream_check;
+pub mod streams;
 pub mod swiglu;
 pub mod timing;
 
@@ -33,6 +35,7 @@ pub use executor::{Driver, Exec};
 pub use launch::{grid_1d, Arg, Elem, Kernel, LaunchConfig, Param};
 pub use memory::{DeviceBuffer, DeviceElem, DeviceSlice, DeviceSliceMut, DeviceView, DeviceViewMut};
 pub use storage::{CudaData, CudaStorage};
+pub use streams::{GpuEvent, Stream};
 
 use crate::error::{Error, Result};
 use crate::Device;
@@ -57,6 +60,8 @@ pub struct Gpu {
     /// Tests set this: every fresh allocation is filled with 0xFF bytes (NaN in f32 and bf16),
     /// so an element a kernel forgot to write shows up in the comparison.
     poison: AtomicBool,
+    /// The stream memory operations and launches go to (streams.rs): 0 compute, 1 comm.
+    current: AtomicU8,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -143,7 +148,8 @@ impl Gpu {
             return Err(unavailable(ordinal, format!("no CUDA device {ordinal} ({count} found)")));
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| unavailable(ordinal, format!("{e:?}")))?;
-        // SAFETY: Solar uses one stream per device, so cross-stream event tracking is not needed.
+        // SAFETY: Solar orders its two streams itself with events (streams.rs), so cudarc's
+        // automatic cross-stream tracking is not needed.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(|e| unavailable(ordinal, format!("{e:?}")))?;
         let (major, minor) = ctx.compute_capability().map_err(|e| unavailable(ordinal, format!("{e:?}")))?;
@@ -168,6 +174,7 @@ impl Gpu {
             smem_optin,
             exec: Exec::Driver(Driver::new(ctx, stream)),
             poison: AtomicBool::new(std::env::var("SOLAR_CUDA_POISON").as_deref() == Ok("1")),
+            current: AtomicU8::new(0),
         })
     }
 
@@ -182,6 +189,7 @@ impl Gpu {
             smem_optin: 227 * 1024,
             exec: Exec::Emulator,
             poison: AtomicBool::new(std::env::var("SOLAR_CUDA_POISON").as_deref() == Ok("1")),
+            current: AtomicU8::new(0),
         }
     }
 
