@@ -66,9 +66,13 @@ pub fn join(place: &Place, device: Device) -> Result<(), CliError> {
 }
 
 /// The run's data parallel settings: ZeRO-1 by default when there are several ranks.
-pub fn dist(zero: Option<u8>) -> Option<Dist> {
+pub fn dist(zero: Option<u8>, bucket_mb: f64) -> Option<Dist> {
     let comm = comm::world()?;
-    Some(Dist { comm, zero: zero.unwrap_or(if comm.size() > 1 { 1 } else { 0 }) })
+    Some(Dist {
+        comm,
+        zero: zero.unwrap_or(if comm.size() > 1 { 1 } else { 0 }),
+        bucket_bytes: ((bucket_mb * 1024.0 * 1024.0) as usize).max(1),
+    })
 }
 
 /// Reports a failure and ends: the whole job where this is one rank of several.

@@ -127,6 +127,11 @@ pub struct TrainFlags {
     /// [default: 1 with more than one rank].
     #[arg(long, value_name = "0|1|2", value_parser = clap::value_parser!(u8).range(0..=2))]
     pub zero: Option<u8>,
+    /// Gradients travel between ranks in buckets of up to this many MiB, each reduced as soon
+    /// as the backward completes it (on a GPU, on its own stream, overlapped with the rest of
+    /// the backward). Smaller buckets start sooner and, with ZeRO-2, free gradients sooner.
+    #[arg(long, value_name = "MIB", default_value_t = 25.0, value_parser = positive_mib)]
+    pub bucket_mb: f64,
     /// Print the predicted peak memory of a training step and exit, without reading the data,
     /// training or creating OUT.
     #[arg(long)]
@@ -204,7 +209,7 @@ impl TrainFlags {
             label: label.to_string(),
             lora: self.lora_spec().map_err(CliError)?,
             recompute: self.recompute,
-            dist: crate::launch::dist(self.zero),
+            dist: crate::launch::dist(self.zero, self.bucket_mb),
         })
     }
 
@@ -378,4 +383,12 @@ pub fn dpo(args: &DpoArgs, common: &Common) -> Result<(), CliError> {
     let report = pipeline::dpo(&input, args.reference.as_deref(), dcfg, &f.config(common.seed), &run)?;
     done("dpo", &report, &f.out);
     Ok(())
+}
+
+/// A bucket size in MiB: a positive number (fractions allowed, for small models and tests).
+fn positive_mib(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of MiB")),
+    }
 }

@@ -289,7 +289,7 @@ impl Tensor {
 
     /// The storage for writing in place, keeping the id; copied first when shared (copy on
     /// write), so other holders never see it change.
-    fn storage_mut(&mut self) -> Result<&mut Storage> {
+    pub(crate) fn storage_mut(&mut self) -> Result<&mut Storage> {
         let inner = Arc::make_mut(&mut self.0);
         if Arc::get_mut(&mut inner.storage).is_none() {
             inner.storage = Arc::new(Held::new(inner.storage.try_clone()?));

@@ -108,7 +108,9 @@ fn zero_stages_give_the_same_weights() {
     let d = scratch("zero");
     let (model, docs) = tiny_model_and_docs(&d);
     // Each of 2 ranks runs 2 micro-batches of 1 row a step: ZeRO-2 reduces after each one.
-    let extra = ["--batch", "1", "--grad-accum", "4", "--eps", "1"];
+    // Buckets of 20 KiB: the tiny model's gradients travel in many buckets, several of them
+    // started before the first is unpacked.
+    let extra = ["--batch", "1", "--grad-accum", "4", "--eps", "1", "--bucket-mb", "0.02"];
     let out = |z: usize| d.join(format!("zero{z}"));
     for z in 0..3 {
         let (zs, o) = (z.to_string(), out(z));
@@ -118,6 +120,13 @@ fn zero_stages_give_the_same_weights() {
     }
     // ZeRO-0 all-reduces as a reduce-scatter and a gather: the same sums as ZeRO-1.
     assert_same_bits(&out(0), &out(1));
+    // Buckets change how gradients travel, not what they sum to: one bucket for the whole
+    // model (the default 25 MiB) gives the bits of many.
+    let one_bucket = d.join("zero1-one-bucket");
+    let mut f = flags("pretrain", &model, &docs, &one_bucket, &extra[..6]);
+    f.extend(["--zero", "1"]);
+    ok(&mpirun(2, &f, &[]));
+    assert_same_bits(&out(1), &one_bucket);
     // ZeRO-2 adds each micro-batch's ranks first, then the micro-batches: other rounding.
     assert_close(&out(1), &out(2), 1e-6);
     let single = d.join("single");
@@ -158,7 +167,9 @@ fn the_cuda_path_on_the_emulator_gives_the_single_process_weights() {
     // tensors alone and over shards with ranks, so clipping is off where bits are compared.
     let d = scratch("emu");
     let (model, docs) = tiny_model_and_docs(&d);
-    let emu = ["--device", "emu", "--clip", "0"];
+    // Small buckets, so several reductions are queued on the comm stream at once: the
+    // emulator's stream check holds every one to the order the events declare.
+    let emu = ["--device", "emu", "--clip", "0", "--bucket-mb", "0.02"];
     let single = d.join("single");
     ok(&solar_train(&flags("pretrain", &model, &docs, &single, &emu)));
     for z in ["0", "1", "2"] {

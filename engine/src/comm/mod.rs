@@ -15,6 +15,7 @@
 //! watchdog (watchdog.rs): a rank that dies, or a job being stopped, ends the waiting ranks
 //! with a clear error within a bounded time instead of a hang.
 
+mod buckets;
 pub mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
@@ -27,9 +28,10 @@ mod watchdog;
 
 use crate::error::{Error, Result};
 use crate::{Device, Tensor};
+pub use buckets::{plan_buckets, Bucket, InFlight};
 pub use launch::{Launcher, Place};
 pub use quiet::{say_error, silence_this_rank};
-pub use shard::flat_piece;
+pub use shard::{copy_flat, flat_piece};
 use std::ops::Range;
 use std::sync::OnceLock;
 pub use watchdog::{set_stop_check, timeout_from_env};
@@ -191,6 +193,43 @@ impl Comm {
             #[cfg(feature = "mpi")]
             Comm::Mpi(ref m) => m.reduce_scatter_sum(full),
             Comm::Nccl(ref n) => n.reduce_scatter_sum(full),
+        })
+    }
+
+    /// As `reduce_scatter_sum`, into `piece` (this rank's shard: its count, `full`'s dtype),
+    /// on the device's current stream. On the comm stream NCCL returns at once (`settle`
+    /// waits); NCCL takes f32 tensors of `size` equal pieces only, as reduction buckets are.
+    pub fn reduce_scatter_into(&self, full: &Tensor, piece: &mut Tensor) -> Result<()> {
+        let want = shard_range(full.elem_count(), self.rank(), self.size()).len();
+        if piece.elem_count() != want || piece.dtype() != full.dtype() || piece.device() != full.device() {
+            return Err(Error::invalid(
+                "reduce_scatter",
+                format!(
+                    "a piece of {} {:?} elements on {} for a {:?} tensor of {} on {} (expected {want})",
+                    piece.elem_count(),
+                    piece.dtype(),
+                    piece.device(),
+                    full.dtype(),
+                    full.elem_count(),
+                    full.device()
+                ),
+            ));
+        }
+        watchdog::during("reduce-scatter", || match *self {
+            #[cfg(feature = "mpi")]
+            Comm::Mpi(ref m) => m.reduce_scatter_into(full, piece),
+            Comm::Nccl(ref n) => n.reduce_scatter_into(full, piece),
+        })
+    }
+
+    /// Waits on the host until the collectives queued on the comm stream have run (NCCL; the
+    /// MPI backend has finished each before it returns), under the watchdog: where a dead
+    /// rank is noticed when gradient buckets reduce on the comm stream.
+    pub fn settle(&self) -> Result<()> {
+        watchdog::during("gradient reduction", || match *self {
+            #[cfg(feature = "mpi")]
+            Comm::Mpi(_) => Ok(()),
+            Comm::Nccl(ref n) => n.settle(),
         })
     }
 

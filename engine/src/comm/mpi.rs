@@ -8,7 +8,7 @@
 //! round once.
 
 use super::{shard_range, Place};
-use crate::cuda::{CudaStorage, Gpu};
+use crate::cuda::{CudaData, CudaStorage, Gpu};
 use crate::error::{Error, Result};
 use crate::storage::{CpuStorage, Storage};
 use crate::{DType, Device, Tensor};
@@ -82,18 +82,47 @@ fn unsupported(got: DType) -> Error {
     Error::DType { op: "mpi", got, expected: "f32, f64 or bf16" }
 }
 
-/// Elements as storage of the dtype they came as (`bf16_out`) on `device`: what a collective
-/// hands back, without another copy on the CPU.
-fn storage_of(host: Host<'_>, bf16_out: bool, device: Device) -> Result<Storage> {
-    let cpu = match (host, bf16_out) {
+/// Elements as CPU storage of the dtype they came as (`bf16_out`), without another copy.
+fn cpu_of(host: Host<'_>, bf16_out: bool) -> CpuStorage {
+    match (host, bf16_out) {
         (Host::F32(v), true) => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
         (Host::F32(v), false) => CpuStorage::F32(v.into_owned()),
         (Host::F64(v), _) => CpuStorage::F64(v.into_owned()),
-    };
+    }
+}
+
+/// Elements as storage on `device`: what a collective hands back as a new tensor.
+fn storage_of(host: Host<'_>, bf16_out: bool, device: Device) -> Result<Storage> {
+    let cpu = cpu_of(host, bf16_out);
     Ok(match device {
         Device::Cpu => Storage::Cpu(cpu),
         Device::Cuda(n) => Storage::Cuda(CudaStorage::upload(&Gpu::get(n)?, &cpu)?),
     })
+}
+
+/// Elements written over `dst`'s (same count and dtype): a CUDA tensor keeps its buffer and is
+/// written on the device's current stream, so a collective on the comm stream stays there.
+fn write_into(host: Host<'_>, bf16_out: bool, dst: &mut Tensor) -> Result<()> {
+    let cpu = cpu_of(host, bf16_out);
+    if cpu.dtype() != dst.dtype() || cpu.len() != dst.elem_count() {
+        return Err(err(format!(
+            "{} {:?} elements into a {:?} tensor of {}",
+            cpu.len(),
+            cpu.dtype(),
+            dst.dtype(),
+            dst.elem_count()
+        )));
+    }
+    if !dst.is_cuda() {
+        return dst.set_storage(cpu);
+    }
+    let c = dst.cuda_mut("mpi")?;
+    let gpu = c.gpu.clone();
+    match (&cpu, &mut c.data) {
+        (CpuStorage::F32(v), CudaData::F32(b)) => gpu.upload_into(v, b),
+        (CpuStorage::BF16(v), CudaData::BF16(b)) => gpu.upload_into(v, b),
+        _ => Err(unsupported(cpu.dtype())),
+    }
 }
 
 /// `parts` holds `size` runs of `n` elements, rank 0's first: their element-wise sum, added in
@@ -150,10 +179,22 @@ impl MpiComm {
     }
 
     pub fn reduce_scatter_sum(&self, full: &Tensor) -> Result<Tensor> {
+        let (summed, bf, n) = self.summed_shard(full)?;
+        Ok(Tensor::from_parts(storage_of(summed, bf, full.device())?, [n].into(), None))
+    }
+
+    /// As `reduce_scatter_sum`, into `piece` (this rank's shard's count and `full`'s dtype).
+    pub fn reduce_scatter_into(&self, full: &Tensor, piece: &mut Tensor) -> Result<()> {
+        let (summed, bf, _) = self.summed_shard(full)?;
+        write_into(summed, bf, piece)
+    }
+
+    /// This rank's shard of the sum of `full` over the ranks, on the host; whether it was bf16;
+    /// its length.
+    fn summed_shard(&self, full: &Tensor) -> Result<(Host<'static>, bool, usize)> {
         let (host, bf) = Host::of(full)?;
-        let mine = shard_range(full.elem_count(), self.rank, self.size);
         let (send_c, send_d) = counts(full.elem_count(), self.size)?;
-        let n = mine.len();
+        let n = shard_range(full.elem_count(), self.rank, self.size).len();
         let recv_c = vec![n as i32; self.size];
         let recv_d: Vec<i32> = (0..self.size).map(|r| (r * n) as i32).collect();
         let summed = match host {
@@ -164,7 +205,7 @@ impl MpiComm {
                 Host::F64(Cow::Owned(self.exchange_and_sum(&v, &send_c, &send_d, &recv_c, &recv_d, n)))
             }
         };
-        Ok(Tensor::from_parts(storage_of(summed, bf, full.device())?, [n].into(), None))
+        Ok((summed, bf, n))
     }
 
     /// Alltoallv: rank r receives every rank's piece r; then adds them in rank order.
@@ -198,8 +239,7 @@ impl MpiComm {
             Host::F32(v) => Host::F32(Cow::Owned(self.gather(&v, full.elem_count(), &c, &d))),
             Host::F64(v) => Host::F64(Cow::Owned(self.gather(&v, full.elem_count(), &c, &d))),
         };
-        let device = full.device();
-        full.set_storage(storage_of(gathered, bf, device)?)
+        write_into(gathered, bf, full)
     }
 
     fn gather<T: Equivalence + Copy + Default>(&self, v: &[T], len: usize, c: &[i32], d: &[i32]) -> Vec<T> {
@@ -226,8 +266,7 @@ impl MpiComm {
                 Host::F64(Cow::Owned(v))
             }
         };
-        let device = t.device();
-        t.set_storage(storage_of(got, bf, device)?)
+        write_into(got, bf, t)
     }
 
     pub fn all_reduce_f64(&self, v: &mut [f64]) -> Result<()> {

@@ -1,10 +1,12 @@
 //! The NCCL backend: collectives between CUDA tensors on real GPUs, one GPU per rank (the
-//! caller picks cuda:LOCAL_RANK). Every NCCL call runs on the stream Solar's kernels run on,
-//! so it is ordered after the kernels that made its input and before those that read its
-//! output without any event. Each collective then waits for the stream (polling NCCL's
-//! asynchronous error as it waits) before it returns: the watchdog only sees time a rank
-//! spends blocked on the host, so a dead peer is caught in the collective it hangs, not in
-//! some later download.
+//! caller picks cuda:LOCAL_RANK). Every NCCL call runs on the device's current stream
+//! (cuda/streams.rs). On the compute stream, where Solar's kernels run, it is ordered after
+//! the kernels that made its input and before those that read its output without any event,
+//! and each collective then waits for the stream (polling NCCL's asynchronous error as it
+//! waits) before it returns: the watchdog only sees time a rank spends blocked on the host,
+//! so a dead peer is caught in the collective it hangs, not in some later download. On the
+//! comm stream (gradient buckets, overlapped with the backward) a collective returns at once;
+//! the caller orders it with events and waits for it with `settle`, under the watchdog.
 //!
 //! NCCL's ReduceScatter and AllGather move equal pieces, `chunk = ceil(len / size)` elements a
 //! rank; Solar's shards (`shard_range`) are those pieces cut at `len`, so a tensor whose length
@@ -19,10 +21,10 @@
 
 use super::nccl_lib::{nccl, Nccl};
 use super::{rendezvous, shard_range, Place};
-use crate::cuda::{elementwise, launch_err, CudaData, CudaStorage, DeviceBuffer, Driver, Gpu};
+use crate::cuda::{elementwise, launch_err, CudaData, CudaStorage, DeviceBuffer, Driver, Gpu, Stream};
 use crate::error::{Error, Result};
 use crate::{DType, Shape, Storage, Tensor};
-use cudarc::driver::result as cu;
+use cudarc::driver::{result as cu, sys};
 use cudarc::nccl::sys::{ncclComm_t, ncclDataType_t, ncclRedOp_t, ncclUniqueId};
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -127,8 +129,9 @@ impl NcclComm {
         Ok(self.comm.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// The current stream (cuda/streams.rs), which every NCCL call and helper copy runs on.
     fn stream(&self) -> Result<*mut c_void> {
-        Ok(self.driver()?.stream.cu_stream() as *mut c_void)
+        Ok(self.gpu.cu_current(self.driver()?)? as *mut c_void)
     }
 
     /// `t`'s device memory, which must be on this rank's GPU.
@@ -143,10 +146,61 @@ impl NcclComm {
         }
     }
 
-    /// Waits until the stream has run everything queued so far, or NCCL reports an error.
+    /// Waits until the current stream has run everything queued so far, or NCCL reports an
+    /// error; on the comm stream it returns at once (`settle` waits for that stream).
     fn wait(&self, comm: &Handle, what: &str) -> Result<()> {
+        if self.gpu.current_stream() == Stream::Comm {
+            return Ok(());
+        }
         // SAFETY: a live communicator, and the stream its work was queued on.
-        unsafe { self.lib.wait(comm.0, self.driver()?.stream.cu_stream(), what) }.map_err(err)
+        unsafe { self.lib.wait(comm.0, self.stream()? as sys::CUstream, what) }.map_err(err)
+    }
+
+    /// Waits on the host until everything queued on the comm stream has run, or NCCL reports
+    /// an error.
+    pub fn settle(&self) -> Result<()> {
+        let comm = self.lock()?;
+        let stream = self.gpu.on_stream(Stream::Comm, || self.stream())?;
+        // SAFETY: a live communicator, and the stream its collectives were queued on.
+        unsafe { self.lib.wait(comm.0, stream as sys::CUstream, "gradient reduction") }.map_err(err)
+    }
+
+    /// The sum over ranks of `full` (f32, `size` equal pieces), this rank's piece into `piece`:
+    /// one ncclReduceScatter, no padding and no cast (a reduction bucket is laid out for it).
+    pub fn reduce_scatter_into(&self, full: &Tensor, piece: &mut Tensor) -> Result<()> {
+        let op = "reduce_scatter";
+        let (src, bytes) = raw(self.on_gpu(op, full.storage())?);
+        self.on_gpu(op, piece.storage())?;
+        let (dst, piece_bytes) = raw(piece.cuda_mut(op)?);
+        let chunk = piece_bytes / 4;
+        if full.dtype() != DType::F32 || piece.dtype() != DType::F32 || bytes != piece_bytes * self.size {
+            return Err(err(format!(
+                "{op}: a {:?} tensor of {} elements into a {:?} piece of {chunk} on {} ranks (f32, size x piece)",
+                full.dtype(),
+                full.elem_count(),
+                piece.dtype(),
+                self.size
+            )));
+        }
+        if chunk == 0 {
+            return Ok(());
+        }
+        let comm = self.lock()?;
+        // SAFETY: src holds chunk * size f32 and dst chunk, both alive until the caller's
+        // event (comm stream) or the wait below (compute stream) says the collective ran.
+        let r = unsafe {
+            (self.lib.reduce_scatter)(
+                src as *const c_void,
+                dst as *mut c_void,
+                chunk,
+                F32,
+                SUM,
+                comm.0,
+                self.stream()?,
+            )
+        };
+        check(self.lib, "ncclReduceScatter", r)?;
+        self.wait(&comm, "ncclReduceScatter")
     }
 
     /// `bytes` bytes from `src` to `dst` on the stream.
@@ -155,7 +209,7 @@ impl NcclComm {
             return Ok(());
         }
         // SAFETY: callers pass live device ranges of at least `bytes` bytes.
-        unsafe { cu::memcpy_dtod_async(dst, src, bytes, self.driver()?.stream.cu_stream()) }
+        unsafe { cu::memcpy_dtod_async(dst, src, bytes, self.stream()? as sys::CUstream) }
             .map_err(launch_err("nccl copy"))
     }
 
@@ -164,7 +218,7 @@ impl NcclComm {
             return Ok(());
         }
         // SAFETY: as `copy`.
-        unsafe { cu::memset_d8_async(dst, 0, bytes, self.driver()?.stream.cu_stream()) }
+        unsafe { cu::memset_d8_async(dst, 0, bytes, self.stream()? as sys::CUstream) }
             .map_err(launch_err("nccl zero"))
     }
 

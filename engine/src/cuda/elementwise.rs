@@ -3,7 +3,9 @@
 //! runs in f32. Grid-stride launches (`grid_1d`).
 
 use super::launch::{Elem as E, Param as P};
-use super::{grid_1d, Arg, CudaData, CudaStorage, DeviceBuffer, DeviceElem, Gpu, Kernel};
+use super::{
+    grid_1d, Arg, CudaData, CudaStorage, DeviceBuffer, DeviceElem, DeviceSlice, DeviceSliceMut, Gpu, Kernel,
+};
 use crate::error::{Error, Result};
 use crate::DType;
 
@@ -167,6 +169,33 @@ pub fn cast(x: &CudaStorage, to: DType) -> Result<CudaStorage> {
         }
     };
     Ok(CudaStorage::new(gpu.clone(), data))
+}
+
+/// Converts `src` (f32 or bf16) into `dst` of the other type (same types: `Gpu::copy`), element for element (the
+/// rounding of `cast`), in the current stream's order: views, so a gradient goes into its
+/// place in a reduction bucket and back out without a temporary.
+pub fn cast_views<S: DeviceElem, D: DeviceElem>(
+    gpu: &Gpu,
+    src: &impl DeviceSlice<S>,
+    dst: &mut impl DeviceSliceMut<D>,
+) -> Result<()> {
+    let op = "cast";
+    let n = src.len();
+    if dst.len() != n {
+        return Err(Error::invalid(op, format!("{n} elements into {}", dst.len())));
+    }
+    let kernel = match (S::ELEM, D::ELEM) {
+        (E::F32, E::BF16) => &CAST_F32_BF16,
+        (E::BF16, E::F32) => &CAST_BF16_F32,
+        (s, d) => return Err(Error::invalid(op, format!("no CUDA cast from {} to {}", s.name(), d.name()))),
+    };
+    if n == 0 {
+        return Ok(());
+    }
+    let args = [Arg::ptr(src), Arg::ptr_mut(dst), Arg::i64(n as i64)];
+    // SAFETY: src and dst hold n elements; the kernel's declared types match S and D (the
+    // match above), which `launch` checks again.
+    unsafe { gpu.launch(op, kernel, grid_1d(n), &args) }
 }
 
 /// Overwrites every element of `x` with `v` (tests poison outputs with NaN this way).

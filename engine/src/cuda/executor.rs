@@ -45,7 +45,13 @@ pub struct Driver {
 
 impl Driver {
     pub(crate) fn new(ctx: Arc<CudaContext>, stream: Arc<CudaStream>) -> Driver {
-        Driver { ctx, stream, comm: std::sync::OnceLock::new(), modules: Mutex::new(HashMap::new()), functions: Mutex::new(HashMap::new()) }
+        Driver {
+            ctx,
+            stream,
+            comm: std::sync::OnceLock::new(),
+            modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -245,8 +251,10 @@ impl Gpu {
             Exec::Driver(d) => {
                 d.ctx.bind_to_thread().map_err(launch_err(op))?;
                 // SAFETY: addr addresses `bytes` bytes of a live allocation on this stream.
-                unsafe { cudarc::driver::result::memset_d8_async(addr, byte, bytes, d.stream_of(on)?.cu_stream()) }
-                    .map_err(launch_err(op))
+                unsafe {
+                    cudarc::driver::result::memset_d8_async(addr, byte, bytes, d.stream_of(on)?.cu_stream())
+                }
+                .map_err(launch_err(op))
             }
             // SAFETY: as above; emulator memory is host memory.
             Exec::Emulator => {
@@ -277,7 +285,13 @@ impl Gpu {
 
     /// Zeroes `dst` (in the current stream's order).
     pub fn memset_zeros<T: DeviceElem>(&self, dst: &mut impl DeviceSliceMut<T>) -> Result<()> {
-        self.memset_raw("cuda memset", self.current_stream(), dst.addr(), 0, dst.len() * std::mem::size_of::<T>())
+        self.memset_raw(
+            "cuda memset",
+            self.current_stream(),
+            dst.addr(),
+            0,
+            dst.len() * std::mem::size_of::<T>(),
+        )
     }
 
     /// A device copy of `host`, written on the compute stream (where it was allocated), whatever

@@ -5,16 +5,22 @@
 //! loss is scaled by 1/(the step's global count), so summing the ranks' gradients gives
 //! exactly the gradient of the step's mean, as one process computes it.
 //!
-//! - ZeRO-0: gradients are all-reduced; every rank updates every parameter (DDP).
-//! - ZeRO-1: gradients are reduce-scattered; a rank keeps the AdamW moments (and on CUDA the
-//!   f32 master weights) of its shard of each parameter only, updates that shard, and the
-//!   weights are all-gathered back into every rank's full copy.
-//! - ZeRO-2: as ZeRO-1, and each gradient is reduce-scattered during the backward, as soon as
-//!   it is complete for the micro-batch (the tape says when), and the whole one dropped: the
-//!   model's whole gradients never exist at once, and across gradient accumulation a rank
-//!   holds only its shards' sums. Every rank reduces the same tensors in the same order (the
-//!   reverse of the parameter order, each once per micro-batch round, ranks with fewer
-//!   micro-batches adding rounds of zeros), whatever order its own backward finishes them in.
+//! Gradients are reduced during the backward, in buckets (solar_engine::comm::Bucket): as soon
+//! as the tape says every gradient of a bucket is complete, the bucket is packed and its
+//! collective started (on a GPU on the comm stream, overlapped with the rest of the backward),
+//! and the whole gradients in it dropped. Every rank plans the same buckets and starts them in
+//! the same order (the reverse of the parameter order), whatever order its own backward
+//! finishes them in. At the end of the micro-batch the host waits for the comm stream (under
+//! the watchdog) and every bucket's sums are unpacked.
+//!
+//! - ZeRO-0: buckets are all-reduced; every rank updates every parameter (DDP). Reduced in the
+//!   step's last micro-batch round only (DDP's no_sync before it).
+//! - ZeRO-1: buckets are reduce-scattered, in the last round; a rank keeps the AdamW moments
+//!   (and on CUDA the f32 master weights) of its shard of each parameter only, updates that
+//!   shard, and the weights are all-gathered back into every rank's full copy.
+//! - ZeRO-2: as ZeRO-1, reduced in every round, so across gradient accumulation a rank holds
+//!   only its shards' sums, and within a backward only the gradients of buckets not yet
+//!   complete. Ranks with fewer micro-batches add rounds of zeros, so the collectives pair up.
 //!
 //! Reductions add in a fixed order (rank order over MPI, NCCL's own), and the gradient norm is
 //! summed per shard in shard order at every stage, so ZeRO-0 and ZeRO-1 give the same weights
@@ -25,14 +31,14 @@
 
 use super::objective::{GradEvent, Objective, StepLoss, StepSplit};
 use crate::error::{Result, TrainError};
-use solar_engine::comm::{flat_piece, shard_range, Comm};
+use solar_engine::comm::{flat_piece, plan_buckets, shard_range, Bucket, Comm, InFlight};
 use solar_engine::ops;
 use solar_engine::optim::{grad_sum_squares, AdamW, Moments};
 use solar_engine::{DType, Grads, Tensor, TensorId};
 use solar_model::names::is_norm;
 use solar_model::output::interrupt;
 use solar_model::Llama;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::path::Path;
 
@@ -41,6 +47,8 @@ use std::path::Path;
 pub struct Dist {
     pub comm: &'static Comm,
     pub zero: u8,
+    /// The most bytes a gradient bucket sums (`--bucket-mb`).
+    pub bucket_bytes: usize,
 }
 
 impl std::fmt::Debug for Dist {
@@ -75,12 +83,20 @@ pub struct DataParallel {
     /// ZeRO-1/2: this rank's shard of each trainable parameter, in `trainable_params` order
     /// (None where the shard is empty). AdamW keys their state by these tensors' ids.
     shards: Vec<Option<Tensor>>,
-    /// ZeRO-2: the step's gradient shards summed so far.
-    grad_shards: Vec<Option<Tensor>>,
-    /// ZeRO-2, this micro-batch: which gradients are complete, and how far along the reverse
-    /// parameter order the reduction has come.
+    /// The step's reduced gradients so far, in `trainable_params` order: whole (ZeRO-0) or
+    /// this rank's shards (ZeRO-1/2).
+    summed: Vec<Option<Tensor>>,
+    /// The gradient buckets, in the order they are reduced (planned once, the same on every
+    /// rank).
+    buckets: Vec<Bucket>,
+    /// This micro-batch: which gradients are complete, the next bucket to start, and the
+    /// started ones not yet unpacked (bucket index, reduction).
     complete: Vec<bool>,
-    reduced_upto: usize,
+    next_bucket: usize,
+    in_flight: VecDeque<(usize, InFlight)>,
+    /// The step's micro-batch rounds, and how many have ended.
+    rounds: usize,
+    round: usize,
     /// Trainable parameters by tensor id (what the tape reports).
     index: HashMap<TensorId, usize>,
     /// Whether this rank's rows gave each parameter a gradient this step. A parameter no rank
@@ -122,13 +138,21 @@ impl DataParallel {
             shards.push(Some(shard));
         }
         let n = shards.len();
-        let index = model.trainable_params().iter().enumerate().map(|(i, (_, p))| (p.id(), i)).collect();
+        let params = model.trainable_params();
+        let index = params.iter().enumerate().map(|(i, (_, p))| (p.id(), i)).collect();
+        let grads: Vec<(usize, DType)> = params.iter().map(|(_, p)| (p.elem_count(), p.dtype())).collect();
+        let order: Vec<usize> = (0..n).rev().collect();
+        let buckets = plan_buckets(&grads, &order, dist.rank(), dist.size(), dist.bucket_bytes);
         Ok(DataParallel {
             dist,
             shards,
-            grad_shards: vec![None; n],
+            summed: vec![None; n],
+            buckets,
             complete: vec![false; n],
-            reduced_upto: 0,
+            next_bucket: 0,
+            in_flight: VecDeque::new(),
+            rounds: 0,
+            round: 0,
             index,
             present: vec![false; n],
             has_moments,
@@ -144,20 +168,8 @@ impl DataParallel {
         Ok(self.comm().all_reduce_f64(v)?)
     }
 
-    /// Parameter i's gradient, or zeros where this rank's rows gave it none: every rank must
-    /// join every collective, with tensors of the same size.
-    fn grad_or_zeros(&mut self, i: usize, grads: &mut Grads, p: &Tensor) -> Result<Tensor> {
-        match grads.remove(p.id()) {
-            Some(g) => {
-                self.present[i] = true;
-                Ok(g)
-            }
-            None => Ok(Tensor::zeros_on(p.shape().clone(), p.dtype(), p.device())?),
-        }
-    }
-
     /// Forward and backward of this rank's rows of a step (`rank_rows` of `picked`), the
-    /// losses summed over the ranks; ZeRO-2 reduces after each micro-batch.
+    /// losses summed over the ranks, the gradients reduced during the backward.
     pub fn step(
         &mut self,
         objective: &Objective,
@@ -168,42 +180,92 @@ impl DataParallel {
     ) -> Result<StepLoss> {
         let comm = self.comm();
         let mine = rank_rows(picked.len(), comm.rank(), comm.size());
-        let reduce = |v: &mut [f64]| Ok(comm.all_reduce_f64(v)?);
-        let mut on = |e: GradEvent, g: &mut Grads| self.on_grads(model, e, g);
         // Rank 0 runs the most micro-batches; the others add rounds of zeros to match them.
         let rounds = rank_rows(picked.len(), 0, comm.size()).len().div_ceil(batch.max(1));
+        (self.rounds, self.round) = (rounds, 0);
+        let reduce = |v: &mut [f64]| Ok(comm.all_reduce_f64(v)?);
+        let mut on = |e: GradEvent, g: &mut Grads| self.on_grads(model, e, g);
         let mut split = StepSplit { mine, reduce: &reduce, on_grads: &mut on, rounds };
         objective.step(model, picked, batch, grads, &mut split)
     }
 
-    /// ZeRO-2's reduction during the backward (the file header).
+    /// The reduction during the backward (the file header).
     fn on_grads(&mut self, model: &Llama, event: GradEvent, grads: &mut Grads) -> Result<()> {
-        if self.dist.zero < 2 {
-            return Ok(());
-        }
+        let reducing = self.dist.zero == 2 || self.round + 1 == self.rounds;
         match event {
             GradEvent::Ready(id) => match self.index.get(&id) {
-                Some(&i) => self.complete[i] = true,
-                None => return Ok(()),
+                Some(&i) if reducing => self.complete[i] = true,
+                _ => return Ok(()),
             },
             GradEvent::MicroBatchDone => self.complete.iter_mut().for_each(|c| *c = true),
         }
-        let params = model.trainable_params();
-        let n = params.len();
-        while self.reduced_upto < n && self.complete[n - 1 - self.reduced_upto] {
-            let i = n - 1 - self.reduced_upto;
-            let g = self.grad_or_zeros(i, grads, params[i].1)?;
-            let piece = self.comm().reduce_scatter_sum(&g)?;
-            drop(g);
-            self.grad_shards[i] = Some(match self.grad_shards[i].take() {
-                Some(acc) => ops::add(&acc, &piece)?,
-                None => piece,
-            });
-            self.reduced_upto += 1;
+        if reducing {
+            self.start_complete_buckets(model, grads)?;
         }
         if let GradEvent::MicroBatchDone = event {
+            if reducing {
+                self.comm().settle()?;
+                while let Some((b, flight)) = self.in_flight.pop_front() {
+                    self.unpack(model, b, flight)?;
+                }
+            }
             self.complete.iter_mut().for_each(|c| *c = false);
-            self.reduced_upto = 0;
+            self.next_bucket = 0;
+            self.round += 1;
+        }
+        Ok(())
+    }
+
+    /// Starts every bucket, in order, whose gradients are all complete; unpacks the oldest
+    /// started ones beyond `IN_FLIGHT`, which bounds the memory reductions hold.
+    fn start_complete_buckets(&mut self, model: &Llama, grads: &mut Grads) -> Result<()> {
+        /// Reductions queued on the comm stream at once: two keep it busy while the compute
+        /// stream packs the next bucket.
+        const IN_FLIGHT: usize = 2;
+        let params = model.trainable_params();
+        while let Some(b) = self.buckets.get(self.next_bucket) {
+            if !b.members.iter().all(|&i| self.complete[i]) {
+                break;
+            }
+            let mine: Vec<Option<Tensor>> = b
+                .members
+                .iter()
+                .map(|&i| {
+                    let g = grads.remove(params[i].1.id());
+                    self.present[i] |= g.is_some();
+                    g
+                })
+                .collect();
+            let packed = b.pack(&mine, params[b.members[0]].1.device())?;
+            drop(mine);
+            let flight = b.start(self.comm(), packed, self.dist.zero == 0)?;
+            self.in_flight.push_back((self.next_bucket, flight));
+            self.next_bucket += 1;
+            if self.in_flight.len() > IN_FLIGHT {
+                let (b, flight) = self.in_flight.pop_front().expect("more than IN_FLIGHT started");
+                self.unpack(model, b, flight)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bucket `b`'s sums into `summed`: whole tensors (ZeRO-0), or shards added to the step's
+    /// shards so far (ZeRO-1/2).
+    fn unpack(&mut self, model: &Llama, b: usize, flight: InFlight) -> Result<()> {
+        let (bucket, piece) = flight.finish()?;
+        let params = model.trainable_params();
+        let layout = &self.buckets[b];
+        for (k, &i) in layout.members.iter().enumerate() {
+            let p = params[i].1;
+            self.summed[i] = Some(if self.dist.zero == 0 {
+                layout.whole_of(&bucket, k, p.shape(), p.dtype())?
+            } else {
+                let shard = layout.shard_of(&piece, k, p.dtype())?;
+                match self.summed[i].take() {
+                    Some(acc) => ops::add(&acc, &shard)?,
+                    None => shard,
+                }
+            });
         }
         Ok(())
     }
@@ -212,32 +274,19 @@ impl DataParallel {
     /// (ZeRO-0) or its shards (ZeRO-1/2), in `trainable_params` order; None for a parameter
     /// no rank has a gradient for.
     pub fn reduce_gradients(&mut self, model: &Llama, grads: &mut Grads) -> Result<Vec<Option<Tensor>>> {
-        let params = model.trainable_params();
-        let mut any: Vec<f64> = params
-            .iter()
-            .enumerate()
-            .map(|(i, (_, p))| f64::from(u8::from(self.present[i] || grads.get_id(p.id()).is_some())))
-            .collect();
+        let mut any: Vec<f64> = self.present.iter().map(|&p| f64::from(u8::from(p))).collect();
         self.reduce_sums(&mut any)?;
-        let mut out = Vec::new();
-        for (i, (_, p)) in params.into_iter().enumerate() {
-            let shard_sum = self.grad_shards[i].take();
+        let n = model.trainable_params().len();
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let sum = self.summed[i].take();
             if any[i] == 0.0 {
                 out.push(None);
                 continue;
             }
-            out.push(Some(match (self.dist.zero, shard_sum) {
-                (0, _) => {
-                    let mut g = self.grad_or_zeros(i, grads, p)?;
-                    self.comm().all_reduce_sum(&mut g)?;
-                    g
-                }
-                (_, Some(g)) => g,
-                _ => {
-                    let g = self.grad_or_zeros(i, grads, p)?;
-                    self.comm().reduce_scatter_sum(&g)?
-                }
-            }));
+            out.push(Some(sum.ok_or_else(|| {
+                TrainError::Msg(format!("gradient {i} was not reduced in the step's backward"))
+            })?));
         }
         grads.clear();
         self.present.iter_mut().for_each(|x| *x = false);
