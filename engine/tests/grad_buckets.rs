@@ -75,7 +75,8 @@ fn check(size: usize, dtype: DType, device: Device, cap_bytes: usize) {
     let grads = rank_grads(size, dtype, device, &mut rng);
     let lens: Vec<(usize, DType)> = SHAPES.iter().map(|s| (s.iter().product(), dtype)).collect();
     let order: Vec<usize> = (0..SHAPES.len()).rev().collect();
-    let plans: Vec<Vec<Bucket>> = (0..size).map(|r| plan_buckets(&lens, &order, r, size, cap_bytes)).collect();
+    let plans: Vec<Vec<Bucket>> =
+        (0..size).map(|r| plan_buckets(&lens, &order, r, size, cap_bytes)).collect();
     let mut seen = vec![false; SHAPES.len()];
     for (b, layout) in plans[0].iter().enumerate() {
         let packed: Vec<Tensor> = (0..size)
