@@ -134,7 +134,8 @@ PY
   pt() {
     local o="$nd/$1"; shift
     env "$@" timeout "$(slot 60 100)" "$b/solar-train" pretrain --model "$nd/base" --data "$nd/docs.jsonl" \
-      --out "$o" --steps 6 --batch 2 --seq-len 32 --lr 1e-2 --warmup 1 --seed 7 --device cuda > "$o.log" 2>&1
+      --out "$o" --steps 6 --batch 2 --seq-len 32 --lr 1e-2 --warmup 1 --seed 7 --device cuda \
+      --bucket-mb 0.02 > "$o.log" 2>&1
   }
   "$b/solar-train" init --preset tiny --out "$nd/base" --seed 3 > "$nd/init.log" 2>&1
   pt plain -u RANK -u WORLD_SIZE -u LOCAL_RANK -u MASTER_ADDR -u MASTER_PORT; plain_rc=$?

@@ -1,13 +1,14 @@
 //! The NCCL backend on one real GPU, as a world of one (all a one-GPU machine can hold: NCCL
 //! refuses two ranks on one device). Every collective runs through NCCL and must hand back
 //! exactly its input (a sum over one rank, a gather of the one shard), bf16 and f32, odd
-//! lengths, an empty tensor; host numbers and bytes round-trip; a CPU tensor is refused naming
+//! lengths, an empty tensor; gradient buckets reduced on the comm stream unpack to their
+//! inputs; host numbers and bytes round-trip; a CPU tensor is refused naming
 //! the GPU. This holds the FFI signatures, the stream and the waits to a real library; the
 //! padding of uneven shards only acts with several GPUs.
 //!
 //! Skips (printing why) without a real GPU or without NCCL (SOLAR_NCCL_LIB, libnccl.so.2). A
 //! test binary of its own: the process joins its one world here.
-use solar_engine::comm::{finish, init_world, Launcher, Place};
+use solar_engine::comm::{finish, init_world, plan_buckets, Launcher, Place};
 use solar_engine::cuda::Gpu;
 use solar_engine::{DType, Device, Rng, Tensor};
 
@@ -80,6 +81,31 @@ fn a_world_of_one_hands_back_every_input_exactly() {
         assert_eq!(b, msg);
     }
     w.barrier().unwrap();
+
+    // Gradient buckets on the comm stream: queued behind the compute stream's event, waited for
+    // by settle, unpacked after the compute stream waits on the comm stream's event.
+    let lens = [7usize, 1, 300, 3];
+    let grads: Vec<(usize, DType)> = lens.iter().map(|&n| (n, DType::BF16)).collect();
+    let buckets = plan_buckets(&grads, &[3, 2, 1, 0], 0, 1, 64);
+    let xs: Vec<Tensor> = lens
+        .iter()
+        .map(|&n| Tensor::randn([n], 1.0, DType::BF16, &mut rng).to_device(GPU).unwrap())
+        .collect();
+    let flights: Vec<_> = buckets
+        .iter()
+        .map(|b| {
+            let mine: Vec<_> = b.members.iter().map(|&i| Some(xs[i].clone())).collect();
+            b.start(w, b.pack(&mine, GPU).unwrap(), true).unwrap()
+        })
+        .collect();
+    w.settle().unwrap();
+    for (b, flight) in buckets.iter().zip(flights) {
+        let (bucket, piece) = flight.finish().unwrap();
+        for (k, &i) in b.members.iter().enumerate() {
+            assert_eq!(bits(&b.shard_of(&piece, k, DType::BF16).unwrap()), bits(&xs[i]), "bucket member {i}");
+            assert_eq!(bits(&b.whole_of(&bucket, k, &[lens[i]].into(), DType::BF16).unwrap()), bits(&xs[i]));
+        }
+    }
 
     let e = w.reduce_scatter_sum(&Tensor::zeros([4], DType::F32)).unwrap_err().to_string();
     assert!(e.contains("cuda:0") && e.contains("cpu"), "{e}");
