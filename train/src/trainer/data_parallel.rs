@@ -273,14 +273,13 @@ impl DataParallel {
     /// The step's summed gradients as this rank needs them for its update: whole tensors
     /// (ZeRO-0) or its shards (ZeRO-1/2), in `trainable_params` order; None for a parameter
     /// no rank has a gradient for.
-    pub fn reduce_gradients(&mut self, model: &Llama, grads: &mut Grads) -> Result<Vec<Option<Tensor>>> {
+    pub fn reduce_gradients(&mut self, grads: &mut Grads) -> Result<Vec<Option<Tensor>>> {
         let mut any: Vec<f64> = self.present.iter().map(|&p| f64::from(u8::from(p))).collect();
         self.reduce_sums(&mut any)?;
-        let n = model.trainable_params().len();
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
+        let mut out = Vec::with_capacity(any.len());
+        for (i, anyone) in any.into_iter().enumerate() {
             let sum = self.summed[i].take();
-            if any[i] == 0.0 {
+            if anyone == 0.0 {
                 out.push(None);
                 continue;
             }

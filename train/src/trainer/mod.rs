@@ -256,7 +256,7 @@ pub fn train(
         };
         adapters::set_dropout_step(&model, cfg.seed, None);
         let StepLoss { loss, count, processed, extra } = stepped?;
-        let reduced = dp.as_mut().map(|dp| dp.reduce_gradients(&model, &mut grads)).transpose()?;
+        let reduced = dp.as_mut().map(|dp| dp.reduce_gradients(&mut grads)).transpose()?;
         let norm = match (&dp, &reduced) {
             (Some(dp), Some(r)) => dp.grad_norm(&model, r)?,
             _ if cfg.clip > 0.0 => clip_grad_norm(&mut grads, &ids, cfg.clip)?,
