@@ -8,10 +8,18 @@
 //! - `Exec::Emulator`: the same kernel sources compiled as host C++ (solar_kernels::emu), run
 //!   on the CPU with bounds, race and uninitialised-read checks. Memory is host memory the
 //!   emulator tracks; a launch runs to completion before it returns, so the stream is already
-//!   synchronized and copies are plain memcpy.
+//!   synchronized and copies are plain memcpy. Every emulator operation first goes through the
+//!   stream check (stream_check.rs), which reports a use of memory across the two streams that
+//!   a GPU would not have ordered: a launch reads each const pointer argument's allocation and
+//!   writes each mutable one's, a memset or upload writes, a download reads (then the host has
+//!   waited for its stream), a copy reads its source and writes its destination, an allocation
+//!   and a free are writes on the compute stream. That proves the declared order (events, host
+//!   waits) covers every buffer an operation touches, at allocation granularity; it says
+//!   nothing about NCCL or timing, which only a GPU shows.
 
-use super::launch::{Arg, Kernel, LaunchConfig};
+use super::launch::{Arg, Kernel, LaunchConfig, Value};
 use super::memory::{Allocation, DeviceBuffer, DeviceElem, DeviceSlice, DeviceSliceMut};
+use super::stream_check::{self, Access};
 use super::streams::Stream;
 use super::{launch_err, Gpu};
 use crate::error::{Error, Result};
@@ -45,7 +53,13 @@ pub struct Driver {
 
 impl Driver {
     pub(crate) fn new(ctx: Arc<CudaContext>, stream: Arc<CudaStream>) -> Driver {
-        Driver { ctx, stream, comm: std::sync::OnceLock::new(), modules: Mutex::new(HashMap::new()), functions: Mutex::new(HashMap::new()) }
+        Driver {
+            ctx,
+            stream,
+            comm: std::sync::OnceLock::new(),
+            modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -197,6 +211,19 @@ impl Gpu {
                 let ek = emu_kernel(k).ok_or_else(|| {
                     Error::invalid(op, format!("the emulator has no kernel {} in {}.cu", k.name, k.module))
                 })?;
+                // Each pointer argument, with its index for the message.
+                let (idx, uses): (Vec<usize>, Vec<(u64, Access)>) = args
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, a)| match a.value {
+                        Value::Ptr { addr, mutable, .. } => {
+                            Some((i, (addr, if mutable { Access::Write } else { Access::Read })))
+                        }
+                        _ => None,
+                    })
+                    .unzip();
+                let name = |j: usize| format!("argument {} of {}.cu:{}", idx[j], k.module, k.name);
+                stream_check::access(op, self.current_stream(), &uses, &name)?;
                 let (g, b) = (cfg.grid_dim, cfg.block_dim);
                 // SAFETY: as above; emulator device pointers are addresses from emu::alloc.
                 unsafe { solar_kernels::emu::launch(&ek, [g.0, g.1, g.2], [b.0, b.1, b.2], smem, &ptrs) }
@@ -232,7 +259,15 @@ impl Gpu {
                 let addr = s.device_ptr(&d.stream).0;
                 Ok((addr, Allocation::Driver(s)))
             }
-            Exec::Emulator => Ok((solar_kernels::emu::alloc(bytes) as u64, Allocation::Emulator)),
+            Exec::Emulator => {
+                let addr = solar_kernels::emu::alloc(bytes);
+                if let Err(e) = stream_check::allocated(addr as u64, bytes) {
+                    // SAFETY: just allocated, never handed out.
+                    unsafe { solar_kernels::emu::free(addr) };
+                    return Err(e);
+                }
+                Ok((addr as u64, Allocation::Emulator))
+            }
         }
     }
 
@@ -245,11 +280,14 @@ impl Gpu {
             Exec::Driver(d) => {
                 d.ctx.bind_to_thread().map_err(launch_err(op))?;
                 // SAFETY: addr addresses `bytes` bytes of a live allocation on this stream.
-                unsafe { cudarc::driver::result::memset_d8_async(addr, byte, bytes, d.stream_of(on)?.cu_stream()) }
-                    .map_err(launch_err(op))
+                unsafe {
+                    cudarc::driver::result::memset_d8_async(addr, byte, bytes, d.stream_of(on)?.cu_stream())
+                }
+                .map_err(launch_err(op))
             }
-            // SAFETY: as above; emulator memory is host memory.
             Exec::Emulator => {
+                stream_check::access(op, on, &[(addr, Access::Write)], &|_| String::new())?;
+                // SAFETY: as above; emulator memory is host memory.
                 unsafe { std::ptr::write_bytes(addr as *mut u8, byte, bytes) };
                 Ok(())
             }
@@ -277,7 +315,13 @@ impl Gpu {
 
     /// Zeroes `dst` (in the current stream's order).
     pub fn memset_zeros<T: DeviceElem>(&self, dst: &mut impl DeviceSliceMut<T>) -> Result<()> {
-        self.memset_raw("cuda memset", self.current_stream(), dst.addr(), 0, dst.len() * std::mem::size_of::<T>())
+        self.memset_raw(
+            "cuda memset",
+            self.current_stream(),
+            dst.addr(),
+            0,
+            dst.len() * std::mem::size_of::<T>(),
+        )
     }
 
     /// A device copy of `host`, written on the compute stream (where it was allocated), whatever
@@ -306,10 +350,12 @@ impl Gpu {
                 unsafe { cudarc::driver::result::memcpy_htod_async(dst.addr(), host, self.cu_current(d)?) }
                     .map_err(launch_err(op))?;
             }
-            // SAFETY: `dst` holds at least host.len() elements of emulator memory.
-            Exec::Emulator => unsafe {
-                std::ptr::copy_nonoverlapping(host.as_ptr(), dst.addr() as *mut T, host.len())
-            },
+            Exec::Emulator => {
+                let nothing = |_: usize| String::new();
+                stream_check::access(op, self.current_stream(), &[(dst.addr(), Access::Write)], &nothing)?;
+                // SAFETY: `dst` holds at least host.len() elements of emulator memory.
+                unsafe { std::ptr::copy_nonoverlapping(host.as_ptr(), dst.addr() as *mut T, host.len()) }
+            }
         }
         Ok(())
     }
@@ -332,10 +378,15 @@ impl Gpu {
                 .map_err(launch_err(op))?;
                 d.stream_of(self.current_stream())?.synchronize().map_err(launch_err(op))?;
             }
-            // SAFETY: `dev` holds host.len() elements of emulator memory.
-            Exec::Emulator => unsafe {
-                std::ptr::copy_nonoverlapping(dev.addr() as *const T, host.as_mut_ptr(), host.len())
-            },
+            Exec::Emulator => {
+                let on = self.current_stream();
+                stream_check::access(op, on, &[(dev.addr(), Access::Read)], &|_| String::new())?;
+                // SAFETY: `dev` holds host.len() elements of emulator memory.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(dev.addr() as *const T, host.as_mut_ptr(), host.len())
+                };
+                stream_check::host_waits_for(on)?;
+            }
         }
         Ok(host)
     }
@@ -369,6 +420,9 @@ impl Gpu {
                 .map_err(launch_err(op))
             }
             Exec::Emulator => {
+                let uses = [(src.addr(), Access::Read), (dst.addr(), Access::Write)];
+                let name = |i: usize| if i == 0 { "the source" } else { "the destination" }.to_string();
+                stream_check::access(op, self.current_stream(), &uses, &name)?;
                 // SAFETY: as above; `copy` (memmove) since views of one buffer may overlap.
                 unsafe { std::ptr::copy(src.addr() as *const u8, dst.addr() as *mut u8, bytes) };
                 Ok(())
@@ -385,7 +439,8 @@ impl Gpu {
     }
 
     /// Waits for everything queued on both streams (on the emulator, where launches and copies
-    /// finish before they return, only the stream check takes note).
+    /// finish before they return, only the stream check takes note, and returns a report of a
+    /// drop it kept since).
     pub fn synchronize(&self) -> Result<()> {
         if let Exec::Driver(d) = &self.exec {
             if d.comm.get().is_none() {
