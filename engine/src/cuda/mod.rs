@@ -17,6 +17,7 @@ pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod executor;
+mod kernel_load;
 pub mod launch;
 pub mod linear_cross_entropy;
 pub mod matmul;
