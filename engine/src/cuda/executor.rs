@@ -164,8 +164,9 @@ impl Gpu {
     }
 
     /// `bytes` of device memory (at least one byte: the driver refuses 0-byte allocations, so
-    /// an empty buffer owns a hidden element).
-    fn alloc_raw(&self, bytes: usize) -> Result<(u64, Allocation)> {
+    /// an empty buffer owns a hidden element), on the compute stream; 0xFF-filled there when
+    /// `poison` (part of the allocation to the stream check, so its reports say "allocated").
+    fn alloc_raw(&self, bytes: usize, poison: bool) -> Result<(u64, Allocation)> {
         let bytes = bytes.max(1);
         match &self.exec {
             Exec::Driver(d) => {
@@ -173,10 +174,17 @@ impl Gpu {
                 let s = unsafe { d.stream.alloc::<u8>(bytes) }.map_err(launch_err("cuda alloc"))?;
                 // Event tracking is off (one stream), so the sync guard records nothing.
                 let addr = s.device_ptr(&d.stream).0;
+                if poison {
+                    self.memset_raw("cuda poison", Stream::Compute, addr, 0xff, bytes)?;
+                }
                 Ok((addr, Allocation::Driver(s)))
             }
             Exec::Emulator => {
                 let addr = solar_kernels::emu::alloc(bytes);
+                if poison {
+                    // SAFETY: `bytes` bytes of emulator memory, just allocated.
+                    unsafe { std::ptr::write_bytes(addr, 0xff, bytes) };
+                }
                 if let Err(e) = stream_check::allocated(addr as u64, bytes) {
                     // SAFETY: just allocated, never handed out.
                     unsafe { solar_kernels::emu::free(addr) };
@@ -214,12 +222,8 @@ impl Gpu {
     /// f32 and bf16) when poisoning is on, so an element a kernel forgot to write shows.
     pub fn alloc<T: DeviceElem>(&self, n: usize) -> Result<DeviceBuffer<T>> {
         let bytes = n * std::mem::size_of::<T>();
-        let (addr, alloc) = self.alloc_raw(bytes)?;
-        let buf = DeviceBuffer::from_raw(addr, n, alloc);
-        if self.poison.load(Ordering::Relaxed) {
-            self.memset_raw("cuda poison", Stream::Compute, addr, 0xff, bytes)?;
-        }
-        Ok(buf)
+        let (addr, alloc) = self.alloc_raw(bytes, self.poison.load(Ordering::Relaxed))?;
+        Ok(DeviceBuffer::from_raw(addr, n, alloc))
     }
 
     /// `n` zero elements.
@@ -243,7 +247,7 @@ impl Gpu {
     /// A device copy of `host`, written on the compute stream (where it was allocated), whatever
     /// the current stream.
     pub fn upload<T: DeviceElem>(&self, host: &[T]) -> Result<DeviceBuffer<T>> {
-        let (addr, alloc) = self.alloc_raw(std::mem::size_of_val(host))?;
+        let (addr, alloc) = self.alloc_raw(std::mem::size_of_val(host), false)?;
         let mut buf = DeviceBuffer::from_raw(addr, host.len(), alloc);
         self.on_stream(Stream::Compute, || self.upload_into(host, &mut buf))?;
         Ok(buf)
@@ -348,7 +352,7 @@ impl Gpu {
 
     /// A device copy of `src`.
     pub fn try_clone<T: DeviceElem>(&self, src: &impl DeviceSlice<T>) -> Result<DeviceBuffer<T>> {
-        let (addr, alloc) = self.alloc_raw(src.len() * std::mem::size_of::<T>())?;
+        let (addr, alloc) = self.alloc_raw(src.len() * std::mem::size_of::<T>(), false)?;
         let mut dst = DeviceBuffer::from_raw(addr, src.len(), alloc);
         self.copy(src, &mut dst)?;
         Ok(dst)
