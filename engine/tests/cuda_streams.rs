@@ -141,7 +141,7 @@ fn a_buffer_allocated_on_compute_is_used_on_comm_only_after_an_event() {
         order(&gpu, Compute, Comm);
         // A copy on comm reads an ordered source into a fresh, unordered destination.
         let e = gpu.on_stream(Comm, || gpu.try_clone(&y)).unwrap_err();
-        assert_err(e, &["cuda copy", "writes memory (the destination, a", alloc]);
+        assert_err(e, &["cuda copy", "writes memory (the destination, an allocation of", alloc]);
         gpu.on_stream(Comm, || elementwise::fill(&mut x, 1.0)).unwrap();
         order(&gpu, Comm, Compute);
         assert_eq!(gpu.download(x.f32("t").unwrap()).unwrap(), vec![1.0; N]);
@@ -169,7 +169,7 @@ fn a_buffer_comm_used_is_dropped_only_after_compute_waited_for_comm() {
         if !wait {
             let wants = [
                 "cuda free: stream check (at a buffer's drop): the compute stream frees memory",
-                &format!("(a {}-byte allocation) the comm stream read at its op", 4 * N),
+                &format!("(an allocation of {} bytes) the comm stream read at its op", 4 * N),
                 "record an event on comm after its last use and wait for it on compute before the drop",
             ];
             assert_err(next.unwrap_err(), &wants);

@@ -52,7 +52,7 @@ pub(crate) enum Access {
 
 /// A write: on which stream, at which of its ticks, and whether it was the allocation.
 #[derive(Clone, Copy, Debug)]
-struct Write {
+struct LastWrite {
     stream: Stream,
     tick: u64,
     alloc: bool,
@@ -62,7 +62,7 @@ struct Write {
 #[derive(Debug)]
 struct Tracked {
     bytes: usize,
-    write: Write,
+    write: LastWrite,
     /// The tick of each stream's last read since `write` (0: none).
     reads: [u64; 2],
 }
@@ -93,15 +93,20 @@ impl Checker {
     }
 
     /// Why stream `s` may not make `access` of `t` at its clock now (None: it may). `what`
-    /// names the memory for the message.
-    fn hazard(&self, s: Stream, access: Access, t: &Tracked, what: &str) -> Option<String> {
+    /// names the memory for the message ("" for nothing to add); called only for a hazard, so
+    /// a clean operation formats nothing.
+    fn hazard(&self, s: Stream, access: Access, t: &Tracked, what: &dyn Fn() -> String) -> Option<String> {
         let seen = &self.clocks[s as usize];
         let verb = match access {
             Access::Read => "reads",
             Access::Write => "writes",
             Access::Free => "frees",
         };
-        let mem = format!("memory ({what}a {}-byte allocation)", t.bytes);
+        let mem = || {
+            let what = what();
+            let what = if what.is_empty() { what } else { format!("{what}, ") };
+            format!("memory ({what}an allocation of {} bytes)", t.bytes)
+        };
         let fix = |other: Stream, when: &str| {
             let then = if access == Access::Free { " before the drop" } else { "" };
             format!(
@@ -114,8 +119,9 @@ impl Checker {
         if w.stream != s && seen[w.stream as usize] < w.tick {
             let (how, when) = if w.alloc { ("allocated", "after allocating ") } else { ("last written", "") };
             return Some(format!(
-                "the {} stream {verb} {mem} {how} on the {} stream at its op {} {}",
+                "the {} stream {verb} {} {how} on the {} stream at its op {} {}",
                 s.name(),
+                mem(),
                 w.stream.name(),
                 w.tick,
                 fix(w.stream, when)
@@ -126,8 +132,9 @@ impl Checker {
         }
         let o = STREAMS.into_iter().find(|&o| o != s && t.reads[o as usize] > seen[o as usize])?;
         Some(format!(
-            "the {} stream {verb} {mem} the {} stream read at its op {} {}",
+            "the {} stream {verb} {} the {} stream read at its op {} {}",
             s.name(),
+            mem(),
             o.name(),
             t.reads[o as usize],
             fix(o, if access == Access::Free { "after its last use " } else { "" })
@@ -146,9 +153,7 @@ impl Checker {
         let tick = self.tick(s);
         for (i, &(addr, access)) in uses.iter().enumerate() {
             let Some(t) = self.find(addr).map(|b| &self.allocs[&b]) else { continue };
-            let what = name(i);
-            let what = if what.is_empty() { what } else { format!("{what}, ") };
-            if let Some(msg) = self.hazard(s, access, t, &what) {
+            if let Some(msg) = self.hazard(s, access, t, &|| name(i)) {
                 return Err(msg);
             }
         }
@@ -166,7 +171,7 @@ impl Checker {
                     _ => {
                         *t = Tracked {
                             bytes: t.bytes,
-                            write: Write { stream: s, tick, alloc: false },
+                            write: LastWrite { stream: s, tick, alloc: false },
                             reads: [0; 2],
                         }
                     }
@@ -179,7 +184,7 @@ impl Checker {
     /// A fresh allocation of `bytes` at `base`: a write on the compute stream.
     pub(crate) fn allocated(&mut self, base: u64, bytes: usize) {
         let tick = self.tick(Stream::Compute);
-        let write = Write { stream: Stream::Compute, tick, alloc: true };
+        let write = LastWrite { stream: Stream::Compute, tick, alloc: true };
         self.allocs.insert(base, Tracked { bytes: bytes.max(1), write, reads: [0; 2] });
     }
 
@@ -320,7 +325,7 @@ mod tests {
         c.access(Compute, &[(1050, W)], NONE).unwrap();
         c.wait(Comm, &early);
         let e = c.access(Comm, &[(1099, Read)], NONE).unwrap_err();
-        assert!(e.contains("comm stream reads memory (a 100-byte allocation) last written on the compute stream at its op 3"), "{e}");
+        assert!(e.contains("comm stream reads memory (an allocation of 100 bytes) last written on the compute stream at its op 3"), "{e}");
         let late = c.record(Compute);
         c.wait(Comm, &late);
         c.access(Comm, &[(1000, Read)], NONE).unwrap();
@@ -345,7 +350,7 @@ mod tests {
         // Both streams read it: a compute write must wait for comm's read, and not for its own.
         let e = c.access(Compute, &[(2000, W)], &|i| format!("use {i}")).unwrap_err();
         assert!(
-            e.contains("writes memory (use 0, a 8-byte allocation) the comm stream read at its op 2"),
+            e.contains("writes memory (use 0, an allocation of 8 bytes) the comm stream read at its op 2"),
             "{e}"
         );
         let ev = c.record(Comm);
@@ -363,7 +368,7 @@ mod tests {
         c.freed(1000);
         let e = c.take_pending().unwrap_err().to_string();
         assert!(
-            e.contains("compute stream frees memory (a 100-byte allocation) the comm stream read"),
+            e.contains("compute stream frees memory (an allocation of 100 bytes) the comm stream read"),
             "{e}"
         );
         c.take_pending().unwrap();
