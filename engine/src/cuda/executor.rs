@@ -3,26 +3,33 @@
 //! streams (streams.rs: compute and comm, events between them) and launch (kernel, grid,
 //! block, dynamic shared memory, typed arguments). Operations go to the current stream;
 //! allocation always to the compute stream.
-//! - `Exec::Driver`: cudarc on a real GPU. Kernels NVRTC-compiled per device (cubin cache on
-//!   disk), memory from the stream-ordered pool (cuMemAllocAsync) on the compute stream.
+//! - `Exec::Driver`: cudarc on a real GPU. Kernels NVRTC-compiled per device (kernel_load.rs,
+//!   cubin cache on disk), memory from the stream-ordered pool (cuMemAllocAsync) on the compute
+//!   stream.
 //! - `Exec::Emulator`: the same kernel sources compiled as host C++ (solar_kernels::emu), run
 //!   on the CPU with bounds, race and uninitialised-read checks. Memory is host memory the
 //!   emulator tracks; a launch runs to completion before it returns, so the stream is already
-//!   synchronized and copies are plain memcpy.
+//!   synchronized and copies are plain memcpy. Every emulator operation first goes through the
+//!   stream check (stream_check.rs), which reports a use of memory across the two streams that
+//!   a GPU would not have ordered: a launch reads each const pointer argument's allocation and
+//!   writes each mutable one's, a memset or upload writes, a download reads (then the host has
+//!   waited for its stream), a copy reads its source and writes its destination, an allocation
+//!   and a free are writes on the compute stream. That proves the declared order (events, host
+//!   waits) covers every buffer an operation touches, at allocation granularity; it says
+//!   nothing about NCCL or timing, which only a GPU shows.
 
-use super::launch::{Arg, Kernel, LaunchConfig};
+use super::kernel_load::{emu_kernel, LoadedKernel};
+use super::launch::{Arg, Kernel, LaunchConfig, Value};
 use super::memory::{Allocation, DeviceBuffer, DeviceElem, DeviceSlice, DeviceSliceMut};
+use super::stream_check::{self, Access};
 use super::streams::Stream;
 use super::{launch_err, Gpu};
 use crate::error::{Error, Result};
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr};
+use cudarc::driver::{CudaContext, CudaModule, CudaStream, DevicePtr};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-
-/// A loaded kernel and the dynamic shared memory a block it has been granted so far.
-type LoadedKernel = (CudaFunction, usize);
 
 /// Which executor runs a `Gpu`'s memory operations and launches.
 pub enum Exec {
@@ -55,21 +62,6 @@ impl Driver {
     }
 }
 
-/// The emulator's kernel `k`, looked up once per process (the table is static; a lookup per
-/// launch would rebuild it).
-fn emu_kernel(k: &Kernel) -> Option<solar_kernels::emu::EmuKernel> {
-    type Table = HashMap<(&'static str, &'static str), solar_kernels::emu::EmuKernel>;
-    static TABLE: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
-    let table = TABLE
-        .get_or_init(|| solar_kernels::emu::kernels().into_iter().map(|e| ((e.module, e.name), e)).collect());
-    table.get(&(k.module, k.name)).copied()
-}
-
-fn set_max_dynamic_smem(op: &'static str, f: &CudaFunction, bytes: usize) -> Result<()> {
-    f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
-        .map_err(launch_err(op))
-}
-
 impl Gpu {
     /// The driver executor, or an error of `op` saying the emulator cannot do what it asks.
     pub fn driver(&self, op: &'static str, what: &str) -> Result<&Driver> {
@@ -91,74 +83,6 @@ impl Gpu {
     /// Whether this device runs on the emulator.
     pub fn is_emulator(&self) -> bool {
         matches!(self.exec, Exec::Emulator)
-    }
-
-    /// The kernel `k` loaded on the driver, allowed `bytes` of dynamic shared memory a block:
-    /// above the default 48 KiB a kernel must opt in (done once per kernel and size, not per
-    /// launch), and past the device's opt-in limit it is an error of `op` naming both sizes.
-    fn function(
-        &self,
-        d: &Driver,
-        op: &'static str,
-        k: &'static Kernel,
-        bytes: usize,
-    ) -> Result<CudaFunction> {
-        let key = (k.module, k.name);
-        let mut fns = d.functions.lock().unwrap();
-        if let Some((f, granted)) = fns.get_mut(&key) {
-            if bytes > 48 * 1024 && bytes > *granted {
-                set_max_dynamic_smem(op, f, bytes)?;
-                *granted = bytes;
-            }
-            return Ok(f.clone());
-        }
-        // Loading compiles at first use; the function lock is dropped meanwhile so a long
-        // NVRTC compile does not hold up launches of kernels already loaded.
-        drop(fns);
-        let m = self.module(d, k.module)?;
-        let f = m.load_function(k.name).map_err(|e| {
-            Error::invalid("cuda", format!("kernel {} not found in {}.cu: {e:?}", k.name, k.module))
-        })?;
-        let granted = if bytes > 48 * 1024 {
-            set_max_dynamic_smem(op, &f, bytes)?;
-            bytes
-        } else {
-            0
-        };
-        let mut fns = d.functions.lock().unwrap();
-        let entry = fns.entry(key).or_insert((f, 0));
-        entry.1 = entry.1.max(granted);
-        Ok(entry.0.clone())
-    }
-
-    fn module(&self, d: &Driver, module: &'static str) -> Result<Arc<CudaModule>> {
-        let mut mods = d.modules.lock().unwrap();
-        if let Some(m) = mods.get(module) {
-            return Ok(m.clone());
-        }
-        let src = solar_kernels::sources::source(module)
-            .ok_or_else(|| Error::invalid("cuda", format!("no kernel source {module}.cu")))?;
-        let (cubin, _) =
-            solar_kernels::cubin_for(src, &self.arch).map_err(|e| Error::invalid("cuda", e.to_string()))?;
-        let m = d
-            .ctx
-            .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
-            .map_err(|e| Error::invalid("cuda", format!("loading {module}.cu for {}: {e:?}", self.arch)))?;
-        mods.insert(module, m.clone());
-        Ok(m)
-    }
-
-    fn smem_fits(&self, op: &'static str, k: &Kernel, bytes: usize) -> Result<()> {
-        if bytes > self.smem_optin {
-            return Err(Error::invalid(
-                op,
-                format!(
-                    "{} needs {bytes} bytes of shared memory a block; this device has {}",
-                    k.name, self.smem_optin
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// Launches `k` over `cfg` with `args`, after checking them against its declaration (an
@@ -203,6 +127,19 @@ impl Gpu {
                 let ek = emu_kernel(k).ok_or_else(|| {
                     Error::invalid(op, format!("the emulator has no kernel {} in {}.cu", k.name, k.module))
                 })?;
+                // Each pointer argument, with its index for the message.
+                let (idx, uses): (Vec<usize>, Vec<(u64, Access)>) = args
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, a)| match a.value {
+                        Value::Ptr { addr, mutable, .. } => {
+                            Some((i, (addr, if mutable { Access::Write } else { Access::Read })))
+                        }
+                        _ => None,
+                    })
+                    .unzip();
+                let name = |j: usize| format!("argument {} of {}.cu:{}", idx[j], k.module, k.name);
+                stream_check::access(op, self.current_stream(), &uses, &name)?;
                 let (g, b) = (cfg.grid_dim, cfg.block_dim);
                 // SAFETY: as above; emulator device pointers are addresses from emu::alloc.
                 unsafe { solar_kernels::emu::launch(&ek, [g.0, g.1, g.2], [b.0, b.1, b.2], smem, &ptrs) }
@@ -227,8 +164,9 @@ impl Gpu {
     }
 
     /// `bytes` of device memory (at least one byte: the driver refuses 0-byte allocations, so
-    /// an empty buffer owns a hidden element).
-    fn alloc_raw(&self, bytes: usize) -> Result<(u64, Allocation)> {
+    /// an empty buffer owns a hidden element), on the compute stream; 0xFF-filled there when
+    /// `poison` (part of the allocation to the stream check, so its reports say "allocated").
+    fn alloc_raw(&self, bytes: usize, poison: bool) -> Result<(u64, Allocation)> {
         let bytes = bytes.max(1);
         match &self.exec {
             Exec::Driver(d) => {
@@ -236,9 +174,24 @@ impl Gpu {
                 let s = unsafe { d.stream.alloc::<u8>(bytes) }.map_err(launch_err("cuda alloc"))?;
                 // Event tracking is off (one stream), so the sync guard records nothing.
                 let addr = s.device_ptr(&d.stream).0;
+                if poison {
+                    self.memset_raw("cuda poison", Stream::Compute, addr, 0xff, bytes)?;
+                }
                 Ok((addr, Allocation::Driver(s)))
             }
-            Exec::Emulator => Ok((solar_kernels::emu::alloc(bytes) as u64, Allocation::Emulator)),
+            Exec::Emulator => {
+                let addr = solar_kernels::emu::alloc(bytes);
+                if poison {
+                    // SAFETY: `bytes` bytes of emulator memory, just allocated.
+                    unsafe { std::ptr::write_bytes(addr, 0xff, bytes) };
+                }
+                if let Err(e) = stream_check::allocated(addr as u64, bytes) {
+                    // SAFETY: just allocated, never handed out.
+                    unsafe { solar_kernels::emu::free(addr) };
+                    return Err(e);
+                }
+                Ok((addr as u64, Allocation::Emulator))
+            }
         }
     }
 
@@ -256,8 +209,9 @@ impl Gpu {
                 }
                 .map_err(launch_err(op))
             }
-            // SAFETY: as above; emulator memory is host memory.
             Exec::Emulator => {
+                stream_check::access(op, on, &[(addr, Access::Write)], &|_| String::new())?;
+                // SAFETY: as above; emulator memory is host memory.
                 unsafe { std::ptr::write_bytes(addr as *mut u8, byte, bytes) };
                 Ok(())
             }
@@ -268,12 +222,8 @@ impl Gpu {
     /// f32 and bf16) when poisoning is on, so an element a kernel forgot to write shows.
     pub fn alloc<T: DeviceElem>(&self, n: usize) -> Result<DeviceBuffer<T>> {
         let bytes = n * std::mem::size_of::<T>();
-        let (addr, alloc) = self.alloc_raw(bytes)?;
-        let buf = DeviceBuffer::from_raw(addr, n, alloc);
-        if self.poison.load(Ordering::Relaxed) {
-            self.memset_raw("cuda poison", Stream::Compute, addr, 0xff, bytes)?;
-        }
-        Ok(buf)
+        let (addr, alloc) = self.alloc_raw(bytes, self.poison.load(Ordering::Relaxed))?;
+        Ok(DeviceBuffer::from_raw(addr, n, alloc))
     }
 
     /// `n` zero elements.
@@ -297,7 +247,7 @@ impl Gpu {
     /// A device copy of `host`, written on the compute stream (where it was allocated), whatever
     /// the current stream.
     pub fn upload<T: DeviceElem>(&self, host: &[T]) -> Result<DeviceBuffer<T>> {
-        let (addr, alloc) = self.alloc_raw(std::mem::size_of_val(host))?;
+        let (addr, alloc) = self.alloc_raw(std::mem::size_of_val(host), false)?;
         let mut buf = DeviceBuffer::from_raw(addr, host.len(), alloc);
         self.on_stream(Stream::Compute, || self.upload_into(host, &mut buf))?;
         Ok(buf)
@@ -320,10 +270,12 @@ impl Gpu {
                 unsafe { cudarc::driver::result::memcpy_htod_async(dst.addr(), host, self.cu_current(d)?) }
                     .map_err(launch_err(op))?;
             }
-            // SAFETY: `dst` holds at least host.len() elements of emulator memory.
-            Exec::Emulator => unsafe {
-                std::ptr::copy_nonoverlapping(host.as_ptr(), dst.addr() as *mut T, host.len())
-            },
+            Exec::Emulator => {
+                let nothing = |_: usize| String::new();
+                stream_check::access(op, self.current_stream(), &[(dst.addr(), Access::Write)], &nothing)?;
+                // SAFETY: `dst` holds at least host.len() elements of emulator memory.
+                unsafe { std::ptr::copy_nonoverlapping(host.as_ptr(), dst.addr() as *mut T, host.len()) }
+            }
         }
         Ok(())
     }
@@ -346,10 +298,15 @@ impl Gpu {
                 .map_err(launch_err(op))?;
                 d.stream_of(self.current_stream())?.synchronize().map_err(launch_err(op))?;
             }
-            // SAFETY: `dev` holds host.len() elements of emulator memory.
-            Exec::Emulator => unsafe {
-                std::ptr::copy_nonoverlapping(dev.addr() as *const T, host.as_mut_ptr(), host.len())
-            },
+            Exec::Emulator => {
+                let on = self.current_stream();
+                stream_check::access(op, on, &[(dev.addr(), Access::Read)], &|_| String::new())?;
+                // SAFETY: `dev` holds host.len() elements of emulator memory.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(dev.addr() as *const T, host.as_mut_ptr(), host.len())
+                };
+                stream_check::host_waits_for(on)?;
+            }
         }
         Ok(host)
     }
@@ -383,6 +340,9 @@ impl Gpu {
                 .map_err(launch_err(op))
             }
             Exec::Emulator => {
+                let uses = [(src.addr(), Access::Read), (dst.addr(), Access::Write)];
+                let name = |i: usize| if i == 0 { "the source" } else { "the destination" }.to_string();
+                stream_check::access(op, self.current_stream(), &uses, &name)?;
                 // SAFETY: as above; `copy` (memmove) since views of one buffer may overlap.
                 unsafe { std::ptr::copy(src.addr() as *const u8, dst.addr() as *mut u8, bytes) };
                 Ok(())
@@ -392,14 +352,15 @@ impl Gpu {
 
     /// A device copy of `src`.
     pub fn try_clone<T: DeviceElem>(&self, src: &impl DeviceSlice<T>) -> Result<DeviceBuffer<T>> {
-        let (addr, alloc) = self.alloc_raw(src.len() * std::mem::size_of::<T>())?;
+        let (addr, alloc) = self.alloc_raw(src.len() * std::mem::size_of::<T>(), false)?;
         let mut dst = DeviceBuffer::from_raw(addr, src.len(), alloc);
         self.copy(src, &mut dst)?;
         Ok(dst)
     }
 
     /// Waits for everything queued on both streams (on the emulator, where launches and copies
-    /// finish before they return, only the stream check takes note).
+    /// finish before they return, only the stream check takes note, and returns a report of a
+    /// drop it kept since).
     pub fn synchronize(&self) -> Result<()> {
         if let Exec::Driver(d) = &self.exec {
             if d.comm.get().is_none() {

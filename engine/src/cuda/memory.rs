@@ -108,6 +108,8 @@ impl<T> Drop for DeviceBuffer<T> {
     fn drop(&mut self) {
         crate::alloc_stats::CUDA.free((self.len * std::mem::size_of::<T>()) as u64);
         if let Allocation::Emulator = self.alloc {
+            // A write on the compute stream; its report waits for the next checked operation.
+            super::stream_check::freed(self.addr);
             // SAFETY: the address came from emu::alloc for this buffer alone, freed once here.
             unsafe { solar_kernels::emu::free(self.addr as *mut u8) };
         }

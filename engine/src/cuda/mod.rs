@@ -17,6 +17,7 @@ pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod executor;
+mod kernel_load;
 pub mod launch;
 pub mod linear_cross_entropy;
 pub mod matmul;
@@ -35,6 +36,7 @@ pub use executor::{Driver, Exec};
 pub use launch::{grid_1d, Arg, Elem, Kernel, LaunchConfig, Param};
 pub use memory::{DeviceBuffer, DeviceElem, DeviceSlice, DeviceSliceMut, DeviceView, DeviceViewMut};
 pub use storage::{CudaData, CudaStorage};
+pub use stream_check::set_stream_check;
 pub use streams::{GpuEvent, Stream};
 
 use crate::error::{Error, Result};

@@ -2,7 +2,8 @@
 //! allocations run on the compute stream; gradient collectives run on the comm stream, so a
 //! bucket's reduction overlaps the backward pass that keeps computing on the other one. Work on
 //! one stream is ordered; across streams only an event orders it (`record_event` on one,
-//! `wait_event` on the other), or the host waiting for a stream (`synchronize_stream`).
+//! `wait_event` on the other), or the host waiting for a stream (`synchronize_stream`, or a
+//! download, which waits for the stream it copied on).
 //!
 //! Which stream a memory operation or launch goes to is the device's current stream, the
 //! compute stream unless inside `on_stream(Stream::Comm, ..)`. Allocation and freeing always
@@ -12,8 +13,11 @@
 //!
 //! On the driver these are CUDA streams and events. On the emulator every operation has
 //! finished when it returns, so nothing can actually race; instead the emulator's stream check
-//! (stream_check.rs) follows the order the program *declared* with events and reports any use
-//! of memory that a real GPU would not have ordered.
+//! (stream_check.rs) follows the order the program *declared* with events and host waits (an
+//! event there is the recording stream's vector clock) and reports, as the error of the
+//! operation, any use of an allocation that a real GPU would not have ordered after the last
+//! conflicting use on the other stream, including a drop the comm stream's work is not ordered
+//! before. It proves that declared order is enough; it proves nothing about NCCL or timing.
 
 use super::{launch_err, Driver, Exec, Gpu};
 use crate::error::Result;
@@ -96,7 +100,7 @@ impl Gpu {
             Exec::Driver(d) => EventInner::Driver(
                 d.stream_of(s)?.record_event(None).map_err(launch_err("cuda record event"))?,
             ),
-            Exec::Emulator => EventInner::Emulator(super::stream_check::record(s)),
+            Exec::Emulator => EventInner::Emulator(super::stream_check::record(s)?),
         };
         Ok(GpuEvent { inner })
     }
