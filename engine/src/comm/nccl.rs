@@ -185,13 +185,22 @@ impl NcclComm {
         if chunk == 0 {
             return Ok(());
         }
-        let comm = self.lock()?;
         // SAFETY: src holds chunk * size f32 and dst chunk, both alive until the caller's
-        // event (comm stream) or the wait below (compute stream) says the collective ran.
+        // event (comm stream) or the wait (compute stream) says the collective ran.
+        unsafe { self.reduce_scatter_raw(src, dst, chunk) }
+    }
+
+    /// One ncclReduceScatter of f32 sums, `chunk` elements a rank, on the current stream.
+    ///
+    /// # Safety
+    /// `send` holds chunk * size f32 and `recv` chunk, alive until the collective has run.
+    unsafe fn reduce_scatter_raw(&self, send: u64, recv: u64, chunk: usize) -> Result<()> {
+        let comm = self.lock()?;
+        // SAFETY: per the contract; a live communicator.
         let r = unsafe {
             (self.lib.reduce_scatter)(
-                src as *const c_void,
-                dst as *mut c_void,
+                send as *const c_void,
+                recv as *mut c_void,
                 chunk,
                 F32,
                 SUM,
@@ -245,7 +254,6 @@ impl NcclComm {
         };
         let out = self.gpu.alloc::<f32>(chunk)?;
         if chunk > 0 {
-            let comm = self.lock()?;
             let padded;
             let send = if chunk * size == len {
                 src.addr()
@@ -256,19 +264,10 @@ impl NcclComm {
                 padded.addr()
             };
             // SAFETY: send holds chunk * size f32, out holds chunk; both live until the wait.
-            let r = unsafe {
-                (self.lib.reduce_scatter)(
-                    send as *const c_void,
-                    out.addr() as *mut c_void,
-                    chunk,
-                    F32,
-                    SUM,
-                    comm.0,
-                    self.stream()?,
-                )
-            };
-            check(self.lib, "ncclReduceScatter", r)?;
-            self.wait(&comm, "ncclReduceScatter")?;
+            // (On the comm stream there is no wait and `padded` is freed on return: this
+            // tensor-by-tensor collective is for the compute stream; buckets use
+            // reduce_scatter_into.)
+            unsafe { self.reduce_scatter_raw(send, out.addr(), chunk) }?;
         }
         let shard = if n == chunk {
             out
