@@ -271,8 +271,12 @@ fn bad_flags_are_usage_errors() {
         vec!["init", "--preset", "gigantic", "--out", "o"],
         vec!["eval", "--model", "m", "--data", "d", "--task", "mmlu"],
         vec!["generate", "--model", "m"],
+        vec!["pretrain", "--model", "m", "--data", "d", "--out", "o", "--zero", "3"],
+        vec!["pretrain", "--model", "m", "--data", "d", "--out", "o", "--bucket-mb", "0"],
+        vec!["sft", "--model", "m", "--data", "d", "--out", "o", "--bucket-mb", "lots"],
     ] {
         let run = solar_train(&args);
         assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
     }
 }
