@@ -13,6 +13,7 @@ pub mod adapters;
 pub mod checkpoint;
 pub mod config;
 pub mod data_parallel;
+pub mod dist_agree;
 pub mod fault;
 pub mod memory;
 pub mod metrics;
@@ -26,7 +27,8 @@ pub mod schedule;
 use crate::error::{Result, TrainError};
 use checkpoint::{list_checkpoints, load_checkpoint, save_checkpoint, TrainState};
 use config::{differences, TrainConfig};
-use data_parallel::{agree_on_resume, stop_signal, DataParallel, Dist};
+use data_parallel::{DataParallel, Dist};
+use dist_agree::{agree_on_resume, check_rows_per_step, stop_signal};
 use metrics::MetricsLog;
 use mfu::ModelFlops;
 use objective::{Objective, StepLoss, StepSplit};
@@ -202,7 +204,7 @@ pub fn train(
 
     let dist = run.dist;
     if let Some(d) = &dist {
-        data_parallel::check_rows_per_step(cfg.rows_per_step(), d)?;
+        check_rows_per_step(cfg.rows_per_step(), d)?;
     }
     // Rank 0 alone writes: OUT, metrics, checkpoints and the final model.
     let leader = dist.is_none_or(|d| d.is_leader());
