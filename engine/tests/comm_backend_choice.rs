@@ -2,19 +2,15 @@
 //! and CUDA tensors on the emulator go to MPI, never to NCCL (which cannot run there). Each
 //! case fails before any rank is needed, so one process tries them all. A test binary of its
 //! own: it sets the environment and selects the emulator for the whole process.
-use solar_engine::comm::{init_world, world, Launcher, Place};
+use solar_engine::comm::{init_world, world};
 use solar_engine::Device;
+
+mod comm_common;
+use comm_common::torchrun_place;
 
 #[test]
 fn the_backend_follows_the_device_and_solar_comm() {
-    let place = Place {
-        launcher: Launcher::Torchrun,
-        rank: 0,
-        size: 2,
-        local_rank: 0,
-        local_size: None,
-        master: Some(("127.0.0.1".into(), 29500)),
-    };
+    let place = torchrun_place(2, Some(29500));
     let fail = |device: Device| init_world(&place, device).err().expect("no world can open here").to_string();
 
     // Set before any other thread reads the environment (one test in this binary).

@@ -6,8 +6,11 @@
 #![cfg(feature = "mpi")]
 
 use half::bf16;
-use solar_engine::comm::{self, plan_buckets, shard_range, Comm};
+use solar_engine::comm::{self, shard_range, Comm};
 use solar_engine::{DType, Device, Tensor};
+
+mod comm_common;
+use comm_common::reduce_in_buckets;
 
 /// Rank r's value at element i.
 fn value(r: usize, i: usize) -> f64 {
@@ -120,24 +123,8 @@ fn buckets_on_the_emulator(w: &Comm) {
     let dev = Device::Cuda(0);
     let (rank, size) = (w.rank(), w.size());
     let lens = [7usize, 1, 100, 3];
-    let grads: Vec<(usize, DType)> = lens.iter().map(|&n| (n, DType::BF16)).collect();
-    // A 64-byte cap: several buckets, one member of them longer than the cap on its own.
-    let buckets = plan_buckets(&grads, &[3, 2, 1, 0], rank, size, 64);
-    assert!(buckets.len() > 1);
-    let flights: Vec<_> = buckets
-        .iter()
-        .map(|b| {
-            let mine: Vec<_> = b
-                .members
-                .iter()
-                .map(|&i| Some(tensor(rank, lens[i], DType::BF16).to_device(dev).unwrap()))
-                .collect();
-            b.start(w, b.pack(&mine, dev).unwrap(), true).unwrap()
-        })
-        .collect();
-    w.settle().unwrap();
-    for (b, flight) in buckets.iter().zip(flights) {
-        let (bucket, piece) = flight.finish().unwrap();
+    let grad = |i: usize| tensor(rank, lens[i], DType::BF16).to_device(dev).unwrap();
+    for (b, bucket, piece) in reduce_in_buckets(w, &lens, dev, grad) {
         for (k, &i) in b.members.iter().enumerate() {
             let sum = expected_sum(size, lens[i], DType::BF16);
             let shard = b.shard_of(&piece, k, DType::BF16).unwrap();

@@ -8,7 +8,10 @@
 //!
 //! Skips (printing why) without a real GPU or without NCCL (SOLAR_NCCL_LIB, libnccl.so.2). A
 //! test binary of its own: the process joins its one world here.
-use solar_engine::comm::{finish, init_world, plan_buckets, Launcher, Place};
+use solar_engine::comm::{finish, init_world};
+
+mod comm_common;
+use comm_common::{reduce_in_buckets, torchrun_place};
 use solar_engine::cuda::Gpu;
 use solar_engine::{DType, Device, Rng, Tensor};
 
@@ -28,14 +31,7 @@ fn a_world_of_one_hands_back_every_input_exactly() {
         eprintln!("skipping NCCL test: {e}");
         return;
     }
-    let place = Place {
-        launcher: Launcher::Torchrun,
-        rank: 0,
-        size: 1,
-        local_rank: 0,
-        local_size: None,
-        master: None,
-    };
+    let place = torchrun_place(1, None);
     let w = match init_world(&place, GPU) {
         Ok(w) => w,
         Err(e) if e.to_string().contains("cannot load NCCL") => {
@@ -85,22 +81,11 @@ fn a_world_of_one_hands_back_every_input_exactly() {
     // Gradient buckets on the comm stream: queued behind the compute stream's event, waited for
     // by settle, unpacked after the compute stream waits on the comm stream's event.
     let lens = [7usize, 1, 300, 3];
-    let grads: Vec<(usize, DType)> = lens.iter().map(|&n| (n, DType::BF16)).collect();
-    let buckets = plan_buckets(&grads, &[3, 2, 1, 0], 0, 1, 64);
     let xs: Vec<Tensor> = lens
         .iter()
         .map(|&n| Tensor::randn([n], 1.0, DType::BF16, &mut rng).to_device(GPU).unwrap())
         .collect();
-    let flights: Vec<_> = buckets
-        .iter()
-        .map(|b| {
-            let mine: Vec<_> = b.members.iter().map(|&i| Some(xs[i].clone())).collect();
-            b.start(w, b.pack(&mine, GPU).unwrap(), true).unwrap()
-        })
-        .collect();
-    w.settle().unwrap();
-    for (b, flight) in buckets.iter().zip(flights) {
-        let (bucket, piece) = flight.finish().unwrap();
+    for (b, bucket, piece) in reduce_in_buckets(w, &lens, GPU, |i| xs[i].clone()) {
         for (k, &i) in b.members.iter().enumerate() {
             assert_eq!(bits(&b.shard_of(&piece, k, DType::BF16).unwrap()), bits(&xs[i]), "bucket member {i}");
             assert_eq!(bits(&b.whole_of(&bucket, k, &[lens[i]].into(), DType::BF16).unwrap()), bits(&xs[i]));

@@ -2,8 +2,11 @@
 //! tried and how to point Solar at one, never a panic. A test binary of its own, since the
 //! process loads NCCL once and keeps the outcome, and SOLAR_NCCL_LIB is set before anything
 //! reads it.
-use solar_engine::comm::{init_world, world, Launcher, Place};
+use solar_engine::comm::{init_world, world};
 use solar_engine::Device;
+
+mod comm_common;
+use comm_common::torchrun_place;
 
 #[test]
 fn a_missing_nccl_is_an_error_naming_what_was_tried() {
@@ -15,14 +18,7 @@ fn a_missing_nccl_is_an_error_naming_what_was_tried() {
     // Set before any other thread could read the environment (one test in this binary).
     std::env::set_var("SOLAR_NCCL_LIB", missing);
     // torchrun's world of one: the distributed path, which on a GPU is NCCL's.
-    let place = Place {
-        launcher: Launcher::Torchrun,
-        rank: 0,
-        size: 1,
-        local_rank: 0,
-        local_size: None,
-        master: Some(("127.0.0.1".into(), 29500)),
-    };
+    let place = torchrun_place(1, Some(29500));
     let e = match init_world(&place, Device::Cuda(0)) {
         Ok(_) => panic!("NCCL loaded from {missing}"),
         Err(e) => e.to_string(),

@@ -27,11 +27,10 @@
 //! emulator's stream check holds every run to this order.
 
 use super::{copy_flat, shard_range, Comm};
-use crate::cuda::{Gpu, GpuEvent, Stream};
+use crate::cuda::{GpuEvent, Stream};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 use crate::{DType, Device, Shape, Tensor};
-use std::sync::Arc;
 
 /// One bucket's layout: which gradients, where each sits in a rank's segment.
 #[derive(Clone, Debug)]
@@ -172,7 +171,7 @@ impl Bucket {
                     collectives(&mut bucket, &mut piece)?;
                     gpu.record_event(Stream::Comm)
                 })?;
-                Some((gpu, ev))
+                Some(ev)
             }
         };
         Ok(InFlight { bucket, piece, done })
@@ -184,15 +183,16 @@ impl Bucket {
 pub struct InFlight {
     bucket: Tensor,
     piece: Tensor,
-    done: Option<(Arc<Gpu>, GpuEvent)>,
+    /// The comm stream's event after the collectives (GPU only).
+    done: Option<GpuEvent>,
 }
 
 impl InFlight {
     /// Orders the compute stream after the collective (the host does not wait) and hands back
     /// (the bucket, all-gathered when `whole`; this rank's reduce-scatter result [S]).
     pub fn finish(self) -> Result<(Tensor, Tensor)> {
-        if let Some((gpu, ev)) = &self.done {
-            gpu.wait_event(Stream::Compute, ev)?;
+        if let (Some(ev), Storage::Cuda(c)) = (&self.done, self.bucket.storage()) {
+            c.gpu.wait_event(Stream::Compute, ev)?;
         }
         Ok((self.bucket, self.piece))
     }

@@ -220,11 +220,16 @@ impl DataParallel {
         /// Reductions queued on the comm stream at once: two keep it busy while the compute
         /// stream packs the next bucket.
         const IN_FLIGHT: usize = 2;
+        let next_is_complete = |dp: &DataParallel| {
+            dp.buckets.get(dp.next_bucket).is_some_and(|b| b.members.iter().all(|&i| dp.complete[i]))
+        };
+        // Most gradients complete a bucket only partly: nothing to start, nothing to look up.
+        if !next_is_complete(self) {
+            return Ok(());
+        }
         let params = model.trainable_params();
-        while let Some(b) = self.buckets.get(self.next_bucket) {
-            if !b.members.iter().all(|&i| self.complete[i]) {
-                break;
-            }
+        while next_is_complete(self) {
+            let b = &self.buckets[self.next_bucket];
             let mine: Vec<Option<Tensor>> = b
                 .members
                 .iter()
